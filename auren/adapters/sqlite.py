@@ -1,0 +1,262 @@
+"""Embedded store: one SQLite file in WAL mode with ``synchronous=FULL``.
+
+Every commit is fsynced, so a 202 means the events survive a crash or power loss. The cost is
+amortised by group commit: the ingest pipeline hands over every delivery waiting at that moment
+in one ``write_batch``, which is one transaction and one fsync.
+
+All writes run on one dedicated thread with its own connection (SQLite allows one writer; a
+second writer thread would only queue on the lock). Reads run on a second thread with a
+separate connection: WAL lets them proceed during a write. Several bridge worker processes may
+share the file; ``busy_timeout`` makes a writer wait its turn instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from auren.adapters.base import EventQuery, WriteResult
+from auren.errors import StoreUnavailable
+from auren.events import CanonicalEvent, iso
+from auren.providers.base import Delivery
+
+T = TypeVar("T")
+
+# Versioned migrations; ``PRAGMA user_version`` records how many have been applied.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS biometric_events (
+        event_id         TEXT PRIMARY KEY,
+        user_id          TEXT NOT NULL,
+        provider         TEXT NOT NULL,
+        provider_user_id TEXT NOT NULL,
+        metric           TEXT NOT NULL,
+        value            REAL NOT NULL,
+        unit             TEXT NOT NULL,
+        start            TEXT NOT NULL,
+        "end"            TEXT,
+        source_record_id TEXT,
+        received_at      TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS biometric_events_user_metric_start
+        ON biometric_events (user_id, metric, start);
+    CREATE INDEX IF NOT EXISTS biometric_events_user_start
+        ON biometric_events (user_id, start, event_id);
+    CREATE TABLE IF NOT EXISTS fetch_jobs (
+        job_id           TEXT PRIMARY KEY,
+        provider         TEXT NOT NULL,
+        user_id          TEXT NOT NULL,
+        provider_user_id TEXT NOT NULL,
+        kind             TEXT NOT NULL,
+        object_id        TEXT,
+        params           TEXT NOT NULL,
+        received_at      TEXT NOT NULL,
+        status           TEXT NOT NULL DEFAULT 'pending'
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS deliveries (
+        provider     TEXT NOT NULL,
+        delivery_key TEXT NOT NULL,
+        received_at  TEXT NOT NULL,
+        PRIMARY KEY (provider, delivery_key)
+    ) WITHOUT ROWID;
+    """,
+)
+
+_INSERT_EVENT = (
+    'INSERT OR IGNORE INTO biometric_events (event_id, user_id, provider, provider_user_id, '
+    'metric, value, unit, start, "end", source_record_id, received_at) '
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_JOB = (
+    "INSERT OR IGNORE INTO fetch_jobs (job_id, provider, user_id, provider_user_id, kind, "
+    "object_id, params, received_at) VALUES (?,?,?,?,?,?,?,?)"
+)
+_INSERT_DELIVERY = (
+    "INSERT OR IGNORE INTO deliveries (provider, delivery_key, received_at) VALUES (?,?,?)"
+)
+_COLUMNS = ('event_id, user_id, provider, provider_user_id, metric, value, unit, start, "end", '
+            "source_record_id, received_at")
+
+
+def _connect(path: Path, timeout_s: float) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None,
+                           check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: the WAL is fsynced at every commit, so an acknowledged write is durable.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in filter(str.strip, script.split(";")):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={number}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _row_to_event(row: tuple[Any, ...]) -> CanonicalEvent:
+    return CanonicalEvent(
+        event_id=row[0], user_id=row[1], provider=row[2], provider_user_id=row[3],
+        metric=row[4], value=row[5], unit=row[6], start=datetime.fromisoformat(row[7]),
+        end=datetime.fromisoformat(row[8]) if row[8] else None, source_record_id=row[9],
+        received_at=datetime.fromisoformat(row[10]),
+    )
+
+
+class SQLiteStore:
+    """``EventStore`` on a local SQLite file."""
+
+    def __init__(self, path: Path, *, timeout_s: float = 10.0) -> None:
+        self._path = path
+        self._timeout_s = timeout_s
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
+
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+
+        def _open() -> sqlite3.Connection:
+            conn = _connect(self._path, self._timeout_s)
+            _migrate(conn)
+            return conn
+
+        self._writer = await self._run(self._write_thread, _open)
+        self._reader = await self._run(self._read_thread,
+                                       lambda: _connect(self._path, self._timeout_s))
+
+    async def close(self) -> None:
+        for conn, pool in ((self._writer, self._write_thread), (self._reader, self._read_thread)):
+            if conn is not None:
+                await self._run(pool, conn.close)
+            pool.shutdown(wait=True)
+        self._writer = self._reader = None
+
+    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(pool, fn), self._timeout_s)
+        except TimeoutError as exc:
+            raise StoreUnavailable("store did not answer in time", retry_after_s=2) from exc
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"store error: {type(exc).__name__}", retry_after_s=2) from exc
+
+    # --- writes ---------------------------------------------------------------------------
+
+    async def write_batch(self, deliveries: Sequence[Delivery]) -> list[WriteResult]:
+        conn = self._writer
+        if conn is None:
+            raise StoreUnavailable("store is not open")
+        rows = [_delivery_rows(d) for d in deliveries]
+        return await self._run(self._write_thread, lambda: _write(conn, rows))
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def query_events(self, query: EventQuery) -> list[CanonicalEvent]:
+        # Only fixed SQL fragments are joined; every value is a bound parameter.
+        sql = [f"SELECT {_COLUMNS} FROM biometric_events WHERE user_id = ?"]  # noqa: S608
+        args: list[Any] = [query.user_id]
+        if query.metric:
+            sql.append("AND metric = ?")
+            args.append(query.metric)
+        if query.since:
+            sql.append("AND start >= ?")
+            args.append(iso(query.since))
+        if query.until:
+            sql.append("AND start < ?")
+            args.append(iso(query.until))
+        if query.after:
+            sql.append("AND (start > ? OR (start = ? AND event_id > ?))")
+            args += [iso(query.after[0]), iso(query.after[0]), query.after[1]]
+        sql.append("ORDER BY start, event_id LIMIT ?")
+        args.append(query.limit)
+        statement = " ".join(sql)
+        rows = await self._read(lambda c: c.execute(statement, args).fetchall())
+        return [_row_to_event(r) for r in rows]
+
+    async def count_events(self, user_id: str | None = None) -> int:
+        if user_id is None:
+            row = await self._read(
+                lambda c: c.execute("SELECT count(*) FROM biometric_events").fetchone())
+        else:
+            row = await self._read(lambda c: c.execute(
+                "SELECT count(*) FROM biometric_events WHERE user_id = ?", (user_id,)).fetchone())
+        return int(row[0])
+
+    async def count_fetch_jobs(self) -> int:
+        row = await self._read(lambda c: c.execute("SELECT count(*) FROM fetch_jobs").fetchone())
+        return int(row[0])
+
+    async def ping(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+        return {"engine": "sqlite", "responseTime_ms": (time.perf_counter() - started) * 1000}
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._reader
+        if conn is None:
+            raise StoreUnavailable("store is not open")
+        return await self._run(self._read_thread, lambda: fn(conn))
+
+
+_DeliveryRows = tuple[tuple[str, str, str], list[tuple[Any, ...]], list[tuple[Any, ...]]]
+
+
+def _delivery_rows(delivery: Delivery) -> _DeliveryRows:
+    """Serialise outside the writer thread so the single writer only executes SQL."""
+    now = iso(datetime.now(UTC))
+    events = [
+        (e.event_id, e.user_id, e.provider, e.provider_user_id, e.metric, e.value, e.unit,
+         iso(e.start), iso(e.end) if e.end else None, e.source_record_id, iso(e.received_at))
+        for e in delivery.events
+    ]
+    jobs = [
+        (j.job_id, j.provider, j.user_id, j.provider_user_id, j.kind, j.object_id,
+         orjson.dumps(j.params).decode(), iso(j.received_at))
+        for j in delivery.fetch_jobs
+    ]
+    return (delivery.provider, delivery.delivery_key, now), events, jobs
+
+
+def _write(conn: sqlite3.Connection, batch: list[_DeliveryRows]) -> list[WriteResult]:
+    results: list[WriteResult] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for delivery_row, events, jobs in batch:
+            before = conn.total_changes
+            conn.execute(_INSERT_DELIVERY, delivery_row)
+            if conn.total_changes == before:
+                # Seen before: a provider retry. Its items were stored with the first one.
+                results.append(WriteResult(0, len(events) + len(jobs), True))
+                continue
+            before = conn.total_changes
+            if events:
+                conn.executemany(_INSERT_EVENT, events)
+            if jobs:
+                conn.executemany(_INSERT_JOB, jobs)
+            accepted = conn.total_changes - before
+            results.append(WriteResult(accepted, len(events) + len(jobs) - accepted, False))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results

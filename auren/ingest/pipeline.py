@@ -1,0 +1,89 @@
+"""The path of one webhook after its bytes are read: handshake, verify, parse, admit, dedup,
+make durable, answer. HTTP-free: it takes a :class:`WebhookRequest` and returns an
+:class:`Outcome`, and raises the ``auren.errors`` tree for everything else.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from auren.adapters.base import Cache
+from auren.errors import MethodNotAllowed, NotFound, ProviderNotConfigured, SignatureInvalid
+from auren.ingest.admission import Admission
+from auren.ingest.committer import GroupCommitter
+from auren.observability import BridgeMetrics
+from auren.providers import PROVIDER_CLASSES
+from auren.providers.base import Provider, WebhookRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: int
+    body: Any  # JSON-serialisable, or None for an empty body
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        cache: Cache,
+        admission: Admission,
+        committer: GroupCommitter,
+        metrics: BridgeMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._providers = providers
+        self._cache = cache
+        self._admission = admission
+        self._committer = committer
+        self._metrics = metrics
+        self._clock = clock
+
+    def provider(self, name: str) -> Provider:
+        provider = self._providers.get(name)
+        if provider is None:
+            if name in PROVIDER_CLASSES:
+                raise ProviderNotConfigured(f"provider {name!r} is not configured")
+            raise NotFound(f"unknown provider {name!r}")
+        return provider
+
+    async def handle(self, name: str, request: WebhookRequest) -> Outcome:
+        provider = self.provider(name)
+        handshake = provider.handshake(request)
+        if handshake is not None:
+            return Outcome(handshake.status, handshake.body)
+        if request.method != "POST":
+            raise MethodNotAllowed(("POST",))
+        try:
+            provider.verify(request, self._clock())
+        except SignatureInvalid:
+            self._metrics.signature_failures.labels(name).inc()
+            raise
+        delivery = provider.parse(request, datetime.now(UTC))
+        cache_key = f"{name}:{delivery.delivery_key}"
+        if await self._cache.seen(cache_key):
+            self._metrics.duplicates.labels(name).inc()
+            return Outcome(200, {"duplicate": True, "accepted": 0,
+                                 "duplicates": len(delivery.events) + len(delivery.fetch_jobs)})
+        async with self._admission.slot():
+            result = await self._committer.submit(delivery)
+        await self._cache.remember((cache_key,))
+        if result.duplicates:
+            self._metrics.duplicates.labels(name).inc(result.duplicates)
+        if result.accepted:
+            self._metrics.events_stored.labels(name).inc(result.accepted)
+        total = len(delivery.events) + len(delivery.fetch_jobs)
+        if result.duplicate_delivery or (total and not result.accepted):
+            # Everything was already stored: 200 so the provider stops retrying.
+            return Outcome(200, {"duplicate": True, "accepted": 0,
+                                 "duplicates": result.duplicates})
+        body: dict[str, Any] = {"accepted": result.accepted, "duplicates": result.duplicates}
+        if delivery.ignored:
+            body["ignored"] = delivery.ignored
+        if delivery.success_status == 204:
+            return Outcome(204, None)
+        return Outcome(delivery.success_status, body)

@@ -1,0 +1,86 @@
+"""Prometheus metrics and structured (JSON) logs.
+
+Each app builds its own ``CollectorRegistry`` so that two apps in one process (tests) never
+share counters. Log records carry only allow-listed fields: never payload values, secrets or
+signatures (health data must not leak into logs).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class BridgeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("auren_webhook_requests", "Webhook requests by provider and status",
+                                ["provider", "status"], registry=r)
+        self.latency = Histogram("auren_webhook_latency_seconds", "Webhook handling latency",
+                                 ["provider"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge("auren_webhooks_in_flight", "Webhooks holding an admission slot",
+                               registry=r)
+        self.queue_depth = Gauge("auren_webhooks_waiting", "Webhooks waiting for admission",
+                                 registry=r)
+        self.events_stored = Counter("auren_events_stored",
+                                     "Canonical events and fetch jobs stored", ["provider"],
+                                     registry=r)
+        self.duplicates = Counter("auren_duplicates", "Items or deliveries already stored",
+                                  ["provider"], registry=r)
+        self.signature_failures = Counter("auren_signature_failures",
+                                          "Requests rejected by signature verification",
+                                          ["provider"], registry=r)
+        self.batch_size = Histogram("auren_commit_batch_deliveries",
+                                    "Deliveries per group commit", buckets=_BATCH_BUCKETS,
+                                    registry=r)
+        self.batch_events = Histogram("auren_commit_batch_events", "Events per group commit",
+                                      buckets=_BATCH_BUCKETS, registry=r)
+        self.rejected = Counter("auren_admission_rejected", "Webhooks shed with 503", registry=r)
+
+    def observe_batch(self, deliveries: int, events: int) -> None:
+        self.batch_size.observe(deliveries)
+        self.batch_events.observe(events)
+
+
+# Fields a log record may carry besides the message; everything else is dropped.
+_ALLOWED = frozenset({"provider", "status", "error", "batch", "method", "path", "duration_ms",
+                      "service", "port", "workers", "mode", "count", "detail", "state"})
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            # CR/LF escaped by JSON encoding: no log injection.
+            "msg": record.getMessage(),
+        }
+        for key in _ALLOWED:
+            if key in record.__dict__:
+                entry[key] = record.__dict__[key]
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["exc_type"] = record.exc_info[0].__name__
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
