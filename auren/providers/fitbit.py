@@ -1,0 +1,131 @@
+"""Fitbit Web API subscriptions (legacy API): thin notifications.
+
+``X-Fitbit-Signature`` is the base64 HMAC-SHA1 of the raw body keyed with the client secret
+followed by ``&`` (an OAuth 1 signing-key habit). Fitbit sends no timestamp, so there is no
+replay window; a replayed notification only schedules a fetch that is deduplicated anyway.
+
+Adding a subscriber makes Fitbit send two ``GET ?verify=<code>``: the right code must answer 204
+and a deliberately wrong one 404. Notifications must be answered 204 within 5 seconds.
+
+Body: an array, possibly batched::
+
+    [{"collectionType": "sleep", "date": "2026-01-01", "ownerId": "7QX3KD",
+      "ownerType": "user", "subscriptionId": "u-1234-sleep"}]
+
+Each item is one fetch job. A notification carries no id and Fitbit re-sends the same body when
+the same day's data changes again, so a later change is indistinguishable from a retry; the
+fetcher should treat a repeated job as "fetch again" rather than "already done".
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from datetime import datetime
+from typing import Any
+
+from auren.errors import InvalidPayload, MalformedPayload, SignatureInvalid
+from auren.events import FetchJob, fetch_job_id, item_error
+from auren.providers._common import array, calendar_date, encode, ident, optional
+from auren.providers.base import (
+    Delivery,
+    HandshakeResponse,
+    WebhookRequest,
+    any_matches,
+    b64decode_strict,
+    body_digest,
+    load_json,
+)
+from auren.settings import Settings, secret_values
+
+
+def _hmac_sha1(key: bytes, body: bytes) -> bytes:
+    # SHA-1 is Fitbit's choice, not ours; HMAC-SHA1 is still not forgeable in practice.
+    return hmac.new(key, body, hashlib.sha1).digest()
+
+
+def sign(secret: str, body: bytes) -> str:
+    return base64.b64encode(_hmac_sha1(secret.encode() + b"&", body)).decode()
+
+
+class FitbitProvider:
+    name = "fitbit"
+
+    def __init__(self, secrets: tuple[str, ...], *, verify_code: str | None = None,
+                 max_events: int = 5000) -> None:
+        self._keys = tuple(encode(s) + b"&" for s in secrets)
+        self._verify_code = encode(verify_code) if verify_code else None
+        self._max_events = max_events
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FitbitProvider | None:
+        secrets = secret_values(settings.fitbit_client_secret)
+        if not secrets:
+            return None
+        code = settings.fitbit_verify_code
+        return cls(secrets, verify_code=code.get_secret_value() if code else None,
+                   max_events=settings.max_events_per_delivery)
+
+    def handshake(self, request: WebhookRequest) -> HandshakeResponse | None:
+        if request.method.upper() != "GET":
+            return None
+        code = request.query.get("verify")
+        if (self._verify_code is not None and code is not None
+                and hmac.compare_digest(encode(code), self._verify_code)):
+            return HandshakeResponse(204)
+        # 404 is how the protocol says "not this code"; Fitbit sends a wrong one on purpose.
+        return HandshakeResponse(404)
+
+    def verify(self, request: WebhookRequest, now: float) -> None:
+        signature = request.header("x-fitbit-signature")
+        if not signature:
+            raise SignatureInvalid("missing X-Fitbit-Signature header")
+        presented = b64decode_strict(signature)
+        expected = [_hmac_sha1(key, request.body) for key in self._keys]
+        if presented is None or not any_matches(expected, [presented]):
+            raise SignatureInvalid("X-Fitbit-Signature does not match")
+
+    def parse(self, request: WebhookRequest, received_at: datetime) -> Delivery:
+        body = load_json(request.body)
+        if not isinstance(body, list):
+            raise MalformedPayload("body must be a JSON array")
+        try:
+            items = array(body, "body", self._max_events)
+        except ValueError as exc:
+            raise InvalidPayload(str(exc)) from None
+        if not items:
+            raise InvalidPayload("body must be a non-empty array")
+        jobs = []
+        for index, item in enumerate(items):
+            try:
+                jobs.append(self._job(item, received_at))
+            except ValueError as exc:
+                raise item_error(index, str(exc), path="body") from None
+        return Delivery(provider=self.name, delivery_key=body_digest(request.body),
+                        fetch_jobs=jobs, success_status=204)
+
+    def _job(self, item: Any, received_at: datetime) -> FetchJob:
+        if not isinstance(item, dict):
+            raise ValueError("must be an object")
+        owner = ident(item, "ownerId")
+        collection = ident(item, "collectionType")
+        day = calendar_date(item, "date")
+        subscription = optional(ident, item, "subscriptionId")
+        owner_type = optional(ident, item, "ownerType")
+        return FetchJob(
+            job_id=fetch_job_id(self.name, owner, collection, day),
+            provider=self.name,
+            # Account linking comes later: until then a thin provider's user is namespaced.
+            user_id=f"{self.name}:{owner}",
+            provider_user_id=owner,
+            kind=collection,
+            object_id=day,
+            params={"subscription_id": subscription, "owner_type": owner_type},
+            received_at=received_at,
+        )
+
+
+def signed_headers(secret: str, body: bytes) -> dict[str, str]:
+    """Headers Fitbit adds to a notification (used by the simulator)."""
+    return {"x-fitbit-signature": sign(secret, body), "content-type": "application/json"}

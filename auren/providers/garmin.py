@@ -1,0 +1,215 @@
+"""Garmin Health API webhooks: push summaries inline, or ping items that name a pull URL.
+
+Garmin signs nothing. A request carries ``garmin-client-id`` (the consumer key), compared here
+in constant time against every configured id. The key is not a strong secret, so the route
+should also be HTTPS-only and, where possible, behind an IP filter.
+
+Body: top-level keys are summary types, each an array of items::
+
+    {"dailies": [{"userId": "4aa0e1d7-…", "summaryId": "x153a9f3-5f0a2e80-6",
+                  "startTimeInSeconds": 1767222000, "durationInSeconds": 86400,
+                  "steps": 8412, "restingHeartRateInBeatsPerMinute": 51, …}]}
+
+An item with ``callbackURL`` is a ping (the data must be pulled): it becomes a fetch job. A push
+item becomes canonical events spanning ``startTimeInSeconds`` (UTC) to that plus
+``durationInSeconds``; ``pulseox`` and ``allDayRespiration`` carry only per-offset samples, so
+each sample is an event at its own instant. ``epochs`` (15-minute buckets) are not stored: they
+repeat the daily totals' steps and energy at a finer grain, and both would be summed together.
+Lifecycle items (``deregistrations``, ``userPermissionsChange``) store nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from auren.errors import InvalidPayload, SignatureInvalid
+from auren.events import FetchJob, fetch_job_id, item_error
+from auren.providers._common import (
+    MAX_DURATION_S,
+    EventBatch,
+    Subject,
+    duration,
+    encode,
+    epoch,
+    https_url,
+    ident,
+    is_ident,
+    optional,
+    text,
+)
+from auren.providers.base import (
+    Delivery,
+    HandshakeResponse,
+    WebhookRequest,
+    any_matches,
+    body_digest,
+    load_json,
+    require_dict,
+)
+from auren.settings import Settings, secret_values
+
+# (field of a push item, metric, unit)
+PUSH_FIELDS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "dailies": (
+        ("steps", "steps", "{steps}"),
+        ("distanceInMeters", "distance", "m"),
+        ("activeKilocalories", "active_energy", "kcal"),
+        ("restingHeartRateInBeatsPerMinute", "resting_heart_rate", "/min"),
+        ("averageHeartRateInBeatsPerMinute", "heart_rate", "/min"),
+    ),
+    "sleeps": (
+        ("durationInSeconds", "sleep_duration", "s"),
+        ("deepSleepDurationInSeconds", "sleep_deep", "s"),
+        ("lightSleepDurationInSeconds", "sleep_light", "s"),
+        ("remSleepInSeconds", "sleep_rem", "s"),
+        ("awakeDurationInSeconds", "sleep_awake", "s"),
+        ("overallSleepScore", "sleep_score", "{score}"),
+    ),
+    # Garmin's nightly HRV average is RMSSD.
+    "hrv": (("lastNightAvg", "hrv_rmssd", "ms"),),
+    "bodyComps": (
+        ("weightInGrams", "weight", "g"),
+        ("bodyFatInPercent", "body_fat", "%"),
+    ),
+    "skinTemp": (("avgDeviationCelsius", "temperature_deviation", "Cel"),),
+}
+
+# Sample maps {offset in seconds from the start: value}: (accepted field names, metric, unit).
+# Implementations disagree on the respiration map's name, so both spellings are read.
+SAMPLE_FIELDS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "pulseox": (("timeOffsetSpo2Values",), "spo2", "%"),
+    "allDayRespiration": (("timeOffsetEpochToBreaths", "timeOffsetRespirationValues"),
+                          "respiratory_rate", "/min"),
+}
+
+LIFECYCLE = frozenset({"deregistrations", "userPermissionsChange"})
+
+
+@dataclass(slots=True)
+class _Parsed:
+    batch: EventBatch
+    jobs: list[FetchJob] = field(default_factory=list)
+    ignored: int = 0
+
+
+class GarminProvider:
+    name = "garmin"
+
+    def __init__(self, client_ids: tuple[str, ...], *, max_events: int = 5000) -> None:
+        self._ids = tuple(encode(c) for c in client_ids)
+        self._max_events = max_events
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GarminProvider | None:
+        client_ids = secret_values(settings.garmin_client_id)
+        if not client_ids:
+            return None
+        return cls(client_ids, max_events=settings.max_events_per_delivery)
+
+    def handshake(self, request: WebhookRequest) -> HandshakeResponse | None:
+        return None
+
+    def verify(self, request: WebhookRequest, now: float) -> None:
+        presented = request.header("garmin-client-id")
+        if not presented:
+            raise SignatureInvalid("missing garmin-client-id header")
+        if not any_matches(self._ids, [encode(presented.strip())]):
+            raise SignatureInvalid("garmin-client-id is not a configured consumer key")
+
+    def parse(self, request: WebhookRequest, received_at: datetime) -> Delivery:
+        body = require_dict(load_json(request.body), "body")
+        parsed = _Parsed(EventBatch(self._max_events))
+        total = 0
+        for kind, items in body.items():
+            if not isinstance(items, list):
+                raise InvalidPayload(f"{kind[:64]} must be an array")
+            total += len(items)
+            if total > self._max_events:
+                raise InvalidPayload(f"at most {self._max_events} summaries per delivery")
+            for index, item in enumerate(items):
+                try:
+                    self._item(kind, item, parsed, received_at)
+                except ValueError as exc:
+                    raise item_error(index, str(exc), path=kind[:64]) from None
+        return Delivery(provider=self.name, delivery_key=body_digest(request.body),
+                        events=parsed.batch.events, fetch_jobs=parsed.jobs,
+                        ignored=parsed.ignored)
+
+    def _item(self, kind: str, item: Any, parsed: _Parsed, received_at: datetime) -> None:
+        if not isinstance(item, dict):
+            raise ValueError("must be an object")
+        if kind in LIFECYCLE:
+            return
+        user = ident(item, "userId")
+        if "callbackURL" in item:
+            if not is_ident(kind):
+                raise ValueError("a ping's summary type must be an identifier")
+            url = https_url(item.get("callbackURL"), "callbackURL", domain="garmin.com")
+            parsed.jobs.append(FetchJob(
+                job_id=fetch_job_id(self.name, user, kind, url),
+                provider=self.name,
+                user_id=f"{self.name}:{user}",
+                provider_user_id=user,
+                kind=kind,
+                object_id=None,
+                params={"callback_url": url},
+                received_at=received_at,
+            ))
+            return
+        fields = PUSH_FIELDS.get(kind, ())
+        samples = SAMPLE_FIELDS.get(kind)
+        if not fields and samples is None:
+            parsed.ignored += 1
+            return
+        subject = Subject(self.name, f"{self.name}:{user}", user, received_at)
+        record = optional(text, item, "summaryId")
+        start_key = ("measurementTimeInSeconds" if item.get("measurementTimeInSeconds") is not None
+                     else "startTimeInSeconds")
+        start = epoch(item.get(start_key), start_key)
+        length = item.get("durationInSeconds")
+        end = None if length is None else start + timedelta(
+            seconds=duration(length, "durationInSeconds"))
+        before = len(parsed.batch)
+        for name, metric, unit in fields:
+            value = _number(item.get(name))
+            if value is not None:
+                parsed.batch.add(subject.event(metric, value, unit, field=name, start=start,
+                                               end=end, record=record))
+        if samples is not None:
+            names, metric, unit = samples
+            self._samples(item, names, metric, unit, subject, start, record, parsed.batch)
+        if len(parsed.batch) == before:
+            parsed.ignored += 1
+
+    @staticmethod
+    def _samples(item: dict[str, Any], names: tuple[str, ...], metric: str, unit: str,
+                 subject: Subject, start: datetime, record: str | None,
+                 batch: EventBatch) -> None:
+        name = next((n for n in names if item.get(n) is not None), None)
+        if name is None:
+            return
+        values = item[name]
+        if not isinstance(values, dict):
+            raise ValueError(f"{name} must be an object of offset: value")
+        for offset_text, value in values.items():
+            if not (offset_text.isascii() and offset_text.isdigit() and len(offset_text) <= 7
+                    and int(offset_text) <= MAX_DURATION_S):
+                raise ValueError(f"{name} offsets must be seconds from the start")
+            if value is not None:
+                at = start + timedelta(seconds=int(offset_text))
+                batch.add(subject.event(metric, value, unit, field=f"{name}.{offset_text}",
+                                        start=at, record=record))
+
+
+def _number(value: Any) -> Any:
+    # Some summaries wrap a number as {"value": 82, "qualifierKey": "GOOD"}.
+    if isinstance(value, dict):
+        return value.get("value")
+    return value
+
+
+def signed_headers(client_id: str, body: bytes) -> dict[str, str]:
+    """Headers Garmin adds to a notification (used by the simulator); nothing depends on body."""
+    return {"garmin-client-id": client_id, "content-type": "application/json"}

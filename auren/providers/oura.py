@@ -1,0 +1,123 @@
+"""Oura API v2 webhooks: thin notifications signed with the application's client secret.
+
+``x-oura-signature`` is the hex HMAC-SHA256, keyed with the client secret, of ``x-oura-timestamp``
+followed directly by the raw body. Oura writes the hex in upper case; comparing decoded bytes
+makes the case irrelevant. The timestamp's format is not documented, so Unix seconds, Unix
+milliseconds and ISO 8601 are all accepted; the signature covers the header text as sent.
+
+Creating or renewing a subscription makes Oura call ``GET ?verification_token=…&challenge=…``;
+the answer echoes the challenge when the token is ``OURA_VERIFICATION_TOKEN``.
+
+Body (ids only; the record is fetched later from ``/v2/usercollection/{data_type}/{object_id}``,
+where the ``vo2_max`` type is spelled ``vO2_max``)::
+
+    {"event_type": "update", "data_type": "daily_readiness", "object_id": "b1e0c8d2-…",
+     "event_time": "2026-01-01T07:42:10+00:00", "user_id": "ou_8c31f0"}
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+
+from auren.errors import InvalidPayload, MalformedPayload, SignatureInvalid
+from auren.events import FetchJob, fetch_job_id, iso
+from auren.providers._common import MAX_TEXT, encode, header_time, ident, optional, timestamp
+from auren.providers.base import (
+    Delivery,
+    HandshakeResponse,
+    WebhookRequest,
+    any_matches,
+    body_digest,
+    check_tolerance,
+    hexdecode,
+    hmac_sha256,
+    load_json,
+    require_dict,
+)
+from auren.settings import Settings, secret_values
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    return hmac_sha256(secret.encode(), timestamp.encode() + body).hex().upper()
+
+
+class OuraProvider:
+    name = "oura"
+
+    def __init__(self, secrets: tuple[str, ...], *, verification_token: str | None = None,
+                 tolerance_s: int = 300) -> None:
+        self._keys = tuple(encode(s) for s in secrets)
+        self._token = encode(verification_token) if verification_token else None
+        self._tolerance_s = tolerance_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OuraProvider | None:
+        secrets = secret_values(settings.oura_client_secret)
+        if not secrets:
+            return None
+        token = settings.oura_verification_token
+        return cls(secrets, verification_token=token.get_secret_value() if token else None,
+                   tolerance_s=settings.signature_tolerance_s)
+
+    def handshake(self, request: WebhookRequest) -> HandshakeResponse | None:
+        if request.method.upper() != "GET":
+            return None
+        token = request.query.get("verification_token")
+        # Without a configured token no challenge can be trusted, so every one is refused.
+        if self._token is None or token is None or not hmac.compare_digest(encode(token),
+                                                                            self._token):
+            raise SignatureInvalid("verification_token does not match")
+        challenge = request.query.get("challenge")
+        if not challenge or len(challenge) > MAX_TEXT:
+            raise MalformedPayload(f"challenge must be 1 to {MAX_TEXT} characters")
+        return HandshakeResponse(200, {"challenge": challenge})
+
+    def verify(self, request: WebhookRequest, now: float) -> None:
+        signature = request.header("x-oura-signature")
+        stamp = request.header("x-oura-timestamp")
+        if not signature or not stamp:
+            raise SignatureInvalid("missing x-oura-signature or x-oura-timestamp header")
+        check_tolerance(header_time(stamp, "x-oura-timestamp"), now, self._tolerance_s)
+        presented = hexdecode(signature)
+        signed = encode(stamp.strip()) + request.body
+        expected = [hmac_sha256(key, signed) for key in self._keys]
+        if presented is None or not any_matches(expected, [presented]):
+            raise SignatureInvalid("x-oura-signature does not match")
+
+    def parse(self, request: WebhookRequest, received_at: datetime) -> Delivery:
+        body = require_dict(load_json(request.body), "body")
+        try:
+            user = ident(body, "user_id")
+            data_type = ident(body, "data_type")
+            object_id = ident(body, "object_id")
+            event_type = ident(body, "event_type")
+            # Integrations disagree on the name of the time field; both are accepted.
+            time_key = "event_time" if body.get("event_time") is not None else "timestamp"
+            event_time = optional(timestamp, body, time_key)
+        except ValueError as exc:
+            raise InvalidPayload(str(exc)) from None
+        event_text = iso(event_time) if event_time else None
+        job = FetchJob(
+            job_id=fetch_job_id(self.name, user, data_type, object_id, event_type, event_text),
+            provider=self.name,
+            # Account linking comes later: until then a thin provider's user is namespaced.
+            user_id=f"{self.name}:{user}",
+            provider_user_id=user,
+            kind=data_type,
+            object_id=object_id,
+            params={"event_type": event_type, "event_time": event_text},
+            received_at=received_at,
+        )
+        return Delivery(provider=self.name, delivery_key=body_digest(request.body),
+                        fetch_jobs=[job])
+
+
+def signed_headers(secret: str, body: bytes, *, timestamp: int) -> dict[str, str]:
+    """Headers Oura adds to a notification (used by the simulator)."""
+    stamp = str(timestamp)
+    return {
+        "x-oura-timestamp": stamp,
+        "x-oura-signature": sign(secret, stamp, body),
+        "content-type": "application/json",
+    }

@@ -1,0 +1,263 @@
+"""Terra (aggregator) webhooks: full, already normalized data in the body.
+
+The signature header (``terra-signature`` in the docs; the platform sends ``x-terra-signature``
+plus the deprecated duplicate) reads ``t=<unix seconds>,v1=<hex>``, possibly with several ``v1``
+entries while a secret rotates; any one matching passes. ``v1`` is HMAC-SHA256, keyed with the
+destination's signing secret, of ``"{t}.{raw body}"``. ``x-terra-trace-id`` is unique per
+delivery and stable across retries, so it is the deduplication key (``terra-reference`` is not:
+every chunk of one backfill shares it).
+
+Body::
+
+    {"type": "sleep", "user": {"user_id": "9f1e…", "reference_id": "acct_1234", …},
+     "data": [{"metadata": {"start_time": "…", "end_time": "…", "summary_id": "s-771"},
+               "heart_rate_data": {"summary": {"avg_hrv_rmssd": 61.5, …}}, …}],
+     "version": "2022-03-16"}
+
+``sleep``, ``daily``, ``activity`` and ``body`` become canonical events; the other data types
+are counted as ignored, and control events (``auth``, ``healthcheck``, …) carry no data. A type
+AUREN does not know is accepted and ignored too: answering 4xx would only make Terra retry it
+for a day. Field units are in the field names; ``temperature_data.delta`` is a deviation.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from auren.errors import InvalidPayload, SignatureInvalid
+from auren.events import item_error
+from auren.providers._common import (
+    EventBatch,
+    Subject,
+    array,
+    dig,
+    encode,
+    ident,
+    optional,
+    text,
+    timestamp,
+)
+from auren.providers.base import (
+    Delivery,
+    HandshakeResponse,
+    WebhookRequest,
+    any_matches,
+    body_digest,
+    check_tolerance,
+    hexdecode,
+    hmac_sha256,
+    load_json,
+    parse_epoch,
+    require_dict,
+)
+from auren.settings import Settings, secret_values
+
+# (dotted path in a data item, metric, unit)
+Field = tuple[str, str, str]
+
+_HR = "heart_rate_data.summary"
+_HEART: tuple[Field, ...] = (
+    (f"{_HR}.avg_hr_bpm", "heart_rate", "/min"),
+    (f"{_HR}.resting_hr_bpm", "resting_heart_rate", "/min"),
+    (f"{_HR}.avg_hrv_rmssd", "hrv_rmssd", "ms"),
+    (f"{_HR}.avg_hrv_sdnn", "hrv_sdnn", "ms"),
+)
+_CALORIES: tuple[Field, ...] = (
+    ("calories_data.total_burned_calories", "total_energy", "kcal"),
+    ("calories_data.net_activity_calories", "active_energy", "kcal"),
+)
+_OXYGEN: tuple[Field, ...] = (
+    ("oxygen_data.avg_saturation_percentage", "spo2", "%"),
+    ("oxygen_data.vo2max_ml_per_min_per_kg", "vo2_max", "mL/min/kg"),
+)
+_ASLEEP = "sleep_durations_data.asleep"
+
+FIELDS: dict[str, tuple[Field, ...]] = {
+    "sleep": (
+        *_HEART,
+        (f"{_ASLEEP}.duration_asleep_state_seconds", "sleep_duration", "s"),
+        (f"{_ASLEEP}.duration_deep_sleep_state_seconds", "sleep_deep", "s"),
+        (f"{_ASLEEP}.duration_light_sleep_state_seconds", "sleep_light", "s"),
+        (f"{_ASLEEP}.duration_REM_sleep_state_seconds", "sleep_rem", "s"),
+        ("sleep_durations_data.awake.duration_awake_state_seconds", "sleep_awake", "s"),
+        ("sleep_durations_data.sleep_efficiency", "sleep_efficiency", "%"),
+        ("respiration_data.breaths_data.avg_breaths_per_min", "respiratory_rate", "/min"),
+        ("respiration_data.oxygen_saturation_data.avg_saturation_percentage", "spo2", "%"),
+        ("temperature_data.delta", "temperature_deviation", "Cel"),
+    ),
+    "daily": (
+        *_HEART,
+        ("distance_data.steps", "steps", "{steps}"),
+        ("distance_data.distance_meters", "distance", "m"),
+        *_CALORIES,
+        *_OXYGEN,
+    ),
+    "activity": (
+        *_HEART,
+        ("distance_data.summary.steps", "steps", "{steps}"),
+        ("distance_data.summary.distance_meters", "distance", "m"),
+        *_CALORIES,
+    ),
+    "body": _OXYGEN,
+}
+
+# Sample lists inside a data item: (dotted path of the list, time key, fields of one sample).
+SAMPLES: dict[str, tuple[tuple[str, str, tuple[Field, ...]], ...]] = {
+    "body": (
+        ("measurements_data.measurements", "measurement_time", (
+            ("weight_kg", "weight", "kg"),
+            ("bodyfat_percentage", "body_fat", "%"),
+        )),
+        ("temperature_data.body_temperature_samples", "timestamp", (
+            ("temperature_celsius", "body_temperature", "Cel"),
+        )),
+        ("temperature_data.skin_temperature_samples", "timestamp", (
+            ("temperature_celsius", "skin_temperature", "Cel"),
+        )),
+        ("blood_pressure_data.blood_pressure_samples", "timestamp", (
+            ("systolic_bp", "blood_pressure_systolic", "mm[Hg]"),
+            ("diastolic_bp", "blood_pressure_diastolic", "mm[Hg]"),
+        )),
+    ),
+}
+
+CONTROL_TYPES = frozenset({
+    "auth", "deauth", "user_reauth", "access_revoked", "connection_error",
+    "google_no_datasource", "processing", "large_request_processing", "large_request_sending",
+    "rate_limit_hit", "healthcheck", "permission_change",
+})
+
+_MAX_SIGNATURE_PARTS = 32
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    return hmac_sha256(secret.encode(), f"{timestamp}.".encode() + body).hex()
+
+
+class TerraProvider:
+    name = "terra"
+
+    def __init__(self, secrets: tuple[str, ...], *, tolerance_s: int = 300,
+                 max_events: int = 5000) -> None:
+        self._keys = tuple(encode(s) for s in secrets)
+        self._tolerance_s = tolerance_s
+        self._max_events = max_events
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TerraProvider | None:
+        secrets = secret_values(settings.terra_signing_secret)
+        if not secrets:
+            return None
+        return cls(secrets, tolerance_s=settings.signature_tolerance_s,
+                   max_events=settings.max_events_per_delivery)
+
+    def handshake(self, request: WebhookRequest) -> HandshakeResponse | None:
+        return None
+
+    def verify(self, request: WebhookRequest, now: float) -> None:
+        header = request.header("x-terra-signature", "terra-signature")
+        if not header:
+            raise SignatureInvalid("missing terra-signature header")
+        stamp: str | None = None
+        presented: list[bytes] = []
+        for part in header.split(",", _MAX_SIGNATURE_PARTS)[:_MAX_SIGNATURE_PARTS]:
+            key, _, value = part.strip().partition("=")
+            if key == "t":
+                if stamp is not None:
+                    raise SignatureInvalid("terra-signature has more than one t")
+                stamp = value.strip()
+            elif key == "v1":
+                decoded = hexdecode(value)
+                if decoded is not None:
+                    presented.append(decoded)
+        check_tolerance(parse_epoch(stamp), now, self._tolerance_s)
+        # parse_epoch accepted only ASCII digits, so this is the text Terra signed.
+        signed = f"{stamp}.".encode() + request.body
+        expected = [hmac_sha256(key, signed) for key in self._keys]
+        if not presented or not any_matches(expected, presented):
+            raise SignatureInvalid("no terra-signature v1 entry matches")
+
+    def parse(self, request: WebhookRequest, received_at: datetime) -> Delivery:
+        body = require_dict(load_json(request.body), "body")
+        key = self._delivery_key(request)
+        kind = body.get("type")
+        if not isinstance(kind, str) or not 1 <= len(kind) <= 64:
+            raise InvalidPayload("type must be a string of 1 to 64 characters")
+        if kind not in FIELDS:
+            data = body.get("data")
+            ignored = len(data) if kind not in CONTROL_TYPES and isinstance(data, list) else 0
+            return Delivery(provider=self.name, delivery_key=key, ignored=ignored)
+        try:
+            user = body.get("user")
+            if not isinstance(user, dict):
+                raise ValueError("user must be an object")
+            provider_user_id = ident(user, "user_id")
+            # An unset reference arrives as null or, from some clients, as "".
+            reference = optional(text, user, "reference_id") if user.get("reference_id") else None
+            items = array(body.get("data"), "data", self._max_events)
+        except ValueError as exc:
+            raise InvalidPayload(str(exc)) from None
+        subject = Subject(self.name, reference or f"{self.name}:{provider_user_id}",
+                          provider_user_id, received_at)
+        batch = EventBatch(self._max_events)
+        ignored = 0
+        for index, item in enumerate(items):
+            before = len(batch)
+            try:
+                self._item(kind, item, subject, batch)
+            except ValueError as exc:
+                raise item_error(index, str(exc), path="data") from None
+            if len(batch) == before:
+                ignored += 1
+        return Delivery(provider=self.name, delivery_key=key, events=batch.events,
+                        ignored=ignored)
+
+    def _item(self, kind: str, item: Any, subject: Subject, batch: EventBatch) -> None:
+        if not isinstance(item, dict):
+            raise ValueError("must be an object")
+        metadata = item.get("metadata")
+        if not isinstance(metadata, dict):
+            raise ValueError("metadata must be an object")
+        start = timestamp(metadata, "start_time")
+        end = optional(timestamp, metadata, "end_time")
+        record = optional(text, metadata, "summary_id")
+        for path, metric, unit in FIELDS[kind]:
+            value = dig(item, path)
+            if value is not None:
+                batch.add(subject.event(metric, value, unit, field=path, start=start, end=end,
+                                        record=record))
+        for path, time_key, fields in SAMPLES.get(kind, ()):
+            samples = array(dig(item, path), path, self._max_events, required=False)
+            for number, sample in enumerate(samples):
+                where = f"{path}[{number}]"
+                if not isinstance(sample, dict):
+                    raise ValueError(f"{where} must be an object")
+                try:
+                    at = timestamp(sample, time_key)
+                except ValueError as exc:
+                    raise ValueError(f"{where}.{exc}") from None
+                for name, metric, unit in fields:
+                    value = sample.get(name)
+                    if value is not None:
+                        batch.add(subject.event(metric, value, unit, field=f"{where}.{name}",
+                                                start=at, record=record))
+
+    @staticmethod
+    def _delivery_key(request: WebhookRequest) -> str:
+        trace = request.header("x-terra-trace-id")
+        if trace and len(trace) <= 256 and trace.isprintable():
+            return trace
+        return body_digest(request.body)
+
+
+def signed_headers(secret: str, body: bytes, *, timestamp: int,
+                   trace_id: str | None = None) -> dict[str, str]:
+    """Headers Terra adds to a delivery (used by the simulator)."""
+    headers = {
+        "terra-signature": f"t={timestamp},v1={sign(secret, timestamp, body)}",
+        "content-type": "application/json",
+    }
+    if trace_id is not None:
+        headers["x-terra-trace-id"] = trace_id
+    return headers

@@ -1,0 +1,113 @@
+"""Withings data-update notifications: thin, form-encoded, and unsigned.
+
+Withings documents no signature. Its advice is to accept notifications only from its published
+address blocks (DNS TXT records ``ipblock-notify.withings.net`` and others), so
+``WITHINGS_ALLOWED_IPS`` takes addresses and CIDR blocks and, when set, any other peer is
+refused. Without it the route is open to anyone who knows the URL; it can only schedule
+fetches, and a fetch returns nothing the user's token does not cover.
+
+Subscribing makes Withings probe the callback with ``HEAD``, which must answer 2xx.
+
+Body (``application/x-www-form-urlencoded``, epoch seconds)::
+
+    userid=3318842&appli=44&startdate=1767218400&enddate=1767249000
+
+plus, for some notifications, ``date`` (YYYY-MM-DD or epoch), ``deviceid`` and ``action``.
+``appli`` is the data category (1 weight, 4 heart and blood pressure, 16 activity, 44 sleep…).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from urllib.parse import parse_qsl
+
+from auren.errors import InvalidPayload, MalformedPayload, SignatureInvalid
+from auren.events import FetchJob, fetch_job_id
+from auren.providers._common import ip_allowed, ip_networks
+from auren.providers.base import Delivery, HandshakeResponse, WebhookRequest, body_digest
+from auren.settings import Settings
+
+_MAX_FIELDS = 32
+_DIGITS = re.compile(r"[0-9]{1,12}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{1,12}")
+_WORD = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+class WithingsProvider:
+    name = "withings"
+
+    def __init__(self, allowed_ips: tuple[str, ...] = ()) -> None:
+        self._networks = ip_networks(allowed_ips)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WithingsProvider | None:
+        if not settings.withings_enabled and not settings.withings_allowed_ips:
+            return None
+        return cls(settings.withings_allowed_ips)
+
+    def handshake(self, request: WebhookRequest) -> HandshakeResponse | None:
+        # No address check: answering the probe reveals nothing and changes nothing.
+        if request.method.upper() == "HEAD":
+            return HandshakeResponse(200)
+        return None
+
+    def verify(self, request: WebhookRequest, now: float) -> None:
+        if self._networks and not ip_allowed(request.client_ip, self._networks):
+            raise SignatureInvalid("the sender's address is not in WITHINGS_ALLOWED_IPS")
+
+    def parse(self, request: WebhookRequest, received_at: datetime) -> Delivery:
+        try:
+            pairs = parse_qsl(request.body.decode("utf-8"), keep_blank_values=True,
+                              max_num_fields=_MAX_FIELDS)
+        except (UnicodeDecodeError, ValueError):
+            raise MalformedPayload("body is not a form-urlencoded notification") from None
+        form: dict[str, str] = {}
+        for key, value in pairs:
+            if key in form:
+                raise MalformedPayload(f"{key[:64]} appears more than once")
+            form[key] = value
+        user = _required(form, "userid", _DIGITS)
+        appli = _required(form, "appli", _DIGITS)
+        params: dict[str, int | str] = {}
+        for name, pattern in (("startdate", _DIGITS), ("enddate", _DIGITS), ("date", _DATE),
+                              ("action", _WORD)):
+            found = _field(form, name, pattern)
+            if found is not None:
+                params[name] = int(found) if pattern is _DIGITS else found
+        identity = (params.get(k, "") for k in ("startdate", "enddate", "date", "action"))
+        job = FetchJob(
+            job_id=fetch_job_id(self.name, user, appli, *identity),
+            provider=self.name,
+            # Account linking comes later: until then a thin provider's user is namespaced.
+            user_id=f"{self.name}:{user}",
+            provider_user_id=user,
+            kind=appli,
+            object_id=None,
+            params=params,
+            received_at=received_at,
+        )
+        # Withings' older documentation asks for exactly 200; a 202 might count as a failure.
+        return Delivery(provider=self.name, delivery_key=body_digest(request.body),
+                        fetch_jobs=[job], success_status=200)
+
+
+def _field(form: dict[str, str], name: str, pattern: re.Pattern[str]) -> str | None:
+    value = form.get(name)
+    if not value:
+        return None
+    if not pattern.fullmatch(value):
+        raise InvalidPayload(f"{name} has an unexpected format")
+    return value
+
+
+def _required(form: dict[str, str], name: str, pattern: re.Pattern[str]) -> str:
+    value = _field(form, name, pattern)
+    if value is None:
+        raise InvalidPayload(f"{name} is required")
+    return value
+
+
+def signed_headers(body: bytes) -> dict[str, str]:
+    """Headers Withings sends (used by the simulator): there is nothing to sign."""
+    return {"content-type": "application/x-www-form-urlencoded"}
