@@ -1,0 +1,459 @@
+"""Bridge throughput against the server's own ceiling, measured with wrk on loopback.
+
+    python bench/bridge_throughput.py --runs 3 --duration 10 --connections 100 [--json out.json]
+
+Each run measures, back to back on the same machine:
+
+1. **ceiling**: a raw ASGI hello-world (``bench/hello_asgi.py``) served by uvicorn with exactly
+   the options of ``auren serve bridge`` (uvloop, httptools, no access log, one worker);
+2. **bridge**: ``auren serve bridge`` in a fresh temporary ``AUREN_DATA_DIR`` with a generated
+   ``STANDARD_WEBHOOK_SECRET``, driven by ``bench/native_webhooks.lua`` with *unique* webhooks
+   signed moments before wrk starts (so none is absorbed by deduplication), then stopped
+   gracefully and reconciled against its SQLite store: the events of every 2xx answer must be
+   stored, exactly once.
+
+The ratio bridge/ceiling is computed within each run, and the reported figures are medians over
+``--runs``: a small shared machine is noisy, and only a ratio of two measurements taken moments
+apart says something about the application rather than about the machine's mood.
+
+Needs ``wrk`` on PATH and AUREN installed (``pip install -e .``). Every server listens on
+127.0.0.1 only; the bench stops exactly the processes it started, by pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+from auren.settings import Settings
+from auren.simulator import WebhookDelivery, render_unique_native
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA_SCRIPT = Path(__file__).resolve().parent / "native_webhooks.lua"
+HOST = "127.0.0.1"  # loopback only, by construction: there is no option to change it
+EVENTS_PER_WEBHOOK = 5
+TARGET_RATIO = 0.25
+TARGET_P99_MS = 50.0
+# Signatures are valid for ±300 s; wrk must finish sending well inside that window.
+MAX_DURATION_S = 240
+START_TIMEOUT_S = 30.0
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@contextmanager
+def server(cmd: list[str], *, env: dict[str, str], ready_url: str, log: Path
+           ) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` until the block ends; always stopped (SIGTERM, then SIGKILL) by its pid."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[2:5]} exited with {proc.returncode}:\n{_tail(log)}")
+            try:
+                if httpx.get(ready_url, timeout=1.0, trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{ready_url} not ready in {START_TIMEOUT_S:.0f} s:\n"
+                                   f"{_tail(log)}")
+            time.sleep(0.1)
+        yield proc
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
+    if proc.poll() is not None:
+        return
+    # SIGTERM lets uvicorn drain: the bridge commits what it admitted, then closes the store.
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """The caller's environment without any AUREN setting, plus ``overrides``: a developer's
+    POSTGRES_URL or provider secrets must not change what is measured."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env.update(overrides)
+    return env
+
+
+# --- wrk --------------------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    requests: int = 0
+    duration_s: float = 0.0
+    rps: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)  # p50 p75 p90 p99 [p99.9]
+    socket_errors: dict[str, int] = field(default_factory=dict)
+    non_2xx_3xx: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)  # from the Lua script only
+    accepted_events: int = 0
+    loaded: int = 0
+    wrapped: int = 0
+    # CPU the server process used while wrk ran, in % of one core (Linux /proc; else None).
+    server_cpu_pct: float | None = None
+
+    @property
+    def errors(self) -> int:
+        return sum(self.socket_errors.values()) + self.non_2xx_3xx
+
+    @property
+    def answered_2xx(self) -> int:
+        return sum(n for code, n in self.statuses.items() if 200 <= code < 300)
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """wrk's text report (``--latency``) plus the ``AUREN`` lines of the Lua ``done()``."""
+    result = WrkResult()
+    if match := re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h)", output, re.M):
+        result.requests = int(match[1])
+        result.duration_s = float(match[2]) * _UNITS_MS[match[3]] / 1000
+    if match := re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M):
+        result.rps = float(match[1])
+    distribution = output.partition("Latency Distribution")[2]
+    for match in re.finditer(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s|m|h)\s*$", distribution, re.M):
+        result.latency_ms[f"p{match[1]}"] = float(match[2]) * _UNITS_MS[match[3]]
+    if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                          output):
+        result.socket_errors = dict(zip(("connect", "read", "write", "timeout"),
+                                        map(int, match.groups()), strict=True))
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
+        result.non_2xx_3xx = int(match[1])
+    for match in re.finditer(r"^AUREN (\w+) (\S+)(?: (\S+))?$", output, re.M):
+        kind, a, b = match[1], match[2], match[3]
+        if kind == "status":
+            result.statuses[int(a)] = int(b)
+        elif kind == "accepted":
+            result.accepted_events = int(a)
+        elif kind == "latency_us":
+            # The --latency text report is the source; done() adds what it lacks (p99.9).
+            result.latency_ms.setdefault(a, round(int(b) / 1000, 3))
+        elif kind in ("loaded", "wrapped"):
+            setattr(result, kind, int(a))
+    return result
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of ``pid`` (all its threads) so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_wrk(url: str, *, server_pid: int, threads: int, connections: int, duration: int,
+            script: list[str] | None = None) -> tuple[WrkResult, str]:
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if script:
+        cmd += ["-s", script[0], url, "--", *script[1:]]
+    else:
+        cmd.append(url)
+    cpu_before, started = cpu_seconds(server_pid), time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120,
+                          check=False)
+    cpu_after, elapsed = cpu_seconds(server_pid), time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
+    result = parse_wrk(done.stdout)
+    if cpu_before is not None and cpu_after is not None:
+        # Includes wrk's start-up and Lua loading, when the server idles: a slight underestimate.
+        result.server_cpu_pct = round((cpu_after - cpu_before) / elapsed * 100, 1)
+    return result, done.stdout
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+def raw_request(delivery: WebhookDelivery, host: str) -> bytes:
+    head = [f"POST {delivery.path} HTTP/1.1", f"Host: {host}"]
+    head += [f"{name}: {value}" for name, value in delivery.headers.items()]
+    head += [f"Content-Length: {len(delivery.body)}", "", ""]
+    return "\r\n".join(head).encode() + delivery.body
+
+
+def write_request_files(prefix: Path, deliveries: list[WebhookDelivery], host: str,
+                        threads: int) -> None:
+    """``<prefix>.<n>`` for each wrk thread n: disjoint slices, so no request is sent twice."""
+    for thread in range(threads):
+        with open(f"{prefix}.{thread}", "wb") as out:
+            for delivery in deliveries[thread::threads]:
+                raw = raw_request(delivery, host)
+                out.write(b"%d\n" % len(raw))
+                out.write(raw)
+
+
+# --- one run ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Reconciliation:
+    answered_2xx: int
+    answered_202: int
+    duplicate_answers: int
+    accepted_events: int  # the sum of "accepted" in 2xx answers
+    committed_deliveries: int
+    stored_events: int
+    in_flight_bound: int  # events that may be stored without an answer read by wrk
+    ok: bool
+    detail: str
+
+
+def reconcile(wrk: WrkResult, database: Path, connections: int) -> Reconciliation:
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10) as conn:
+        stored = int(conn.execute("SELECT count(*) FROM biometric_events").fetchone()[0])
+        committed = int(conn.execute("SELECT count(*) FROM deliveries").fetchone()[0])
+    answered_202 = wrk.statuses.get(202, 0)
+    # wrk abandons what is in flight when its time is up (and what timed out): those requests
+    # may be stored with nobody reading the answer. At most one per connection, plus timeouts.
+    unread = connections + wrk.socket_errors.get("timeout", 0) + wrk.socket_errors.get("read", 0)
+    bound = unread * EVENTS_PER_WEBHOOK
+    problems = []
+    if stored != committed * EVENTS_PER_WEBHOOK:
+        problems.append(f"{stored} events stored for {committed} committed deliveries "
+                        f"(expected {committed * EVENTS_PER_WEBHOOK})")
+    if wrk.accepted_events != answered_202 * EVENTS_PER_WEBHOOK:
+        problems.append(f"202 answers report {wrk.accepted_events} accepted events, "
+                        f"expected {answered_202 * EVENTS_PER_WEBHOOK}")
+    if stored < wrk.accepted_events:
+        problems.append(f"LOST: {wrk.accepted_events - stored} accepted events are not stored")
+    elif stored - wrk.accepted_events > bound:
+        problems.append(f"{stored - wrk.accepted_events} stored events without an answer, "
+                        f"more than the {bound} that can be in flight at the end")
+    duplicates = wrk.answered_2xx - answered_202
+    if duplicates and not wrk.wrapped:
+        problems.append(f"{duplicates} 2xx answers other than 202 for unique webhooks")
+    detail = "; ".join(problems) or (
+        f"{wrk.accepted_events} accepted events all stored exactly once; "
+        f"{stored - wrk.accepted_events} more stored from requests cut off at the end")
+    return Reconciliation(wrk.answered_2xx, answered_202, duplicates, wrk.accepted_events,
+                          committed, stored, bound, not problems, detail)
+
+
+@dataclass
+class RunResult:
+    run: int
+    ceiling: WrkResult
+    bridge: WrkResult
+    reconciliation: Reconciliation
+    generated: int
+    generate_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.bridge.rps / self.ceiling.rps if self.ceiling.rps else 0.0
+
+
+def one_run(number: int, args: argparse.Namespace, work: Path, log: TextIO) -> RunResult:
+    python = sys.executable
+    # (a) the ceiling
+    port = free_port()
+    with server([python, "-m", "bench.hello_asgi", "--port", str(port)], env=clean_env(),
+                ready_url=f"http://{HOST}:{port}/", log=work / f"hello-{number}.log") as hello:
+        print(f"run {number}: ceiling (hello-world) for {args.duration} s ...", file=log,
+              flush=True)
+        ceiling, _ = run_wrk(f"http://{HOST}:{port}/", server_pid=hello.pid,
+                             threads=args.threads,
+                             connections=args.connections, duration=args.duration)
+
+    # (b) the bridge, in its own fresh data directory
+    data = Path(tempfile.mkdtemp(prefix=f"bridge-{number}-", dir=work))
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    port = free_port()
+    env = clean_env(AUREN_DATA_DIR=str(data), STANDARD_WEBHOOK_SECRET=secret)
+    cmd = [python, "-m", "auren", "serve", "bridge", "--host", HOST, "--port", str(port)]
+    with server(cmd, env=env, ready_url=f"http://{HOST}:{port}/health",
+                log=work / f"bridge-{number}.log") as proc:
+        count = args.rate_hint * args.duration
+        started = time.perf_counter()
+        deliveries = render_unique_native(count, secret, events_per_webhook=EVENTS_PER_WEBHOOK)
+        prefix = work / f"requests-{number}"
+        write_request_files(prefix, deliveries, f"{HOST}:{port}", args.threads)
+        generate_s = time.perf_counter() - started
+        del deliveries
+        print(f"run {number}: bridge for {args.duration} s with {count} unique webhooks "
+              f"(signed {generate_s:.1f} s before) ...", file=log, flush=True)
+        bridge, _ = run_wrk(f"http://{HOST}:{port}/webhooks/auren", server_pid=proc.pid,
+                            threads=args.threads,
+                            connections=args.connections, duration=args.duration,
+                            script=[str(LUA_SCRIPT), str(prefix)])
+        stop(proc)  # graceful: whatever was admitted is committed before the count
+        if proc.returncode not in (0, -signal.SIGTERM):
+            print(f"warning: bridge exited with {proc.returncode}", file=log)
+    for thread in range(args.threads):
+        Path(f"{prefix}.{thread}").unlink(missing_ok=True)
+    reconciliation = reconcile(bridge, data / "auren.sqlite3", args.connections)
+    return RunResult(number, ceiling, bridge, reconciliation, count, generate_s)
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else 0.0
+
+
+def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]:
+    median = {
+        "ceiling_rps": _median([r.ceiling.rps for r in runs]),
+        "bridge_rps": _median([r.bridge.rps for r in runs]),
+        "ratio": _median([r.ratio for r in runs]),
+        "ceiling_p99_ms": _median([r.ceiling.latency_ms.get("p99", 0.0) for r in runs]),
+        "bridge_p50_ms": _median([r.bridge.latency_ms.get("p50", 0.0) for r in runs]),
+        "bridge_p99_ms": _median([r.bridge.latency_ms.get("p99", 0.0) for r in runs]),
+        "bridge_errors": _median([float(r.bridge.errors) for r in runs]),
+        "events_per_s": _median([r.bridge.rps * EVENTS_PER_WEBHOOK for r in runs]),
+        "ceiling_server_cpu_pct": _median([r.ceiling.server_cpu_pct or 0.0 for r in runs]),
+        "bridge_server_cpu_pct": _median([r.bridge.server_cpu_pct or 0.0 for r in runs]),
+    }
+    errors = sum(r.bridge.errors for r in runs)
+    checks = {
+        f"bridge/ceiling >= {TARGET_RATIO:.0%}": median["ratio"] >= TARGET_RATIO,
+        "0 socket errors and 0 non-2xx (all runs)": errors == 0,
+        f"p99 < {TARGET_P99_MS:.0f} ms at {args.connections} connections":
+            median["bridge_p99_ms"] < TARGET_P99_MS,
+        "every 2xx's events stored exactly once (all runs)":
+            all(r.reconciliation.ok for r in runs),
+        "no request sent twice (all runs)": not any(r.bridge.wrapped for r in runs),
+    }
+    return {
+        "config": {"runs": args.runs, "duration_s": args.duration, "threads": args.threads,
+                   "connections": args.connections, "rate_hint": args.rate_hint,
+                   "events_per_webhook": EVENTS_PER_WEBHOOK, "cpus": os.cpu_count(),
+                   "cpu": _cpu_model(), "python": platform.python_version()},
+        "median": median,
+        "runs": [{"run": r.run, "ratio": r.ratio, "ceiling": asdict(r.ceiling),
+                  "bridge": asdict(r.bridge), "reconciliation": asdict(r.reconciliation),
+                  "generated_webhooks": r.generated, "generate_s": round(r.generate_s, 2)}
+                 for r in runs],
+        "checks": checks,
+        "verdict": "PASS" if all(checks.values()) else "FAIL",
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def print_report(report: dict[str, Any], runs: list[RunResult]) -> None:
+    cfg, med = report["config"], report["median"]
+    print()
+    print(f"AUREN bridge throughput: wrk -t{cfg['threads']} -c{cfg['connections']} "
+          f"-d{cfg['duration_s']}s --latency, loopback, {cfg['cpus']} CPUs ({cfg['cpu']})")
+    print(f"Figures are medians of {cfg['runs']} run(s); each ratio is bridge/ceiling within "
+          f"one run (measured back to back). Server, wrk and bench share the machine.")
+    print()
+    header = (f"{'run':>3} {'ceiling rps':>12} {'ceil p99':>9} {'bridge rps':>11} "
+              f"{'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} {'cpu%':>5} {'ratio':>6} {'errors':>6} "
+              f"{'non2xx':>6} {'2xx':>7} {'stored ev':>10}  reconciliation")
+    print(header)
+    print("-" * len(header))
+    for r in runs:
+        b, c = r.bridge, r.ceiling
+        print(f"{r.run:>3} {c.rps:>12.0f} {c.latency_ms.get('p99', 0):>9.2f} {b.rps:>11.0f} "
+              f"{b.latency_ms.get('p50', 0):>7.2f} {b.latency_ms.get('p99', 0):>7.2f} "
+              f"{b.latency_ms.get('p99.9', 0):>7.2f} {b.server_cpu_pct or 0:>5.0f} {r.ratio:>6.1%} "
+              f"{sum(b.socket_errors.values()):>6} {b.non_2xx_3xx:>6} {b.answered_2xx:>7} "
+              f"{r.reconciliation.stored_events:>10}  "
+              f"{'OK' if r.reconciliation.ok else 'FAIL'}: {r.reconciliation.detail}")
+    print("-" * len(header))
+    print(f"median: ceiling {med['ceiling_rps']:.0f} req/s (p99 {med['ceiling_p99_ms']:.2f} ms); "
+          f"bridge {med['bridge_rps']:.0f} req/s = {med['events_per_s']:.0f} events/s, "
+          f"p50 {med['bridge_p50_ms']:.2f} ms, p99 {med['bridge_p99_ms']:.2f} ms; "
+          f"ratio {med['ratio']:.1%}")
+    print(f"server process CPU while measured, % of one core: "
+          f"ceiling {med['ceiling_server_cpu_pct']:.0f}, bridge {med['bridge_server_cpu_pct']:.0f}")
+    print()
+    for check, passed in report["checks"].items():
+        print(f"  [{'PASS' if passed else 'FAIL'}] {check}")
+    print(f"verdict: {report['verdict']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk measurement")
+    parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--rate-hint", type=int, default=8000,
+                        help="unique webhooks generated per second of --duration")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    if not 1 <= args.runs <= 50 or not 1 <= args.duration <= MAX_DURATION_S:
+        parser.error(f"--runs must be 1..50 and --duration 1..{MAX_DURATION_S} (signatures "
+                     "expire after 300 s)")
+    if args.connections < args.threads or args.threads < 1 or args.rate_hint < 1:
+        parser.error("need --threads >= 1, --connections >= --threads, --rate-hint >= 1")
+    if shutil.which("wrk") is None:
+        parser.error("wrk is not installed (apt-get install wrk)")
+
+    runs: list[RunResult] = []
+    with tempfile.TemporaryDirectory(prefix="auren-bench-") as tmp:
+        for number in range(1, args.runs + 1):
+            runs.append(one_run(number, args, Path(tmp), sys.stderr))
+    report = summarize(runs, args)
+    print_report(report, runs)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"results written to {args.json}")
+    return 0 if report["verdict"] == "PASS" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
