@@ -46,6 +46,21 @@ class BridgeMetrics:
                                       buckets=_BATCH_BUCKETS, registry=r)
         self.rejected = Counter("auren_admission_rejected", "Webhooks shed with 503", registry=r)
 
+        # Label children looked up once: ``labels()`` takes a lock and builds a tuple per call.
+        self._request_children: dict[tuple[str, int], Any] = {}
+        self._latency_children: dict[str, Any] = {}
+
+    def observe_request(self, provider: str, status: int, seconds: float) -> None:
+        counter = self._request_children.get((provider, status))
+        if counter is None:
+            counter = self._request_children[(provider, status)] = self.requests.labels(
+                provider, str(status))
+        counter.inc()
+        histogram = self._latency_children.get(provider)
+        if histogram is None:
+            histogram = self._latency_children[provider] = self.latency.labels(provider)
+        histogram.observe(seconds)
+
     def observe_batch(self, deliveries: int, events: int) -> None:
         self.batch_size.observe(deliveries)
         self.batch_events.observe(events)

@@ -297,7 +297,8 @@ def one_run(number: int, args: argparse.Namespace, work: Path, log: TextIO) -> R
     python = sys.executable
     # (a) the ceiling
     port = free_port()
-    with server([python, "-m", "bench.hello_asgi", "--port", str(port)], env=clean_env(),
+    with server([python, "-m", "bench.hello_asgi", "--port", str(port),
+                 "--workers", str(args.workers)], env=clean_env(),
                 ready_url=f"http://{HOST}:{port}/", log=work / f"hello-{number}.log") as hello:
         print(f"run {number}: ceiling (hello-world) for {args.duration} s ...", file=log,
               flush=True)
@@ -310,7 +311,8 @@ def one_run(number: int, args: argparse.Namespace, work: Path, log: TextIO) -> R
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     port = free_port()
     env = clean_env(AUREN_DATA_DIR=str(data), STANDARD_WEBHOOK_SECRET=secret)
-    cmd = [python, "-m", "auren", "serve", "bridge", "--host", HOST, "--port", str(port)]
+    cmd = [python, "-m", "auren", "serve", "bridge", "--host", HOST, "--port", str(port),
+           "--workers", str(args.workers)]
     with server(cmd, env=env, ready_url=f"http://{HOST}:{port}/health",
                 log=work / f"bridge-{number}.log") as proc:
         count = args.rate_hint * args.duration
@@ -367,6 +369,7 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
     }
     return {
         "config": {"runs": args.runs, "duration_s": args.duration, "threads": args.threads,
+                   "workers": args.workers,
                    "connections": args.connections, "rate_hint": args.rate_hint,
                    "events_per_webhook": EVENTS_PER_WEBHOOK, "cpus": os.cpu_count(),
                    "cpu": _cpu_model(), "python": platform.python_version()},
@@ -394,7 +397,8 @@ def print_report(report: dict[str, Any], runs: list[RunResult]) -> None:
     cfg, med = report["config"], report["median"]
     print()
     print(f"AUREN bridge throughput: wrk -t{cfg['threads']} -c{cfg['connections']} "
-          f"-d{cfg['duration_s']}s --latency, loopback, {cfg['cpus']} CPUs ({cfg['cpu']})")
+          f"-d{cfg['duration_s']}s --latency, loopback, {cfg['cpus']} CPUs ({cfg['cpu']}), "
+          f"{cfg['workers']} server worker(s) for both apps")
     print(f"Figures are medians of {cfg['runs']} run(s); each ratio is bridge/ceiling within "
           f"one run (measured back to back). Server, wrk and bench share the machine.")
     print()
@@ -431,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk measurement")
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server worker processes, the same for the ceiling and the bridge")
     parser.add_argument("--rate-hint", type=int, default=8000,
                         help="unique webhooks generated per second of --duration")
     parser.add_argument("--json", type=Path, help="also write the results here")

@@ -44,8 +44,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    uvicorn.run(app, **server_options(Settings(), host=args.host, port=args.port))
+    # Worker processes import the app by name; one worker serves the object directly.
+    target: Any = "bench.hello_asgi:app" if args.workers > 1 else app
+    uvicorn.run(target, **server_options(Settings(), host=args.host, port=args.port,
+                                         workers=args.workers))
 
 
 if __name__ == "__main__":

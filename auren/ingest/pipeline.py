@@ -12,12 +12,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from auren.adapters.base import Cache
-from auren.errors import MethodNotAllowed, NotFound, ProviderNotConfigured, SignatureInvalid
+from auren.errors import (
+    MethodNotAllowed,
+    NotFound,
+    Overloaded,
+    ProviderNotConfigured,
+    SignatureInvalid,
+)
 from auren.ingest.admission import Admission
 from auren.ingest.committer import GroupCommitter
 from auren.observability import BridgeMetrics
 from auren.providers import PROVIDER_CLASSES
-from auren.providers.base import Provider, WebhookRequest
+from auren.providers.base import Delivery, Provider, WebhookRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +73,13 @@ class IngestPipeline:
         cache_key = f"{name}:{delivery.delivery_key}"
         if await self._cache.seen(cache_key):
             self._metrics.duplicates.labels(name).inc()
-            return Outcome(200, {"duplicate": True, "accepted": 0,
-                                 "duplicates": len(delivery.events) + len(delivery.fetch_jobs)})
-        async with self._admission.slot():
-            result = await self._committer.submit(delivery)
+            return _duplicate(delivery, len(delivery.events) + len(delivery.fetch_jobs))
+        try:
+            async with self._admission.slot():
+                result = await self._committer.submit(delivery)
+        except Overloaded:
+            self._metrics.rejected.inc()
+            raise
         await self._cache.remember((cache_key,))
         if result.duplicates:
             self._metrics.duplicates.labels(name).inc(result.duplicates)
@@ -78,12 +87,19 @@ class IngestPipeline:
             self._metrics.events_stored.labels(name).inc(result.accepted)
         total = len(delivery.events) + len(delivery.fetch_jobs)
         if result.duplicate_delivery or (total and not result.accepted):
-            # Everything was already stored: 200 so the provider stops retrying.
-            return Outcome(200, {"duplicate": True, "accepted": 0,
-                                 "duplicates": result.duplicates})
+            return _duplicate(delivery, result.duplicates)
         body: dict[str, Any] = {"accepted": result.accepted, "duplicates": result.duplicates}
         if delivery.ignored:
             body["ignored"] = delivery.ignored
         if delivery.success_status == 204:
             return Outcome(204, None)
         return Outcome(delivery.success_status, body)
+
+
+def _duplicate(delivery: Delivery, duplicates: int) -> Outcome:
+    """Everything was already stored: a success, so that the provider stops retrying."""
+    if delivery.success_status == 204:
+        # Fitbit re-sends byte-identical notifications and disables subscribers that answer
+        # anything but 204.
+        return Outcome(204, None)
+    return Outcome(200, {"duplicate": True, "accepted": 0, "duplicates": duplicates})

@@ -20,7 +20,10 @@ from typing import Annotated, Any
 import orjson
 from fastapi import FastAPI, Path, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import Headers, QueryParams
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from auren import __version__
 from auren.adapters.base import EventQuery, EventStore
@@ -41,13 +44,143 @@ from auren.observability import BridgeMetrics
 from auren.providers import PROVIDER_CLASSES, build_providers
 from auren.providers.base import WebhookRequest
 from auren.services.auth import ReadAuth
-from auren.services.problem import install_problem_handlers, problem_responses
+from auren.services.problem import install_problem_handlers, problem_for, problem_responses
 from auren.settings import Settings
 
 log = logging.getLogger("auren.bridge")
 
 HEALTH = "application/health+json"
-_OTHER_METHODS = ["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"]
+WEBHOOK_PATHS = ("/webhooks/{provider}", "/api/v1/webhooks/{provider}")
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class WebhookEndpoint:
+    """The webhook route as a raw ASGI app: read with a cap, run the pipeline, answer."""
+
+    def __init__(self, pipeline: IngestPipeline, metrics: BridgeMetrics, max_bytes: int) -> None:
+        self._pipeline = pipeline
+        self._metrics = metrics
+        self._max_bytes = max_bytes
+
+    async def __call__(self, provider: str, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        method: str = scope["method"]
+        status = 500
+        try:
+            headers = Headers(scope=scope)
+            body = await self._read_body(headers, receive) if method == "POST" else b""
+            client = scope.get("client")
+            request = WebhookRequest(method=method, headers=headers,
+                                     query=QueryParams(scope.get("query_string", b"")),
+                                     body=body, client_ip=client[0] if client else None)
+            outcome = await self._pipeline.handle(provider, request)
+            status = outcome.status
+            payload = b"" if outcome.body is None or method == "HEAD" else orjson.dumps(
+                outcome.body)
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [*(_JSON_HEADERS if payload else ()),
+                                    (b"content-length", str(len(payload)).encode())]})
+            await send({"type": "http.response.body", "body": payload})
+        except ClientDisconnect:
+            status = 499  # nginx's convention: the client went away; nothing to answer
+        except AurenError as exc:
+            status = exc.status
+            await problem_for(exc, scope["path"])(scope, receive, send)
+        except Exception as exc:
+            log.exception("webhook handling crashed", extra={"provider": provider})
+            await problem_for(AurenError(str(exc)), scope["path"])(scope, receive, send)
+        finally:
+            label = provider if provider in PROVIDER_CLASSES else "unknown"
+            self._metrics.observe_request(label, status, time.perf_counter() - started)
+
+    async def _read_body(self, headers: Headers, receive: Receive) -> bytes:
+        """The raw body, capped while it streams: a huge upload costs ``limit`` bytes at most."""
+        limit = self._max_bytes
+        if headers.get("content-encoding", "identity").lower() not in ("identity", ""):
+            raise UnsupportedMediaType("compressed bodies are not accepted")
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit() or not declared.isascii():
+                raise MalformedPayload("invalid Content-Length")
+            if int(declared) > limit:
+                raise PayloadTooLarge(f"body exceeds {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"body exceeds {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def webhook_provider(path: str) -> str | None:
+    """The provider segment of a webhook path, or None for every other path."""
+    for prefix in ("/webhooks/", "/api/v1/webhooks/"):
+        if path.startswith(prefix):
+            name = path[len(prefix):]
+            return name if name and "/" not in name else None
+    return None
+
+
+class BridgeApp:
+    """The bridge's ASGI entry: webhooks go straight to their endpoint, the rest to FastAPI.
+
+    The webhook is the hot path, and FastAPI's middleware stack and router cost about as much
+    CPU per request as verifying, parsing and storing a delivery. Everything else (read API,
+    health, metrics, docs, lifespan) is an ordinary FastAPI app.
+    """
+
+    def __init__(self, api: FastAPI, webhooks: WebhookEndpoint) -> None:
+        self.api = api
+        self._webhooks = webhooks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            provider = webhook_provider(scope["path"])
+            if provider is not None:
+                await self._webhooks(provider, scope, receive, send)
+                return
+        await self.api(scope, receive, send)
+
+
+def _document_webhooks(app: FastAPI) -> None:
+    """Describe the raw webhook routes in OpenAPI, which only sees FastAPI's own routes."""
+    operation = {
+        "tags": ["webhooks"],
+        "summary": "Receive a provider webhook",
+        "description": "Verified on the raw bytes with the provider's own scheme, deduplicated, "
+                       "made durable, then answered. GET/HEAD answer provider handshakes.",
+        "parameters": [{"name": "provider", "in": "path", "required": True,
+                        "schema": {"type": "string", "enum": sorted(PROVIDER_CLASSES)}}],
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
+        "responses": {
+            "200": {"description": "Re-delivery: already stored, nothing new"},
+            "202": {"description": "Accepted and durable"},
+            "204": {"description": "Accepted (Fitbit expects an empty 204)"},
+            **{str(k): v for k, v in problem_responses(400, 401, 404, 405, 413, 415, 422,
+                                                        503).items()},
+        },
+    }
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for index, path in enumerate(WEBHOOK_PATHS):
+                schema["paths"][path] = {"post": {**operation,
+                                                  "operationId": f"receive_webhook_{index}"}}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 @dataclass(slots=True)
@@ -65,26 +198,6 @@ class BridgeState:
 def build_store(settings: Settings) -> EventStore:
     # The full-stack PostgreSQL/Kafka adapters plug in here; embedded is the default.
     return SQLiteStore(settings.sqlite_path, timeout_s=settings.store_timeout_s)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, capped while it streams: a 1 GiB upload costs us ``limit`` bytes, not 1 GiB."""
-    if request.headers.get("content-encoding", "identity").lower() not in ("identity", ""):
-        raise UnsupportedMediaType("compressed bodies are not accepted")
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise MalformedPayload("invalid Content-Length")
-        if int(declared) > limit:
-            raise PayloadTooLarge(f"body exceeds {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _json(body: Any, status: int = 200, media_type: str = "application/json") -> Response:
@@ -114,7 +227,7 @@ def _time_param(name: str, value: str | None) -> datetime | None:
         raise MalformedPayload(f"{name} must be an RFC 3339 timestamp with an offset") from None
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> BridgeApp:
     settings = settings or Settings()
     metrics = BridgeMetrics()
     store = build_store(settings)
@@ -148,53 +261,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.bridge = state
     install_problem_handlers(app)
 
-    webhook_responses = {
-        200: {"description": "Re-delivery: already stored, nothing new"},
-        202: {"description": "Accepted and durable"},
-        204: {"description": "Accepted (Fitbit expects an empty 204)"},
-        **problem_responses(400, 401, 404, 405, 413, 415, 422, 503),
-    }
-    request_body = {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"type": "object"}},
-        "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
-    }}}
-
-    async def handle_webhook(provider: str, request: Request) -> Response:
-        started = time.perf_counter()
-        status = 500
-        try:
-            if request.method == "POST":
-                body = await read_body(request, settings.max_webhook_bytes)
-            else:
-                body = b""
-            webhook = WebhookRequest(
-                method=request.method,
-                headers=request.headers,  # Starlette's Headers: case-insensitive lookups
-                query=request.query_params,
-                body=body,
-                client_ip=request.client.host if request.client else None,
-            )
-            outcome = await pipeline.handle(provider, webhook)
-            status = outcome.status
-            if request.method == "HEAD":
-                return Response(status_code=outcome.status)
-            return _json(outcome.body, outcome.status)
-        except AurenError as exc:
-            status = exc.status
-            raise
-        finally:
-            label = provider if provider in PROVIDER_CLASSES else "unknown"
-            metrics.requests.labels(label, str(status)).inc()
-            metrics.latency.labels(label).observe(time.perf_counter() - started)
-
-    for path in ("/webhooks/{provider}", "/api/v1/webhooks/{provider}"):
-        app.add_api_route(path, handle_webhook, methods=["POST"], status_code=202,
-                          responses=webhook_responses, openapi_extra=request_body,
-                          summary="Receive a provider webhook", tags=["webhooks"],
-                          name=f"webhook{'_v1' if path.startswith('/api') else ''}")
-        # Handshakes (Oura challenge, Fitbit verify, Withings HEAD) and 405 for the rest.
-        app.add_api_route(path, handle_webhook, methods=_OTHER_METHODS, include_in_schema=False,
-                          name=f"webhook_other{'_v1' if path.startswith('/api') else ''}")
+    _document_webhooks(app)
 
     @app.get("/api/v1/users/{user_id}/events", tags=["read"],
              responses=problem_responses(400, 401, 403, 422))
@@ -259,4 +326,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.queue_depth.set(admission.waiting + committer.queue_depth)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+    return BridgeApp(app, WebhookEndpoint(pipeline, metrics, settings.max_webhook_bytes))

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from auren.adapters.sqlite import SQLiteStore
+from auren.errors import StoreUnavailable
+from auren.ingest.committer import GroupCommitter
+from tests.adapters.test_sqlite import delivery
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = SQLiteStore(tmp_path / "auren.sqlite3")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_concurrent_submissions_share_transactions(store):
+    batches: list[int] = []
+    committer = GroupCommitter(store, max_batch=64, on_batch=lambda d, e: batches.append(d))
+    committer.start()
+    results = await asyncio.gather(*(committer.submit(delivery(f"k{i}", f"u{i % 3}",
+                                                               range(i, i + 2)))
+                                     for i in range(200)))
+    await committer.close(5)
+    assert sum(r.accepted for r in results) == await store.count_events()
+    assert sum(batches) == 200
+    assert max(batches) > 1, "no group commit happened under concurrency"
+    assert max(batches) <= 64
+
+
+async def test_a_failed_commit_fails_every_waiter_of_that_batch(store, tmp_path):
+    committer = GroupCommitter(store)
+    committer.start()
+    assert (await committer.submit(delivery("ok", "u", range(1)))).accepted == 1
+    with sqlite3.connect(tmp_path / "auren.sqlite3") as conn:
+        conn.execute("DROP TABLE biometric_events")
+    outcomes = await asyncio.gather(*(committer.submit(delivery(f"x{i}", "u", range(1)))
+                                      for i in range(5)), return_exceptions=True)
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes)
+    await committer.close(5)
+
+
+async def test_close_drains_then_refuses(store):
+    committer = GroupCommitter(store)
+    committer.start()
+    pending = [asyncio.create_task(committer.submit(delivery(f"d{i}", "u", range(i, i + 1))))
+               for i in range(50)]
+    await asyncio.sleep(0)
+    await committer.close(5)
+    assert sum(r.accepted for r in await asyncio.gather(*pending)) == 50
+    with pytest.raises(StoreUnavailable):
+        await committer.submit(delivery("late", "u", range(1)))
