@@ -1,0 +1,152 @@
+"""``auren infra up | down | status``: thin over :mod:`auren.infra`.
+
+Human-readable lines go to stderr and only the ``export`` lines to stdout, so that
+``eval "$(auren infra up)"`` works; ``status --json`` is for scripts.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from auren import infra
+from auren.infra_base import InfraConfig, InfraError
+from auren.settings import Settings
+
+# The same numbers as auren.cli.ExitCode (not imported: auren.cli imports this module).
+_OK, _CHECK_FAILED, _USAGE, _ENVIRONMENT = 0, 1, 2, 3
+
+infra_app = typer.Typer(
+    help="Real Kafka, PostgreSQL and Redis on the loopback for dev and CI, without Docker.",
+    no_args_is_help=True)
+
+
+class ServerName(enum.StrEnum):
+    kafka = "kafka"
+    postgres = "postgres"
+    redis = "redis"
+
+
+Servers = Annotated[list[ServerName] | None,
+                    typer.Argument(help="Only these servers (default: all three).",
+                                   show_default=False)]
+DataDir = Annotated[Path | None, typer.Option(
+    "--data-dir", help="Default: AUREN_DATA_DIR (./.auren); servers live in <dir>/infra.",
+    show_default=False)]
+KafkaPort = Annotated[int | None, typer.Option(
+    min=1, max=65535, help="Default: AUREN_KAFKA_PORT (9092).", show_default=False)]
+ControllerPort = Annotated[int | None, typer.Option(
+    min=1, max=65535, help="KRaft controller port. Default: AUREN_KAFKA_CONTROLLER_PORT (9093).",
+    show_default=False)]
+PostgresPort = Annotated[int | None, typer.Option(
+    min=1, max=65535, help="Default: AUREN_POSTGRES_PORT (5432).", show_default=False)]
+RedisPort = Annotated[int | None, typer.Option(
+    min=1, max=65535, help="Default: AUREN_REDIS_PORT (6379).", show_default=False)]
+
+
+def _config(data_dir: Path | None, kafka_port: int | None, kafka_controller_port: int | None,
+            postgres_port: int | None, redis_port: int | None) -> InfraConfig:
+    try:
+        return InfraConfig.from_settings(
+            Settings(), data_dir=data_dir, kafka_port=kafka_port,
+            kafka_controller_port=kafka_controller_port, postgres_port=postgres_port,
+            redis_port=redis_port)
+    except InfraError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(_USAGE) from exc
+
+
+def _names(servers: list[ServerName] | None) -> list[str] | None:
+    return [s.value for s in servers] if servers else None
+
+
+def _print(statuses: list[infra.ServerStatus]) -> None:
+    for item in statuses:
+        typer.echo(item.line(), err=True)
+
+
+@infra_app.command("up")
+def up_command(
+    servers: Servers = None,
+    data_dir: DataDir = None,
+    kafka_port: KafkaPort = None,
+    kafka_controller_port: ControllerPort = None,
+    postgres_port: PostgresPort = None,
+    redis_port: RedisPort = None,
+    timeout: Annotated[float, typer.Option(
+        min=1, max=3600, help="Seconds to wait, in all, until every started server answers "
+                              "(installing packages and fetching Kafka are bounded apart).")] =
+        infra.DEFAULT_START_TIMEOUT_S,
+    env_file: Annotated[bool, typer.Option(
+        help="Write the export lines to <data>/infra/env (mode 0600).")] = True,
+) -> None:
+    """Start what is not running, wait until each answers, print the URLs to export.
+
+    Installs PostgreSQL and Redis (Debian packages) and fetches Kafka (Maven) when missing.
+    Exit code 0 when all answer, 3 when one could not be started or did not answer in time.
+    """
+    cfg = _config(data_dir, kafka_port, kafka_controller_port, postgres_port, redis_port)
+    try:
+        statuses = infra.up(cfg, _names(servers), timeout=timeout, write_env=env_file)
+    except InfraError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        _print(infra.status(cfg, _names(servers)))
+        raise typer.Exit(_ENVIRONMENT) from exc
+    _print(statuses)
+    for line in infra.export_lines(cfg):
+        typer.echo(line)
+    if env_file:
+        typer.echo(f"# also written to {cfg.env_file} (source it)", err=True)
+
+
+@infra_app.command("status")
+def status_command(
+    servers: Servers = None,
+    data_dir: DataDir = None,
+    kafka_port: KafkaPort = None,
+    kafka_controller_port: ControllerPort = None,
+    postgres_port: PostgresPort = None,
+    redis_port: RedisPort = None,
+    timeout: Annotated[float, typer.Option(
+        min=0.1, max=120, help="Seconds each server has to answer.")] =
+        infra.DEFAULT_PROBE_TIMEOUT_S,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array on stdout.")] = False,
+) -> None:
+    """Per server: running (pid), answering (round trip ms), version.
+
+    Exit code 0 when every server asked about answers, 1 otherwise.
+    """
+    cfg = _config(data_dir, kafka_port, kafka_controller_port, postgres_port, redis_port)
+    statuses = infra.status(cfg, _names(servers), timeout=timeout)
+    if as_json:
+        typer.echo(json.dumps([s.to_dict() for s in statuses], indent=2))
+    else:
+        for item in statuses:
+            typer.echo(item.line())
+    raise typer.Exit(_OK if all(s.answering for s in statuses) else _CHECK_FAILED)
+
+
+@infra_app.command("down")
+def down_command(
+    servers: Servers = None,
+    data_dir: DataDir = None,
+    timeout: Annotated[float, typer.Option(
+        min=0.1, max=600, help="Seconds of graceful shutdown per server before SIGKILL.")] =
+        infra.DEFAULT_STOP_TIMEOUT_S,
+) -> None:
+    """Stop the servers `up` started: gracefully, SIGKILL after --timeout.
+
+    Only the recorded processes are signalled. Data stays in <data>/infra for the next `up`.
+    """
+    cfg = _config(data_dir, None, None, None, None)
+    try:
+        statuses = infra.down(cfg, _names(servers), timeout=timeout)
+    except InfraError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(_ENVIRONMENT) from exc
+    for item in statuses:
+        typer.echo(f"{item.name:<9} {item.action}")
