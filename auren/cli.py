@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from auren import simulator
+from auren.infra_cli import infra_app
 from auren.observability import configure_logging
 from auren.settings import Settings
 
@@ -20,6 +21,8 @@ app = typer.Typer(help="AUREN: verified biometric ingestion, insights and valida
                   no_args_is_help=True, pretty_exceptions_enable=False)
 serve_app = typer.Typer(help="Run a service.", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
+# `auren infra up | down | status`: the loopback Kafka/PostgreSQL/Redis stack (auren.infra).
+app.add_typer(infra_app, name="infra")
 
 
 class ExitCode(enum.IntEnum):
@@ -31,6 +34,7 @@ class ExitCode(enum.IntEnum):
 
 _FACTORIES = {
     "bridge": ("auren.services.bridge:create_app", 8889),
+    "neuros": ("auren.services.neuros:create_app", 8000),
 }
 
 
@@ -66,6 +70,16 @@ def serve_bridge(
 ) -> None:
     """Start the Enhanced Biometric Bridge v2."""
     _serve("bridge", host, port, workers)
+
+
+@serve_app.command("neuros")
+def serve_neuros(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+) -> None:
+    """Start NEUROS, the chat service over a person's own biometrics."""
+    _serve("neuros", host, port, workers)
 
 
 class SimProvider(enum.StrEnum):
@@ -155,6 +169,38 @@ def _print_summary(console: Console, summary: simulator.DeliverySummary, to: str
                       "before?); re-deliveries are never stored twice[/yellow]")
     # Thin providers (and Fitbit's empty 204) schedule fetches rather than store events.
     console.print("accepted = events or fetch jobs newly made durable, as the bridge reported")
+
+
+@app.command("demo")
+def demo(
+    users: Annotated[int, typer.Option(min=1, max=1000, help="Simulated users.")] = 5,
+    days: Annotated[int, typer.Option(min=1, max=365, help="Days of history per user.")] = 30,
+) -> None:
+    """Run the embedded system end to end: a real bridge, every provider's signed webhooks,
+    the data read back and reconciled. Needs nothing but this package."""
+    from auren.demo import run_demo  # the demo pulls in the simulator and httpx only when used
+
+    settings = Settings()
+    configure_logging("WARNING")
+    console = Console()
+    with console.status("starting the bridge and sending simulated webhooks ..."):
+        result = run_demo(settings, users=users, days=days)
+    _print_summary(console, result.summary, "the embedded bridge")
+    table = Table(title="Latest readings of the first simulated user (read API)")
+    for column in ("metric", "latest", "unit", "at", "events"):
+        table.add_column(column)
+    for metric, row in result.metrics_of_first_user.items():
+        table.add_row(metric, f"{row['value']:.6g}", row["unit"], row["start"][:16],
+                      str(row["count"]))
+    console.print(table)
+    console.print(f"store: {result.stored_events} canonical events and {result.stored_jobs} "
+                  f"fetch jobs; the bridge accepted {result.accepted}: "
+                  + ("[green]every accepted item is stored exactly once[/green]"
+                     if not result.problems else "[red]MISMATCH[/red]"))
+    for problem in result.problems:
+        console.print(f"[red]- {problem}[/red]")
+    console.print(f"data and the bridge's log: {result.data_dir}")
+    raise typer.Exit(ExitCode.OK if result.ok else ExitCode.CHECK_FAILED)
 
 
 def main() -> None:  # pragma: no cover - console entry point

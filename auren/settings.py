@@ -8,7 +8,7 @@ provider secret can be rotated by configuring the new one beside the old one.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -36,6 +36,17 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
     kafka_bootstrap_servers: str | None = None
     auren_data_dir: Path = Path("./.auren")
+
+    # --- `auren infra`: the loopback servers it starts for dev and CI --------------------------
+    auren_kafka_port: int = Field(default=9092, ge=1, le=65535)
+    auren_kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    auren_postgres_port: int = Field(default=5432, ge=1, le=65535)
+    auren_redis_port: int = Field(default=6379, ge=1, le=65535)
+    # None: a random one is generated once per data dir and kept there (mode 0600).
+    auren_postgres_password: SecretStr | None = None
+    auren_kafka_heap_mb: int = Field(default=512, ge=128, le=32_768)
+    # Where Maven's Kafka jars are cached across data dirs (None: ~/.cache/auren).
+    auren_infra_cache_dir: Path | None = None
 
     # --- the path of one webhook -------------------------------------------------------------
     max_concurrent_webhooks: int = Field(default=50, ge=1, le=10_000)
@@ -68,6 +79,23 @@ class Settings(BaseSettings):
     withings_allowed_ips: PlainList = ()
     hae_api_keys: SecretList = ()
     standard_webhook_secret: SecretList = ()
+
+    # --- NEUROS (port 8000) -------------------------------------------------------------------
+    # builtin: the deterministic engine phrases every reply (no network). openai: any
+    # OpenAI-compatible server at NEUROS_LLM_BASE_URL. anthropic: the Messages API.
+    neuros_llm: Literal["builtin", "openai", "anthropic"] = "builtin"
+    neuros_llm_base_url: str | None = None
+    neuros_llm_model: str = ""
+    neuros_llm_api_key: SecretStr | None = None
+    # The whole LLM phase (tool rounds included) must finish within this, else builtin phrasing.
+    neuros_llm_timeout_s: float = Field(default=6.0, gt=0, le=120)
+    neuros_llm_max_tokens: int = Field(default=300, ge=16, le=4096)
+    neuros_llm_tool_rounds: int = Field(default=2, ge=0, le=5)
+    neuros_rate_per_minute: int = Field(default=30, ge=1, le=1_000_000)
+    neuros_max_message_chars: int = Field(default=2000, ge=16, le=100_000)
+    neuros_max_body_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    # Earlier messages of the conversation given as context (user and assistant both count).
+    neuros_history_messages: int = Field(default=6, ge=0, le=50)
 
     # --- process ------------------------------------------------------------------------------
     log_level: str = "INFO"

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -57,6 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 TARGET_P95_MS = 50.0
 SLA_P95_MS = 2000.0
+IDLE_REUSE_S = 4.0
 QUESTIONS = (
     "How ready am I today?",
     "How did I sleep last night?",
@@ -119,10 +121,16 @@ class Connection:
         self._port = port
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._used = 0.0
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        # uvicorn closes a keep-alive connection after 5 idle seconds; like any HTTP client,
+        # open a new one rather than write into a socket the server is closing.
+        if self._writer is not None and time.monotonic() - self._used > IDLE_REUSE_S:
+            await self.close()
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(HOST, self._port)
+        self._used = time.monotonic()
         assert self._reader is not None  # noqa: S101
         self._writer.write(
             f"POST {path} HTTP/1.1\r\nhost: {HOST}\r\ncontent-type: application/json\r\n"
@@ -132,12 +140,16 @@ class Connection:
         status = int(lines[0].split(" ", 2)[1])
         length = next(int(line.split(":", 1)[1]) for line in lines
                       if line.lower().startswith("content-length:"))
-        return status, await self._reader.readexactly(length)
+        data = await self._reader.readexactly(length)
+        self._used = time.monotonic()
+        return status, data
 
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-            await self._writer.wait_closed()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+            self._reader = self._writer = None
 
 
 @dataclass
@@ -198,7 +210,8 @@ async def drive(port: int, users: list[tuple[str, str]], duration_s: float,
                     conversation = orjson.loads(raw)["conversation_id"]
                 if think_s:
                     # Exponential think times (mean think_s): people do not pause in unison.
-                    await asyncio.sleep(min(rng.expovariate(1 / think_s), 10 * think_s))
+                    pause = min(rng.expovariate(1 / think_s), 10 * think_s)
+                    await asyncio.sleep(max(0.0, min(pause, deadline - time.perf_counter())))
         finally:
             await conn.close()
 

@@ -1,0 +1,346 @@
+"""NEUROS (port 8000): the chat API, thin over ``auren.neuros``.
+
+``create_app(settings)`` builds the event store the bridge reads through (so NEUROS sees what
+the bridge stored), the conversation store, the optional LLM client and the per-user rate
+limit; the lifespan opens them and closes them again on shutdown.
+
+Order of checks on a chat: body size (413, while it streams) → JSON shape (400/422) → auth for
+the body's ``user_id`` exactly as the bridge's read API (401/403) → message length (413) →
+rate limit (429) → answer. Only authorised requests spend a user's rate budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import httpx
+import orjson
+from fastapi import FastAPI, Path, Query, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.responses import Response, StreamingResponse
+
+from auren import __version__
+from auren.adapters.base import EventStore
+from auren.errors import (
+    AurenError,
+    InvalidPayload,
+    MalformedPayload,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from auren.events import iso
+from auren.neuros.chat import ChatResult, Neuros, parse_timezone
+from auren.neuros.llm import build_provider
+from auren.neuros.memory import ConversationStore, SQLiteConversations
+from auren.neuros.metrics import NeurosMetrics
+from auren.neuros.ratelimit import RateLimiter
+from auren.services.auth import ReadAuth
+from auren.services.bridge import build_store
+from auren.services.problem import install_problem_handlers, problem_responses
+from auren.settings import Settings
+
+log = logging.getLogger("auren.neuros")
+
+HEALTH = "application/health+json"
+_ID = r"^[A-Za-z0-9_-]{1,64}$"
+UserPath = Annotated[str, Path(min_length=1, max_length=256)]
+ConversationPath = Annotated[str, Path(pattern=_ID)]
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+    message: str = Field(min_length=1, description="The person's question, plain text.")
+    user_id: str = Field(min_length=1, max_length=256,
+                         description="The only user whose data this request may read.")
+    conversation_id: str | None = Field(default=None, pattern=_ID,
+                                        description="Continue this conversation; omit to "
+                                                    "start a new one.")
+    timezone: str | None = Field(default=None, max_length=64,
+                                 description="IANA name or offset (e.g. +02:00) of the "
+                                             "person's days; UTC when omitted.")
+
+
+class EvidenceWindow(BaseModel):
+    start: str
+    end: str
+    days: int
+
+
+class EvidenceItem(BaseModel):
+    metric: str
+    statistic: str
+    window: EvidenceWindow
+    value: float | None
+    unit: str
+    n_days: int
+    baseline: float | None = None
+    low: float | None = None
+    high: float | None = None
+    delta: float | None = None
+    threshold: float | None = None
+    min_days: int | None = None
+    status: str | None = None
+
+
+class ChatResponse(BaseModel):
+    reply: str
+    conversation_id: str
+    evidence: list[EvidenceItem]
+    model: str
+    intent: str
+
+
+@dataclass(slots=True)
+class NeurosState:
+    settings: Settings
+    events: EventStore
+    conversations: ConversationStore
+    neuros: Neuros
+    metrics: NeurosMetrics
+    limiter: RateLimiter
+    auth: ReadAuth
+    started: float
+
+
+def _json(body: Any, status: int = 200, media_type: str = "application/json") -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=media_type)
+
+
+def _client_host(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, capped while it streams (413 as soon as ``limit`` is passed)."""
+    if request.headers.get("content-encoding", "identity").lower() not in ("identity", ""):
+        raise UnsupportedMediaType("compressed bodies are not accepted")
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        if not declared.isdigit():
+            raise MalformedPayload("invalid Content-Length")
+        raise PayloadTooLarge(f"body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _sse(event: str, data: Any) -> bytes:
+    # One JSON line per event: a newline inside the data can never end the event early.
+    return f"event: {event}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = NeurosMetrics()
+    events = build_store(settings)
+    conversations = SQLiteConversations(settings.sqlite_path, timeout_s=settings.store_timeout_s)
+    http: httpx.AsyncClient | None = None
+    if settings.neuros_llm != "builtin":
+        timeout = settings.neuros_llm_timeout_s
+        http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
+                                 limits=httpx.Limits(max_connections=50), follow_redirects=False)
+    llm = build_provider(settings, http) if http is not None else None
+    neuros = Neuros(events, conversations, llm, metrics,
+                    llm_timeout_s=settings.neuros_llm_timeout_s,
+                    history_messages=settings.neuros_history_messages)
+    state = NeurosState(settings, events, conversations, neuros, metrics,
+                        RateLimiter(settings.neuros_rate_per_minute),
+                        ReadAuth.from_settings(settings), time.time())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await events.open()
+        try:
+            await conversations.open()
+        except BaseException:
+            await events.close()
+            raise
+        log.info("neuros started", extra={"mode": "embedded" if settings.embedded else "full",
+                                          "detail": neuros.llm_name})
+        try:
+            yield
+        finally:
+            # uvicorn has stopped taking requests and drained in-flight ones by now.
+            if http is not None:
+                await http.aclose()
+            await conversations.close()
+            await events.close()
+            log.info("neuros stopped")
+
+    app = FastAPI(title="AUREN NEUROS", version=__version__, lifespan=lifespan,
+                  description="Grounded, explainable answers about a person's own biometrics.")
+    app.state.neuros = state
+    install_problem_handlers(app)
+
+    async def chat_request(request: Request) -> tuple[ChatRequest, Any]:
+        body = await read_body(request, settings.neuros_max_body_bytes)
+        try:
+            raw = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise MalformedPayload("body must be a JSON object") from None
+        if not isinstance(raw, dict):
+            raise MalformedPayload("body must be a JSON object")
+        try:
+            parsed = ChatRequest.model_validate(raw)
+        except ValidationError as exc:
+            errors = [{"loc": [str(p) for p in e["loc"]], "message": e["msg"]}
+                      for e in exc.errors()]
+            detail = "; ".join(f"{'.'.join(e['loc'])}: {e['message']}" for e in errors)
+            raise InvalidPayload(detail, errors=errors) from None
+        state.auth.authorize(request.headers.get("authorization"), _client_host(request),
+                             parsed.user_id)
+        if len(parsed.message) > settings.neuros_max_message_chars:
+            raise PayloadTooLarge(
+                f"message exceeds {settings.neuros_max_message_chars} characters")
+        tz = parse_timezone(parsed.timezone)
+        try:
+            state.limiter.take(parsed.user_id)
+        except AurenError:
+            metrics.rate_limited.inc()
+            raise
+        return parsed, tz
+
+    async def run_chat(request: Request, endpoint: str) -> ChatResult:
+        started = time.perf_counter()
+        status, intent = 500, "none"
+        try:
+            body, tz = await chat_request(request)
+            result = await neuros.answer(body.user_id, body.message, body.conversation_id, tz)
+            status, intent = 200, result.intent
+            return result
+        except AurenError as exc:
+            status = exc.status
+            raise
+        finally:
+            metrics.chats.labels(intent, str(status)).inc()
+            metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+    chat_doc: dict[str, Any] = {
+        "responses": {200: {"model": ChatResponse, "description": "The reply and its evidence"},
+                      **problem_responses(400, 401, 403, 404, 413, 415, 422, 429, 503)},
+        "openapi_extra": {"requestBody": {"required": True, "content": {
+            "application/json": {"schema": ChatRequest.model_json_schema()}}}},
+        "tags": ["chat"],
+    }
+
+    async def chat(request: Request) -> Response:
+        """Ask about your own data. Every number in ``reply`` is in ``evidence``."""
+        return _json((await run_chat(request, "chat")).as_dict())
+
+    for path, name in (("/chat", "chat"), ("/api/v1/chat", "chat_v1")):
+        app.add_api_route(path, chat, methods=["POST"], name=name, summary="Chat", **chat_doc)
+
+    @app.post("/api/v1/chat/stream", tags=["chat"],
+              responses={200: {"description": "Server-sent events: meta, token…, done",
+                               "content": {"text/event-stream": {}}},
+                         **problem_responses(400, 401, 403, 404, 413, 415, 422, 429, 503)},
+              openapi_extra=chat_doc["openapi_extra"], response_class=StreamingResponse)
+    async def chat_stream(request: Request) -> StreamingResponse:
+        """The reply as server-sent events. It is checked whole before the first token is sent,
+        so a stream never carries an ungrounded number; errors before that are problem+json."""
+        result = await run_chat(request, "stream")
+
+        async def events() -> AsyncIterator[bytes]:
+            yield _sse("meta", {"conversation_id": result.conversation_id,
+                                "model": result.model, "intent": result.intent})
+            for token in re.findall(r"\S+\s*", result.reply):
+                yield _sse("token", {"text": token})
+            yield _sse("done", result.as_dict())
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache",
+                                          "x-accel-buffering": "no"})
+
+    @app.get("/api/v1/users/{user_id}/conversations", tags=["memory"],
+             responses=problem_responses(401, 403))
+    async def list_conversations(request: Request, user_id: UserPath,
+                                 limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Response:
+        """The user's conversations, most recent first."""
+        state.auth.authorize(request.headers.get("authorization"), _client_host(request),
+                             user_id)
+        found = await conversations.conversations(user_id, limit)
+        return _json({"user_id": user_id, "conversations": [c.as_dict() for c in found]})
+
+    @app.get("/api/v1/users/{user_id}/conversations/{conversation_id}", tags=["memory"],
+             responses=problem_responses(401, 403, 404))
+    async def get_conversation(request: Request, user_id: UserPath,
+                               conversation_id: ConversationPath,
+                               limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> Response:
+        """One conversation's messages, oldest first."""
+        state.auth.authorize(request.headers.get("authorization"), _client_host(request),
+                             user_id)
+        messages = await conversations.messages(user_id, conversation_id, limit)
+        return _json({"conversation_id": conversation_id,
+                      "messages": [m.as_dict() for m in messages]})
+
+    @app.delete("/api/v1/users/{user_id}/conversations", tags=["memory"],
+                responses=problem_responses(401, 403))
+    async def erase(request: Request, user_id: UserPath) -> Response:
+        """Erase everything NEUROS keeps about the user: conversations, messages, rate state and
+        cached series.
+        (Biometric events belong to the bridge and are not touched.)"""
+        state.auth.authorize(request.headers.get("authorization"), _client_host(request),
+                             user_id)
+        deleted = await conversations.erase_user(user_id)
+        state.limiter.forget(user_id)
+        neuros.cache.forget(user_id)
+        log.info("user erased from neuros", extra={"count": deleted["messages"]})
+        return _json({"user_id": user_id, "deleted": deleted})
+
+    @app.get("/health", tags=["operations"])
+    async def health() -> Response:
+        """``application/health+json``: the stores and the LLM, each pass, warn or fail."""
+        now = iso(datetime.now(UTC))
+        checks: dict[str, list[dict[str, Any]]] = {}
+        status = "pass"
+        for key, store in (("store:responseTime", events),
+                           ("conversations:responseTime", conversations)):
+            try:
+                facts = await store.ping()
+                checks[key] = [{"componentId": facts.get("engine", "store"),
+                                "componentType": "datastore",
+                                "observedValue": round(facts["responseTime_ms"], 3),
+                                "observedUnit": "ms", "status": "pass", "time": now}]
+            except AurenError as exc:
+                status = "fail"
+                checks[key] = [{"componentType": "datastore", "status": "fail",
+                                "output": exc.detail, "time": now}]
+        llm_check: dict[str, Any] = {"componentId": neuros.llm_name,
+                                     "componentType": "component", "status": "pass",
+                                     "time": now}
+        if neuros.llm_last is not None:
+            outcome, at = neuros.llm_last
+            llm_check["observedValue"] = outcome
+            llm_check["lastCall"] = iso(datetime.fromtimestamp(at, UTC))
+            if outcome != "ok":
+                llm_check["status"] = "warn"
+                llm_check["output"] = f"last reply not used ({outcome}); builtin phrasing served"
+                status = "warn" if status == "pass" else status
+        checks["llm:lastCall"] = [llm_check]
+        checks["uptime"] = [{"componentType": "system", "observedUnit": "s",
+                             "observedValue": round(time.time() - state.started, 1),
+                             "status": "pass", "time": now}]
+        body = {"status": status, "version": __version__, "serviceId": "auren-neuros",
+                "description": "AUREN NEUROS", "llm": neuros.llm_name,
+                "mode": "embedded" if settings.embedded else "full", "checks": checks}
+        return _json(body, 503 if status == "fail" else 200, HEALTH)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
