@@ -52,6 +52,7 @@ from auren.simulator import WebhookDelivery, render_unique_native
 ROOT = Path(__file__).resolve().parent.parent
 LUA_SCRIPT = Path(__file__).resolve().parent / "native_webhooks.lua"
 HOST = "127.0.0.1"  # loopback only, by construction: there is no option to change it
+# Events in each benchmark webhook (--events-per-webhook); a module default for reconcile().
 EVENTS_PER_WEBHOOK = 5
 TARGET_RATIO = 0.25
 TARGET_P99_MS = 50.0
@@ -248,7 +249,8 @@ class Reconciliation:
     detail: str
 
 
-def reconcile(wrk: WrkResult, database: Path, connections: int) -> Reconciliation:
+def reconcile(wrk: WrkResult, database: Path, connections: int,
+              events_per_webhook: int = EVENTS_PER_WEBHOOK) -> Reconciliation:
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10) as conn:
         stored = int(conn.execute("SELECT count(*) FROM biometric_events").fetchone()[0])
         committed = int(conn.execute("SELECT count(*) FROM deliveries").fetchone()[0])
@@ -256,14 +258,14 @@ def reconcile(wrk: WrkResult, database: Path, connections: int) -> Reconciliatio
     # wrk abandons what is in flight when its time is up (and what timed out): those requests
     # may be stored with nobody reading the answer. At most one per connection, plus timeouts.
     unread = connections + wrk.socket_errors.get("timeout", 0) + wrk.socket_errors.get("read", 0)
-    bound = unread * EVENTS_PER_WEBHOOK
+    bound = unread * events_per_webhook
     problems = []
-    if stored != committed * EVENTS_PER_WEBHOOK:
+    if stored != committed * events_per_webhook:
         problems.append(f"{stored} events stored for {committed} committed deliveries "
-                        f"(expected {committed * EVENTS_PER_WEBHOOK})")
-    if wrk.accepted_events != answered_202 * EVENTS_PER_WEBHOOK:
+                        f"(expected {committed * events_per_webhook})")
+    if wrk.accepted_events != answered_202 * events_per_webhook:
         problems.append(f"202 answers report {wrk.accepted_events} accepted events, "
-                        f"expected {answered_202 * EVENTS_PER_WEBHOOK}")
+                        f"expected {answered_202 * events_per_webhook}")
     if stored < wrk.accepted_events:
         problems.append(f"LOST: {wrk.accepted_events - stored} accepted events are not stored")
     elif stored - wrk.accepted_events > bound:
@@ -317,7 +319,8 @@ def one_run(number: int, args: argparse.Namespace, work: Path, log: TextIO) -> R
                 log=work / f"bridge-{number}.log") as proc:
         count = args.rate_hint * args.duration
         started = time.perf_counter()
-        deliveries = render_unique_native(count, secret, events_per_webhook=EVENTS_PER_WEBHOOK)
+        deliveries = render_unique_native(count, secret,
+                                          events_per_webhook=args.events_per_webhook)
         prefix = work / f"requests-{number}"
         write_request_files(prefix, deliveries, f"{HOST}:{port}", args.threads)
         generate_s = time.perf_counter() - started
@@ -333,7 +336,8 @@ def one_run(number: int, args: argparse.Namespace, work: Path, log: TextIO) -> R
             print(f"warning: bridge exited with {proc.returncode}", file=log)
     for thread in range(args.threads):
         Path(f"{prefix}.{thread}").unlink(missing_ok=True)
-    reconciliation = reconcile(bridge, data / "auren.sqlite3", args.connections)
+    reconciliation = reconcile(bridge, data / "auren.sqlite3", args.connections,
+                               args.events_per_webhook)
     return RunResult(number, ceiling, bridge, reconciliation, count, generate_s)
 
 
@@ -353,7 +357,7 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
         "bridge_p50_ms": _median([r.bridge.latency_ms.get("p50", 0.0) for r in runs]),
         "bridge_p99_ms": _median([r.bridge.latency_ms.get("p99", 0.0) for r in runs]),
         "bridge_errors": _median([float(r.bridge.errors) for r in runs]),
-        "events_per_s": _median([r.bridge.rps * EVENTS_PER_WEBHOOK for r in runs]),
+        "events_per_s": _median([r.bridge.rps * args.events_per_webhook for r in runs]),
         "ceiling_server_cpu_pct": _median([r.ceiling.server_cpu_pct or 0.0 for r in runs]),
         "bridge_server_cpu_pct": _median([r.bridge.server_cpu_pct or 0.0 for r in runs]),
     }
@@ -371,7 +375,7 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
         "config": {"runs": args.runs, "duration_s": args.duration, "threads": args.threads,
                    "workers": args.workers,
                    "connections": args.connections, "rate_hint": args.rate_hint,
-                   "events_per_webhook": EVENTS_PER_WEBHOOK, "cpus": os.cpu_count(),
+                   "events_per_webhook": args.events_per_webhook, "cpus": os.cpu_count(),
                    "cpu": _cpu_model(), "python": platform.python_version()},
         "median": median,
         "runs": [{"run": r.run, "ratio": r.ratio, "ceiling": asdict(r.ceiling),
@@ -435,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk measurement")
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--events-per-webhook", type=int, default=EVENTS_PER_WEBHOOK,
+                        help="canonical events in each webhook")
     parser.add_argument("--workers", type=int, default=1,
                         help="server worker processes, the same for the ceiling and the bridge")
     parser.add_argument("--rate-hint", type=int, default=8000,

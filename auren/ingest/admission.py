@@ -32,7 +32,9 @@ class Admission:
                 raise Overloaded("too many webhooks in flight", retry_after_s=1)
             self.waiting += 1
             try:
-                await asyncio.wait_for(self._slots.acquire(), self._wait_s)
+                # asyncio.timeout, not wait_for: no extra task per waiting webhook.
+                async with asyncio.timeout(self._wait_s):
+                    await self._slots.acquire()
             except TimeoutError:
                 self.rejected += 1
                 raise Overloaded("no capacity within the admission wait",

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import FastAPI, Path, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.datastructures import Headers, QueryParams
+from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -67,11 +67,14 @@ class WebhookEndpoint:
         method: str = scope["method"]
         status = 500
         try:
-            headers = Headers(scope=scope)
+            # A plain dict of lower-cased names (ASGI already lower-cases them): providers only
+            # look headers up, and Starlette's Headers scans a list on every lookup.
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             body = await self._read_body(headers, receive) if method == "POST" else b""
             client = scope.get("client")
+            query_string = scope.get("query_string", b"")
             request = WebhookRequest(method=method, headers=headers,
-                                     query=QueryParams(scope.get("query_string", b"")),
+                                     query=QueryParams(query_string) if query_string else {},
                                      body=body, client_ip=client[0] if client else None)
             outcome = await self._pipeline.handle(provider, request)
             status = outcome.status
@@ -93,7 +96,7 @@ class WebhookEndpoint:
             label = provider if provider in PROVIDER_CLASSES else "unknown"
             self._metrics.observe_request(label, status, time.perf_counter() - started)
 
-    async def _read_body(self, headers: Headers, receive: Receive) -> bytes:
+    async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
         """The raw body, capped while it streams: a huge upload costs ``limit`` bytes at most."""
         limit = self._max_bytes
         if headers.get("content-encoding", "identity").lower() not in ("identity", ""):
