@@ -45,6 +45,7 @@ from auren.providers import PROVIDER_CLASSES, build_providers
 from auren.providers.base import WebhookRequest
 from auren.services.auth import ReadAuth
 from auren.services.problem import install_problem_handlers, problem_for, problem_responses
+from auren.services.runtime import tune_gc_for_serving
 from auren.settings import Settings
 
 log = logging.getLogger("auren.bridge")
@@ -245,6 +246,7 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tune_gc_for_serving()
         await store.open()
         committer.start()
         log.info("bridge started", extra={"mode": "embedded" if settings.embedded else "full"})
