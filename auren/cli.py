@@ -15,6 +15,7 @@ from rich.table import Table
 from auren import simulator
 from auren.infra_cli import infra_app
 from auren.observability import configure_logging
+from auren.ops import cli as ops_cli
 from auren.settings import Settings
 
 app = typer.Typer(help="AUREN: verified biometric ingestion, insights and validation.",
@@ -35,6 +36,8 @@ class ExitCode(enum.IntEnum):
 _FACTORIES = {
     "bridge": ("auren.services.bridge:create_app", 8889),
     "neuros": ("auren.services.neuros:create_app", 8000),
+    "legacy": ("auren.services.legacy_bridge:create_app", 8888),
+    "gateway": ("auren.services.gateway:create_app", 9000),
 }
 
 
@@ -80,6 +83,31 @@ def serve_neuros(
 ) -> None:
     """Start NEUROS, the chat service over a person's own biometrics."""
     _serve("neuros", host, port, workers)
+
+
+@serve_app.command("legacy")
+def serve_legacy(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8888,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+) -> None:
+    """Start the Original Bridge v1 (per-request, no batching), kept for legacy clients."""
+    _serve("legacy", host, port, workers)
+
+
+@serve_app.command("gateway")
+def serve_gateway(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 9000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+) -> None:
+    """Start the Gateway: /api/neuros/*, /api/bridge/*, /api/legacy/* and the dashboard."""
+    _serve("gateway", host, port, workers)
+
+
+# `auren serve all` and the validation toolkit (auren.ops.cli holds their code).
+serve_app.command("all")(ops_cli.serve_all)
+ops_cli.register(app)
 
 
 class SimProvider(enum.StrEnum):

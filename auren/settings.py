@@ -48,6 +48,43 @@ class Settings(BaseSettings):
     # Where Maven's Kafka jars are cached across data dirs (None: ~/.cache/auren).
     auren_infra_cache_dir: Path | None = None
 
+    # --- full-stack data plane (read only when the URLs above are set) -------------------------
+    # Kafka: events go to one topic keyed by user id, thin notifications (fetch jobs) to another;
+    # both are created on start when missing. Production: replication 3, min.insync.replicas 2.
+    kafka_events_topic: str = Field(default="biometric-events", min_length=1, max_length=249)
+    kafka_notifications_topic: str = Field(default="biometric-notifications", min_length=1,
+                                           max_length=249)
+    kafka_partitions: int = Field(default=6, ge=1, le=10_000)
+    kafka_replication_factor: int = Field(default=1, ge=1, le=32)
+    kafka_min_insync_replicas: int | None = Field(default=None, ge=1, le=32)
+    # How long a webhook waits for Kafka's delivery reports before its events go to the spool.
+    bus_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    # librdkafka's own bound on a record (retries included); finite, unlike its 300 s default.
+    kafka_message_timeout_s: float = Field(default=30.0, ge=1, le=3600)
+    kafka_sink_group: str = Field(default="auren-sink", min_length=1)
+    # The most Kafka records the sink writes in one PostgreSQL transaction.
+    sink_batch_records: int = Field(default=2000, ge=1, le=100_000)
+    postgres_pool_size: int = Field(default=10, ge=1, le=500)
+    # Native range partitions (when TimescaleDB is absent): months created behind and ahead.
+    postgres_partition_months_back: int = Field(default=12, ge=0, le=600)
+    postgres_partition_months_ahead: int = Field(default=3, ge=1, le=120)
+    # Redis: every key AUREN writes starts with the prefix and has a TTL.
+    redis_key_prefix: str = Field(default="auren:", max_length=64)
+    redis_dedup_ttl_s: int = Field(default=3 * 86_400, ge=1, le=90 * 86_400)
+    redis_timeout_s: float = Field(default=0.5, gt=0, le=30)
+    # Webhooks per second per provider and per source IP, over all bridges (0: no limit).
+    webhook_rate_per_provider: int = Field(default=0, ge=0)
+    webhook_rate_per_source: int = Field(default=0, ge=0)
+    # The local spool that takes accepted events while Kafka is unreachable; full: 503.
+    spool_max_bytes: int = Field(default=256 * 1_048_576, ge=65_536)
+    # Circuit breakers (Kafka, PostgreSQL, Redis): open when, over the window, at least
+    # min_calls were made and the failure rate reached the threshold; half-open after open_s.
+    breaker_window_s: float = Field(default=10.0, gt=0, le=600)
+    breaker_min_calls: int = Field(default=5, ge=1)
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    breaker_open_s: float = Field(default=5.0, gt=0, le=600)
+    breaker_half_open_probes: int = Field(default=3, ge=1)
+
     # --- the path of one webhook -------------------------------------------------------------
     max_concurrent_webhooks: int = Field(default=50, ge=1, le=10_000)
     # How many more may wait for a slot, and for how long, before the answer is 503.
@@ -96,6 +133,16 @@ class Settings(BaseSettings):
     neuros_max_body_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
     # Earlier messages of the conversation given as context (user and assistant both count).
     neuros_history_messages: int = Field(default=6, ge=0, le=50)
+
+    # --- Gateway (port 9000) and the validation toolkit: where each service answers ----------
+    auren_neuros_url: str = "http://127.0.0.1:8000"
+    auren_bridge_url: str = "http://127.0.0.1:8889"
+    auren_legacy_url: str = "http://127.0.0.1:8888"
+    auren_gateway_url: str = "http://127.0.0.1:9000"
+    # The longest the gateway waits for an upstream's answer (504 after) and to connect (502).
+    gateway_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    gateway_connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    gateway_max_body_bytes: int = Field(default=2 * 1_048_576, ge=1024, le=64 * 1_048_576)
 
     # --- process ------------------------------------------------------------------------------
     log_level: str = "INFO"

@@ -1,0 +1,217 @@
+"""Direct probes of the data plane: PostgreSQL, Redis, Kafka and the embedded SQLite file.
+
+Real round trips, not TCP connects (a listener accepting a connection says nothing about a
+database): ``SELECT 1`` and the events table, ``PING``, cluster metadata with the topic. Every
+call has a finite timeout. The Kafka client is blocking and its constructor and metadata calls
+can hang past their own timeouts, so it runs on a daemon thread that is abandoned, not joined,
+when the deadline passes (a pool thread would keep the interpreter from exiting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+T = TypeVar("T")
+
+EVENTS_TABLE = "biometric_events"
+JOBS_TABLE = "fetch_jobs"
+TOPIC = "biometric-events"
+
+
+class ProbeFailed(Exception):
+    """A dependency did not answer correctly; the message says how, for a report row."""
+
+
+async def in_daemon_thread(fn: Callable[[], T], timeout_s: float) -> T:
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def run() -> None:
+        try:
+            value = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            loop.call_soon_threadsafe(_settle, future, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, future, value, None)
+
+    threading.Thread(target=run, daemon=True, name="auren-probe").start()
+    try:
+        return await asyncio.wait_for(future, timeout_s)
+    except TimeoutError:
+        raise ProbeFailed(f"no answer within {timeout_s:g} s") from None
+
+
+def _settle(future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(value)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCount:
+    events: int
+    fetch_jobs: int
+
+    @property
+    def items(self) -> int:
+        """What a bridge's ``accepted`` counts: canonical events plus fetch jobs."""
+        return self.events + self.fetch_jobs
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+
+async def postgres_probe(dsn: str, timeout_s: float) -> dict[str, Any]:
+    import asyncpg  # imported when used: the embedded toolkit never needs it
+
+    started = time.perf_counter()
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout_s)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise ProbeFailed(f"connect failed: {type(exc).__name__}") from None
+    try:
+        one = await conn.fetchval("SELECT 1", timeout=timeout_s)
+        table = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", EVENTS_TABLE,
+                                    timeout=timeout_s)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise ProbeFailed(f"query failed: {type(exc).__name__}") from None
+    finally:
+        await conn.close(timeout=timeout_s)
+    if one != 1:
+        raise ProbeFailed("SELECT 1 did not return 1")
+    if not table:
+        raise ProbeFailed(f"table {EVENTS_TABLE} does not exist")
+    return {"ms": (time.perf_counter() - started) * 1000}
+
+
+async def postgres_count(dsn: str, timeout_s: float) -> StoreCount:
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout_s)
+        try:
+            events = await conn.fetchval(f"SELECT count(*) FROM {EVENTS_TABLE}",  # noqa: S608
+                                         timeout=timeout_s)
+            jobs = await conn.fetchval(
+                f"SELECT count(*) FROM {JOBS_TABLE} WHERE to_regclass($1) IS NOT NULL",  # noqa: S608
+                JOBS_TABLE, timeout=timeout_s)
+        finally:
+            await conn.close(timeout=timeout_s)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise ProbeFailed(f"count failed: {type(exc).__name__}") from None
+    return StoreCount(int(events), int(jobs or 0))
+
+
+# --- Redis --------------------------------------------------------------------------------------
+
+
+async def redis_probe(url: str, timeout_s: float) -> dict[str, Any]:
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+
+    started = time.perf_counter()
+    client = aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        pong = await asyncio.wait_for(cast("Awaitable[bool]", client.ping()), timeout_s)
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise ProbeFailed(f"PING failed: {type(exc).__name__}") from None
+    finally:
+        await client.aclose()
+    if not pong:
+        raise ProbeFailed("PING did not answer PONG")
+    return {"ms": (time.perf_counter() - started) * 1000}
+
+
+# --- Kafka --------------------------------------------------------------------------------------
+
+
+def _kafka_metadata(bootstrap: str, timeout_s: float) -> dict[str, Any]:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap,
+                         "socket.timeout.ms": int(timeout_s * 1000),
+                         "log_level": 0})
+    metadata = admin.list_topics(timeout=timeout_s)
+    topic = metadata.topics.get(TOPIC)
+    return {"brokers": len(metadata.brokers),
+            "topic": None if topic is None or topic.error is not None else
+            len(topic.partitions)}
+
+
+async def kafka_probe(bootstrap: str, timeout_s: float) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        facts = await in_daemon_thread(lambda: _kafka_metadata(bootstrap, timeout_s),
+                                       timeout_s + 1)
+    except ProbeFailed:
+        raise
+    except Exception as exc:  # noqa: BLE001 - KafkaException and plain errors: a report row
+        raise ProbeFailed(f"metadata failed: {type(exc).__name__}: {exc}") from None
+    if not facts["brokers"]:
+        raise ProbeFailed("no broker in the cluster metadata")
+    if facts["topic"] is None:
+        raise ProbeFailed(f"topic {TOPIC} does not exist")
+    return {"ms": (time.perf_counter() - started) * 1000, **facts}
+
+
+def _kafka_high_watermarks(bootstrap: str, timeout_s: float) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "auren-ops-offsets",
+                         "enable.auto.commit": False, "log_level": 0,
+                         "socket.timeout.ms": int(timeout_s * 1000)})
+    try:
+        metadata = consumer.list_topics(TOPIC, timeout=timeout_s)
+        topic = metadata.topics.get(TOPIC)
+        if topic is None or topic.error is not None:
+            raise ProbeFailed(f"topic {TOPIC} does not exist")
+        total = 0
+        for partition in topic.partitions:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(TOPIC, partition),
+                                                        timeout=timeout_s)
+            total += int(high)
+        return total
+    finally:
+        consumer.close()
+
+
+async def kafka_offsets(bootstrap: str, timeout_s: float) -> int:
+    """The sum of the topic's high watermarks: every record ever appended to it."""
+    try:
+        return await in_daemon_thread(lambda: _kafka_high_watermarks(bootstrap, timeout_s),
+                                      timeout_s * 2 + 1)
+    except ProbeFailed:
+        raise
+    except Exception as exc:  # noqa: BLE001 - KafkaException and plain errors: a report row
+        raise ProbeFailed(f"offsets failed: {type(exc).__name__}: {exc}") from None
+
+
+# --- SQLite (embedded) --------------------------------------------------------------------------
+
+
+def _sqlite_count(path: Path) -> StoreCount:
+    if not path.exists():
+        raise ProbeFailed(f"{path} does not exist")
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as conn:
+        events = conn.execute(f"SELECT count(*) FROM {EVENTS_TABLE}").fetchone()[0]  # noqa: S608
+        jobs = conn.execute(f"SELECT count(*) FROM {JOBS_TABLE}").fetchone()[0]  # noqa: S608
+    return StoreCount(int(events), int(jobs))
+
+
+async def sqlite_count(path: Path, timeout_s: float = 10.0) -> StoreCount:
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(_sqlite_count, path), timeout_s)
+    except sqlite3.Error as exc:
+        raise ProbeFailed(f"count failed: {type(exc).__name__}") from None
+    except TimeoutError:
+        raise ProbeFailed(f"count took longer than {timeout_s:g} s") from None

@@ -1,0 +1,45 @@
+"""One embedded system (all four services) shared by the toolkit's tests: starting it costs
+seconds, and the tests only add data to it (each with its own users), never remove any."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from auren.ops.procs import embedded_system
+from auren.ops.target import Target, settings_from_env
+
+
+@pytest.fixture(scope="session")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    data_dir = tmp_path_factory.mktemp("embedded")
+    with embedded_system(data_dir) as services:
+        yield Target(services.urls, settings_from_env(services.env), data_dir, services.pids,
+                     services.log_paths, started_here=True)
+
+
+def url_options(target: Target) -> list[str]:
+    """The CLI options that point a toolkit command at ``target``."""
+    options = []
+    for name in ("neuros", "legacy", "bridge", "gateway"):
+        options += [f"--{name}", target.urls[name]]
+    return [*options, "--data-dir", str(target.data_dir)]
+
+
+def env_of(target: Target) -> dict[str, str]:
+    """Secrets the embedded services verify with, for a toolkit command run as a subprocess."""
+    out = {}
+    for name, value in target.settings.model_dump().items():
+        if isinstance(value, tuple) and value:
+            out[name.upper()] = ",".join(v.get_secret_value() if hasattr(v, "get_secret_value")
+                                         else str(v) for v in value)
+        elif hasattr(value, "get_secret_value"):
+            out[name.upper()] = value.get_secret_value()
+        elif name == "withings_enabled" and value:
+            out[name.upper()] = "true"
+    return out
+
+
+ROOT = Path(__file__).resolve().parents[2]
