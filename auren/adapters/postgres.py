@@ -1,0 +1,467 @@
+"""Full-stack store: PostgreSQL through an asyncpg pool; TimescaleDB when the extension exists.
+
+**Uniqueness under partitioning.** PostgreSQL accepts a unique constraint on a partitioned table
+(and TimescaleDB one on a hypertable) only if it contains the partitioning column. The table is
+partitioned on ``start``, so the key is ``UNIQUE (event_id, start)``. That is as strict as
+``UNIQUE (event_id)``: ``event_id`` is a UUIDv5 over the event's identity *including* ``start``
+(see ``auren.events``), so one event id always comes with the same ``start``, lands in the same
+partition, and a second copy conflicts there. ``INSERT ... ON CONFLICT (event_id, start) DO
+NOTHING`` therefore deduplicates exactly, with no second table of ids to keep in step (the other
+design considered: an unpartitioned ``event_ids`` table, one more index insert per event).
+
+**Partitioning.** The first migration tries ``CREATE EXTENSION timescaledb``; if that works the
+events table becomes a hypertable (7-day chunks, created by TimescaleDB on demand). Otherwise
+it is a native ``PARTITION BY RANGE (start)`` table with monthly partitions created ahead of
+time (``postgres_partition_months_back``/``_ahead``, on every start and by ``auren db upgrade``)
+plus a DEFAULT partition, so that no row is ever refused: a measurement from years ago or a
+device with a wrong clock lands in the default partition. Creating a partition whose range
+already has rows in the default partition moves them first (PostgreSQL would refuse otherwise).
+Which of the two is in use is recorded in ``auren_meta``.
+
+**Migrations** are versioned per component in ``schema_migrations(component, version)`` (NEUROS
+keeps its own row in the same shape), applied in one transaction under an advisory lock, so
+that bridge workers, the sink and NEUROS may all start at once.
+
+**Writes** are set-based: one ``INSERT ... SELECT FROM unnest(...)`` per table per batch, with
+the times passed as text and cast by the server (no Python datetimes on the hot path). Results
+per delivery follow the SQLite store exactly: a delivery key seen before stores nothing (its
+items came with the first copy), and an item already stored counts as a duplicate of the first
+delivery in the batch that carried it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import asyncpg
+
+from auren.adapters.base import EventQuery, WriteResult
+from auren.adapters.wire import DeliveryRecord, record_of
+from auren.errors import MalformedPayload, StoreUnavailable
+from auren.events import CanonicalEvent
+from auren.ingest.breaker import CircuitBreaker
+from auren.providers.base import Delivery
+
+T = TypeVar("T")
+log = logging.getLogger("auren.store")
+
+COMPONENT = "events"
+# pg_advisory_xact_lock key of every schema change AUREN makes ("AUREN" in ASCII).
+_LOCK_KEY = 0x4155_5245_4E
+_CONNECTION_LOST = (asyncpg.InterfaceError, asyncpg.exceptions.PostgresConnectionError, OSError)
+
+# --- schema --------------------------------------------------------------------------------------
+
+_EVENT_COLUMNS = """
+    event_id         uuid NOT NULL,
+    user_id          text NOT NULL,
+    provider         text NOT NULL,
+    provider_user_id text NOT NULL,
+    metric           text NOT NULL,
+    value            double precision NOT NULL,
+    unit             text NOT NULL,
+    start            timestamptz NOT NULL,
+    "end"            timestamptz,
+    source_record_id text,
+    received_at      timestamptz NOT NULL,
+    CONSTRAINT biometric_events_event_key UNIQUE (event_id, start)
+"""
+
+_COMMON_TABLES = """
+CREATE TABLE fetch_jobs (
+    job_id           text PRIMARY KEY,
+    provider         text NOT NULL,
+    user_id          text NOT NULL,
+    provider_user_id text NOT NULL,
+    kind             text NOT NULL,
+    object_id        text,
+    params           jsonb NOT NULL,
+    received_at      timestamptz NOT NULL,
+    status           text NOT NULL DEFAULT 'pending'
+);
+CREATE TABLE deliveries (
+    provider     text NOT NULL,
+    delivery_key text NOT NULL,
+    received_at  timestamptz NOT NULL,
+    PRIMARY KEY (provider, delivery_key)
+);
+"""
+
+# The read API and NEUROS ask for one user's metric over a time range, ordered by (start,
+# event_id) for keyset pages: this index answers that without a sort.
+_EVENT_INDEX = """
+CREATE INDEX biometric_events_user_metric_start
+    ON biometric_events (user_id, metric, start, event_id);
+"""
+
+
+async def _timescale_available(conn: Any) -> bool:
+    """Try to enable TimescaleDB; any refusal (not installed, not preloaded, no privilege)
+    means native partitions. Inside a savepoint so the failure does not abort the migration."""
+    try:
+        async with conn.transaction():
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    except asyncpg.PostgresError as exc:
+        log.info("timescaledb unavailable, using native range partitions",
+                 extra={"detail": type(exc).__name__})
+        return False
+    return True
+
+
+async def _migration_1(conn: Any) -> None:
+    await conn.execute("CREATE TABLE IF NOT EXISTS auren_meta "
+                       "(key text PRIMARY KEY, value text NOT NULL)")
+    if await _timescale_available(conn):
+        await conn.execute(f"CREATE TABLE biometric_events ({_EVENT_COLUMNS})")
+        await conn.execute("SELECT create_hypertable('biometric_events', 'start', "
+                           "chunk_time_interval => INTERVAL '7 days')")
+        mode = "timescale"
+    else:
+        await conn.execute(f"CREATE TABLE biometric_events ({_EVENT_COLUMNS}) "
+                           "PARTITION BY RANGE (start)")
+        await conn.execute("CREATE TABLE biometric_events_default "
+                           "PARTITION OF biometric_events DEFAULT")
+        mode = "native"
+    await conn.execute(_EVENT_INDEX)
+    await conn.execute(_COMMON_TABLES)
+    await conn.execute("INSERT INTO auren_meta (key, value) VALUES ('events_partitioning', $1)",
+                       mode)
+
+
+MIGRATIONS: tuple[Callable[[Any], Awaitable[None]], ...] = (_migration_1,)
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaInfo:
+    version: int
+    applied: int  # migrations applied by this call
+    partitioning: str  # "timescale" | "native"
+    partitions_created: tuple[str, ...] = ()
+
+
+async def upgrade(conn: Any, *, months_back: int = 12, months_ahead: int = 3,
+                  now: datetime | None = None) -> SchemaInfo:
+    """Apply the pending migrations, then make sure the partitions around ``now`` exist."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                           "component text PRIMARY KEY, version integer NOT NULL, "
+                           "updated_at timestamptz NOT NULL DEFAULT now())")
+        current = await conn.fetchval(
+            "SELECT version FROM schema_migrations WHERE component = $1", COMPONENT) or 0
+        if current > len(MIGRATIONS):
+            raise StoreUnavailable(f"the database schema ({COMPONENT} v{current}) is newer "
+                                   f"than this code (v{len(MIGRATIONS)})")
+        for number, migration in enumerate(MIGRATIONS[current:], start=current + 1):
+            await migration(conn)
+            await conn.execute(
+                "INSERT INTO schema_migrations (component, version) VALUES ($1, $2) "
+                "ON CONFLICT (component) DO UPDATE SET version = $2, updated_at = now()",
+                COMPONENT, number)
+        mode = await conn.fetchval(
+            "SELECT value FROM auren_meta WHERE key = 'events_partitioning'")
+    created: tuple[str, ...] = ()
+    if mode == "native":
+        created = await ensure_partitions(conn, months_back=months_back,
+                                          months_ahead=months_ahead, now=now)
+    return SchemaInfo(len(MIGRATIONS), len(MIGRATIONS) - current, str(mode), created)
+
+
+def _month(year: int, month: int) -> datetime:
+    year, month = year + (month - 1) // 12, (month - 1) % 12 + 1
+    return datetime(year, month, 1, tzinfo=UTC)
+
+
+async def _table_exists(conn: Any, name: str) -> bool:
+    # A query on pg_class, not to_regclass(): a statement's fresh snapshot sees a table that
+    # another transaction committed while this one waited for the lock; the cached catalog
+    # snapshot behind to_regclass() may not.
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = $1 "
+        "AND relnamespace = current_schema()::regnamespace)", name))
+
+
+def partition_name(start: datetime) -> str:
+    return f"biometric_events_y{start.year:04d}m{start.month:02d}"
+
+
+async def ensure_partitions(conn: Any, *, months_back: int = 12, months_ahead: int = 3,
+                            now: datetime | None = None) -> tuple[str, ...]:
+    """Create the monthly partitions from ``months_back`` before ``now`` to ``months_ahead``
+    after it that do not exist yet; returns the names created. Rows of such a month already in
+    the default partition are moved into the new one in the same transaction."""
+    now = now or datetime.now(UTC)
+    created = []
+    for offset in range(-months_back, months_ahead + 1):
+        low = _month(now.year, now.month + offset)
+        high = _month(low.year, low.month + 1)
+        name = partition_name(low)
+        if await _table_exists(conn, name):
+            continue
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+            if await _table_exists(conn, name):
+                continue  # another process made it while we waited for the lock
+            # Inserts routed to the default partition wait for this transaction, so no row of
+            # the range can slip in between the move and the new partition's creation.
+            await conn.execute("LOCK TABLE biometric_events_default IN ACCESS EXCLUSIVE MODE")
+            await conn.execute("CREATE TEMP TABLE auren_moving (LIKE biometric_events) "
+                               "ON COMMIT DROP")
+            await conn.execute(
+                "WITH moved AS (DELETE FROM biometric_events_default "
+                "WHERE start >= $1 AND start < $2 RETURNING *) "
+                "INSERT INTO auren_moving SELECT * FROM moved", low, high)
+            await conn.execute(f"CREATE TABLE {name} PARTITION OF biometric_events "
+                               f"FOR VALUES FROM ('{low.isoformat()}') TO ('{high.isoformat()}')")
+            await conn.execute("INSERT INTO biometric_events SELECT * FROM auren_moving")
+        created.append(name)
+    if created:
+        log.info("partitions created", extra={"count": len(created), "detail": created[-1]})
+    return tuple(created)
+
+
+# --- statements ----------------------------------------------------------------------------------
+
+_INSERT_DELIVERIES = (
+    "INSERT INTO deliveries (provider, delivery_key, received_at) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[]::timestamptz[]) "
+    "ON CONFLICT DO NOTHING RETURNING provider, delivery_key")
+_INSERT_EVENTS = (
+    'INSERT INTO biometric_events (event_id, user_id, provider, provider_user_id, metric, '
+    'value, unit, start, "end", source_record_id, received_at) '
+    "SELECT * FROM unnest($1::text[]::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], "
+    "$6::float8[], $7::text[], $8::text[]::timestamptz[], $9::text[]::timestamptz[], "
+    "$10::text[], $11::text[]::timestamptz[]) "
+    "ON CONFLICT (event_id, start) DO NOTHING")
+_INSERT_JOBS = (
+    "INSERT INTO fetch_jobs (job_id, provider, user_id, provider_user_id, kind, object_id, "
+    "params, received_at) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+    "$6::text[], $7::text[]::jsonb[], $8::text[]::timestamptz[]) "
+    "ON CONFLICT (job_id) DO NOTHING")
+_SELECT_EVENTS = (
+    'SELECT event_id::text, user_id, provider, provider_user_id, metric, value, unit, start, '
+    '"end", source_record_id, received_at FROM biometric_events WHERE user_id = $1')
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows to the per-column lists ``unnest`` takes."""
+    return [[row[i] for row in rows] for i in range(width)]
+
+
+class PostgresStore:
+    """``EventStore`` (and ``DurableLog``) on PostgreSQL."""
+
+    def __init__(self, url: str, *, timeout_s: float = 10.0, pool_size: int = 10,
+                 breaker: CircuitBreaker | None = None, months_back: int = 12,
+                 months_ahead: int = 3, application_name: str = "auren") -> None:
+        self._url = url
+        self._timeout_s = timeout_s
+        self._pool_size = pool_size
+        self.breaker = breaker
+        self._months = (months_back, months_ahead)
+        self._application_name = application_name
+        self._pool: Any = None
+        self.schema: SchemaInfo | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, application_name: str = "auren",
+                      breaker: CircuitBreaker | None = None) -> PostgresStore:
+        if settings.postgres_url is None:
+            raise ValueError("POSTGRES_URL is not set")
+        return cls(settings.postgres_url.get_secret_value(), timeout_s=settings.store_timeout_s,
+                   pool_size=settings.postgres_pool_size, breaker=breaker,
+                   months_back=settings.postgres_partition_months_back,
+                   months_ahead=settings.postgres_partition_months_ahead,
+                   application_name=application_name)
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncio.wait_for(asyncpg.create_pool(
+                self._url, min_size=1, max_size=self._pool_size, timeout=self._timeout_s,
+                command_timeout=self._timeout_s, max_inactive_connection_lifetime=300,
+                server_settings={"application_name": self._application_name,
+                                 "timezone": "UTC"}), self._timeout_s * 2)
+            async with self._pool.acquire(timeout=self._timeout_s) as conn:
+                self.schema = await upgrade(conn, months_back=self._months[0],
+                                            months_ahead=self._months[1])
+        except (asyncpg.PostgresError, *_CONNECTION_LOST, TimeoutError) as exc:
+            await self.close()
+            raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}: {exc}",
+                                   retry_after_s=5) from exc
+        if self.schema.applied:
+            log.info("schema upgraded", extra={"count": self.schema.applied,
+                                               "detail": self.schema.partitioning})
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), self._timeout_s)
+        except (TimeoutError, *_CONNECTION_LOST, asyncpg.PostgresError):
+            pool.terminate()
+
+    async def ensure_partitions(self, now: datetime | None = None) -> tuple[str, ...]:
+        if self.schema is None or self.schema.partitioning != "native":
+            return ()
+        return await self._run(lambda conn: ensure_partitions(
+            conn, months_back=self._months[0], months_ahead=self._months[1], now=now))
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[Any], Awaitable[T]], *, retry: bool = False) -> T:
+        """``fn(conn)`` on a pooled connection, through the breaker, with every failure turned
+        into StoreUnavailable. ``retry``: a read that met a connection the server had closed
+        (it restarted) is tried once more on a fresh one."""
+        if self._pool is None:
+            raise StoreUnavailable("store is not open")
+
+        async def attempt() -> T:
+            async with self._pool.acquire(timeout=self._timeout_s) as conn:
+                return await fn(conn)
+
+        async def guarded() -> T:
+            try:
+                try:
+                    return await attempt()
+                except _CONNECTION_LOST:
+                    if not retry:
+                        raise
+                    return await attempt()
+            except (asyncpg.PostgresError, *_CONNECTION_LOST, TimeoutError) as exc:
+                raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}",
+                                       retry_after_s=2) from exc
+
+        if self.breaker is None:
+            return await guarded()
+        return await self.breaker.call(guarded)
+
+    # --- writes ---------------------------------------------------------------------------
+
+    async def write_batch(self, deliveries: Sequence[Delivery]) -> list[WriteResult]:
+        records = [record_of(d) for d in deliveries]
+        return await self.write_records(records)
+
+    async def write_records(self, records: Sequence[DeliveryRecord], *,
+                            results: bool = True) -> list[WriteResult]:
+        """Store many delivery records in one transaction; one result per record (an empty
+        list when ``results`` is false: the sink needs no answer and skips the RETURNING).
+
+        Raises:
+            StoreUnavailable: nothing of the batch was committed.
+        """
+        return await self._run(lambda conn: self._write(conn, records, results))
+
+    async def _write(self, conn: Any, records: Sequence[DeliveryRecord],
+                     want: bool) -> list[WriteResult]:
+        async with conn.transaction():
+            rows = await conn.fetch(_INSERT_DELIVERIES, [r.provider for r in records],
+                                    [r.delivery_key for r in records],
+                                    [r.received_at for r in records])
+            fresh = {(row[0], row[1]) for row in rows}
+            firsts: list[DeliveryRecord] = []
+            is_first: list[bool] = []
+            for record in records:
+                key = (record.provider, record.delivery_key)
+                first = key in fresh
+                if first:
+                    fresh.discard(key)  # a second copy in the same batch is a re-delivery
+                    firsts.append(record)
+                is_first.append(first)
+            events = [e for r in firsts for e in r.events]
+            jobs = [j for r in firsts for j in r.jobs]
+            new_events: set[str] = set()
+            new_jobs: set[str] = set()
+            if events:
+                if want:
+                    new_events = {row[0] for row in await conn.fetch(
+                        _INSERT_EVENTS + " RETURNING event_id::text", *_columns(events, 11))}
+                else:
+                    await conn.execute(_INSERT_EVENTS, *_columns(events, 11))
+            if jobs:
+                if want:
+                    new_jobs = {row[0] for row in await conn.fetch(
+                        _INSERT_JOBS + " RETURNING job_id", *_columns(jobs, 8))}
+                else:
+                    await conn.execute(_INSERT_JOBS, *_columns(jobs, 8))
+        if not want:
+            return []
+        results = []
+        for record, first in zip(records, is_first, strict=True):
+            if not first:
+                results.append(WriteResult(0, record.items, True))
+                continue
+            accepted = 0
+            for event in record.events:
+                if event[0] in new_events:
+                    new_events.discard(event[0])  # later copies in the batch are duplicates
+                    accepted += 1
+            for job in record.jobs:
+                if job[0] in new_jobs:
+                    new_jobs.discard(job[0])
+                    accepted += 1
+            results.append(WriteResult(accepted, record.items - accepted, False))
+        return results
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def query_events(self, query: EventQuery) -> list[CanonicalEvent]:
+        # Only fixed SQL fragments are joined; every value is a bound parameter.
+        sql = [_SELECT_EVENTS]
+        args: list[Any] = [query.user_id]
+        if query.metric:
+            args.append(query.metric)
+            sql.append(f"AND metric = ${len(args)}")
+        if query.since:
+            args.append(query.since)
+            sql.append(f"AND start >= ${len(args)}")
+        if query.until:
+            args.append(query.until)
+            sql.append(f"AND start < ${len(args)}")
+        if query.after:
+            try:
+                after_id = uuid.UUID(query.after[1])
+            except ValueError:
+                raise MalformedPayload("invalid cursor") from None
+            args += [query.after[0], after_id]
+            sql.append(f"AND (start, event_id) > (${len(args) - 1}, ${len(args)})")
+        args.append(query.limit)
+        sql.append(f"ORDER BY start, event_id LIMIT ${len(args)}")
+        statement = " ".join(sql)
+        rows = await self._run(lambda conn: conn.fetch(statement, *args), retry=True)
+        return [CanonicalEvent(event_id=r[0], user_id=r[1], provider=r[2], provider_user_id=r[3],
+                               metric=r[4], value=r[5], unit=r[6], start=r[7], end=r[8],
+                               source_record_id=r[9], received_at=r[10]) for r in rows]
+
+    async def count_events(self, user_id: str | None = None) -> int:
+        if user_id is None:
+            value = await self._run(
+                lambda conn: conn.fetchval("SELECT count(*) FROM biometric_events"), retry=True)
+        else:
+            value = await self._run(lambda conn: conn.fetchval(
+                "SELECT count(*) FROM biometric_events WHERE user_id = $1", user_id), retry=True)
+        return int(value)
+
+    async def count_fetch_jobs(self) -> int:
+        value = await self._run(lambda conn: conn.fetchval("SELECT count(*) FROM fetch_jobs"),
+                                retry=True)
+        return int(value)
+
+    async def ping(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        await self._run(lambda conn: conn.fetchval("SELECT 1"), retry=True)
+        facts: dict[str, Any] = {"engine": "postgresql",
+                                 "responseTime_ms": (time.perf_counter() - started) * 1000}
+        if self.schema is not None:
+            facts["partitioning"] = self.schema.partitioning
+        if self.breaker is not None:
+            facts["breaker"] = self.breaker.state
+        return facts
