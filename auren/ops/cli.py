@@ -167,6 +167,47 @@ def health(
         raise typer.Exit(OK if last is None or last.ok else CHECK_FAILED)
 
 
+# --- e2e ----------------------------------------------------------------------------------------
+
+
+def _steps_table(title: str, steps: list[Any]) -> Table:
+    table = Table(title=title)
+    for column, justify in (("step", "left"), ("status", "left"), ("ms", "right"),
+                            ("detail", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for step in steps:
+        style = STYLE.get(step.status, "")
+        table.add_row(step.name, f"[{style}]{step.status.upper()}[/{style}]",
+                      "-" if step.ms is None else f"{step.ms:.0f}", step.detail)
+    return table
+
+
+def e2e(
+    neuros: Neuros = None, legacy: Legacy = None, bridge: Bridge = None,
+    gateway: Gateway = None, deployed: Deployed = False, data_dir: DataDir = None,
+    as_json: JsonOut = False,
+    timeout: Annotated[float, typer.Option(min=0.1, max=120,
+                                           help="Per-request timeout, s.")] = 10.0,
+) -> None:
+    """The functional chain: NEUROS answers; every configured provider's signed webhook is
+    accepted and a tampered one rejected; the store grew by exactly what was accepted; Kafka's
+    offsets grew (full stack); NEUROS's next answer reflects the new data.
+
+    Secrets to sign with come from the same environment variables the bridge reads (the
+    embedded system generates its own)."""
+    from auren.ops.e2e import run_e2e
+
+    err = Console(stderr=True)
+    with _target(neuros, legacy, bridge, gateway, deployed, data_dir, err) as target:
+        result = asyncio.run(run_e2e(target, timeout_s=timeout))
+    if as_json:
+        _emit_json(result.as_dict())
+    else:
+        Console().print(_steps_table(f"AUREN end-to-end — {target.describe()}", result.steps))
+    raise typer.Exit(OK if result.ok else CHECK_FAILED)
+
+
 def register(app: typer.Typer) -> None:
     """Add the toolkit's commands to the ``auren`` app."""
     app.command("health")(health)
+    app.command("e2e")(e2e)

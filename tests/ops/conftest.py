@@ -3,13 +3,19 @@ seconds, and the tests only add data to it (each with its own users), never remo
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from auren.ops.procs import embedded_system
 from auren.ops.target import Target, settings_from_env
+from tests.helpers import free_port
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +49,31 @@ def env_of(target: Target) -> dict[str, str]:
 
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def fake_service(*args: str) -> Iterator[str]:
+    """Run ``tests/ops/fakes.py`` with ``args`` on a free port; stopped by its pid."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "tests.ops.fakes", "--port", str(port),
+                                *args], cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, "the fake service exited"
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the fake service did not start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
