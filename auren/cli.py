@@ -12,7 +12,7 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from auren import simulator
+from auren import db_cli, simulator
 from auren.infra_cli import infra_app
 from auren.observability import configure_logging
 from auren.ops import cli as ops_cli
@@ -24,6 +24,8 @@ serve_app = typer.Typer(help="Run a service.", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
 # `auren infra up | down | status`: the loopback Kafka/PostgreSQL/Redis stack (auren.infra).
 app.add_typer(infra_app, name="infra")
+# `auren db upgrade` and `auren sink`: the full stack's PostgreSQL side (auren.db_cli).
+db_cli.register(app)
 
 
 class ExitCode(enum.IntEnum):

@@ -44,7 +44,7 @@ import asyncpg
 
 from auren.adapters.base import EventQuery, WriteResult
 from auren.adapters.wire import DeliveryRecord, record_of
-from auren.errors import MalformedPayload, StoreUnavailable
+from auren.errors import InvalidPayload, MalformedPayload, StoreUnavailable
 from auren.events import CanonicalEvent
 from auren.ingest.breaker import CircuitBreaker
 from auren.providers.base import Delivery
@@ -336,6 +336,10 @@ class PostgresStore:
                     if not retry:
                         raise
                     return await attempt()
+            except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+                # The data is wrong, not the server: a client error, never a breaker failure.
+                raise InvalidPayload(f"PostgreSQL refused the data: {type(exc).__name__}",
+                                     ) from exc
             except (asyncpg.PostgresError, *_CONNECTION_LOST, TimeoutError) as exc:
                 raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}",
                                        retry_after_s=2) from exc
