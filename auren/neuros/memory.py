@@ -5,8 +5,7 @@ SQLite file as the events (``AUREN_DATA_DIR``). Its migrations are counted in a
 ``schema_migrations(component, version)`` row of its own, never in ``PRAGMA user_version``,
 which belongs to the event store: the two schemas evolve without colliding.
 
-Threads follow the event store: one writer thread, one reader thread, each with its own
-connection, so reads proceed under WAL while a turn is being written. The writer commits with
+Statements run on the event loop's thread (see ``SQLiteConversations``) and commit with
 ``synchronous=NORMAL``: a power cut may lose the last turns of a chat (never corrupt the file),
 a trade made so that chat writes do not wait on an fsync each; the events' own connection
 keeps ``FULL``.
@@ -18,9 +17,11 @@ conversation id of another user is answered exactly like an unknown one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from auren.errors import NotFound, StoreUnavailable
 from auren.events import iso
 
 T = TypeVar("T")
+log = logging.getLogger("auren.neuros")
 
 COMPONENT = "neuros"
 MIGRATIONS: tuple[str, ...] = (
@@ -119,7 +121,8 @@ class ConversationStore(Protocol):
 
 
 def new_conversation_id() -> str:
-    return uuid.uuid4().hex
+    # 128 random bits as 32 hex digits, like ``uuid4().hex`` without building a UUID object.
+    return os.urandom(16).hex()
 
 
 def _connect(path: Path, timeout_s: float) -> sqlite3.Connection:
@@ -129,6 +132,11 @@ def _connect(path: Path, timeout_s: float) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
     return conn
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc))
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -157,40 +165,132 @@ def _message(row: tuple[Any, ...]) -> Message:
                    created_at=datetime.fromisoformat(row[3]))
 
 
-class SQLiteConversations:
-    """``ConversationStore`` in the embedded SQLite file."""
+_OWNER = "SELECT user_id FROM conversations WHERE conversation_id = ?"
+_INSERT_CONVERSATION = ("INSERT OR IGNORE INTO conversations (conversation_id, user_id, title, "
+                        "created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
+_LAST_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ?"
+_INSERT_MESSAGE = ("INSERT INTO messages (conversation_id, seq, user_id, role, content, meta, "
+                   "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+_TOUCH = ("UPDATE conversations SET updated_at = ?, message_count = message_count + ? "
+          "WHERE conversation_id = ?")
+# The next turn needs the assistant's words, not its evidence: only user turns carry meta it
+# reads (the parsed intent), and parsing each assistant turn's evidence JSON was a tenth of a
+# turn's CPU. ``messages`` (the read API) still returns every message's meta.
+_HISTORY = ("SELECT role, content, CASE WHEN role = 'user' THEN meta ELSE '{}' END, created_at "
+            "FROM messages WHERE conversation_id = ? AND user_id = ? ORDER BY seq DESC LIMIT ?")
+_MESSAGES = ("SELECT role, content, meta, created_at FROM messages "
+             "WHERE conversation_id = ? AND user_id = ? ORDER BY seq DESC LIMIT ?")
 
-    def __init__(self, path: Path, *, timeout_s: float = 10.0) -> None:
+
+@dataclass(slots=True)
+class _Append:
+    user_id: str
+    conversation_id: str
+    title: str
+    rows: list[tuple[str, str, str]]  # role, content, meta JSON
+    now: str
+    deadline: float
+    future: asyncio.Future[None]
+
+
+def _write_appends(conn: sqlite3.Connection, batch: Sequence[_Append]) -> list[bool]:
+    """One transaction for the whole batch; per item, False when the conversation belongs to
+    another user (nothing is written for that item)."""
+    written: list[bool] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for item in batch:
+            cid, user_id, now = item.conversation_id, item.user_id, item.now
+            conn.execute(_INSERT_CONVERSATION, (cid, user_id, item.title, now, now))
+            owner = conn.execute(_OWNER, (cid,)).fetchone()
+            if owner is None or owner[0] != user_id:
+                written.append(False)
+                continue
+            (last,) = conn.execute(_LAST_SEQ, (cid,)).fetchone()
+            conn.executemany(_INSERT_MESSAGE, [
+                (cid, last + i, user_id, role, content, meta, now)
+                for i, (role, content, meta) in enumerate(item.rows, start=1)])
+            conn.execute(_TOUCH, (now, len(item.rows), cid))
+            written.append(True)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return written
+
+
+class SQLiteConversations:
+    """``ConversationStore`` in the embedded SQLite file.
+
+    All statements run on the event loop's thread, on one connection. They are small indexed
+    reads and writes (tens of microseconds in SQLite), and on a worker thread each one paid a
+    hand-off plus a GIL convoy behind the busy loop that cost far more than the statement.
+    Nothing may block the loop, so the connection never waits inside SQLite
+    (``busy_timeout=0``): a locked database (another process writing) is retried with awaited
+    back-off until ``timeout_s``. One connection for reads and writes also means NEUROS's own
+    commits never invalidate its page cache. Checkpoints, which copy the WAL back and fsync
+    the database file, run on a helper thread instead of inside whichever commit crosses
+    SQLite's threshold.
+
+    Appends are group-committed: the turns of concurrent chats that finish in the same
+    iteration of the loop share one transaction (each caller still waits for its commit).
+    """
+
+    def __init__(self, path: Path, *, timeout_s: float = 10.0,
+                 checkpoint_interval_s: float = 1.0) -> None:
         self._path = path
         self._timeout_s = timeout_s
-        self._writer: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
-        self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="neuros-writer")
-        self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="neuros-reader")
+        self._checkpoint_interval_s = checkpoint_interval_s
+        self._conn: sqlite3.Connection | None = None
+        self._checkpointer: sqlite3.Connection | None = None
+        self._helper = ThreadPoolExecutor(1, thread_name_prefix="neuros-sqlite")
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._pending: list[_Append] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._retry_s = 0.0
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
 
         def _open() -> sqlite3.Connection:
             conn = _connect(self._path, self._timeout_s)
-            _migrate(conn)
+            _migrate(conn)  # may wait for another process's migration: off the loop
+            conn.execute("PRAGMA busy_timeout=0")  # from now on, waits are awaited
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint loop does them
             return conn
 
-        self._writer = await self._run(self._write_thread, _open)
-        self._reader = await self._run(self._read_thread,
-                                       lambda: _connect(self._path, self._timeout_s))
+        self._conn = await self._on_helper(_open)
+        self._checkpointer = await self._on_helper(
+            lambda: _connect(self._path, self._timeout_s))
+        self._checkpoint_task = asyncio.create_task(self._checkpoint_loop(),
+                                                    name="neuros-checkpoint")
 
     async def close(self) -> None:
-        for conn, pool in ((self._writer, self._write_thread), (self._reader, self._read_thread)):
-            if conn is not None:
-                await self._run(pool, conn.close)
-            pool.shutdown(wait=True)
-        self._writer = self._reader = None
+        if self._checkpoint_task is not None:
+            self._checkpoint_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoint_task
+            self._checkpoint_task = None
+        if self._pending:
+            self._flush_now()  # one last attempt; whatever is still locked out fails below
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._fail(self._pending, "conversation store is closing")
+        self._pending = []
+        if self._conn is not None:
+            self._conn.close()
+        if self._checkpointer is not None:
+            await self._on_helper(self._checkpointer.close)
+        self._helper.shutdown(wait=True)
+        self._conn = self._checkpointer = None
 
-    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+    async def _on_helper(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(loop.run_in_executor(pool, fn), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                return await loop.run_in_executor(self._helper, fn)
         except TimeoutError as exc:
             raise StoreUnavailable("conversation store did not answer in time",
                                    retry_after_s=2) from exc
@@ -198,81 +298,158 @@ class SQLiteConversations:
             raise StoreUnavailable(f"conversation store error: {type(exc).__name__}",
                                    retry_after_s=2) from exc
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._reader
-        if conn is None:
-            raise StoreUnavailable("conversation store is not open")
-        return await self._run(self._read_thread, lambda: fn(conn))
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._writer
-        if conn is None:
-            raise StoreUnavailable("conversation store is not open")
-
-        def transaction() -> T:
-            conn.execute("BEGIN IMMEDIATE")
+    async def _checkpoint_loop(self) -> None:
+        conn = self._checkpointer
+        assert conn is not None  # noqa: S101 - started by open() after connecting
+        while True:
+            await asyncio.sleep(self._checkpoint_interval_s)
             try:
-                result = fn(conn)
-                conn.execute("COMMIT")
-                return result
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                # PASSIVE: copies what no reader still needs, never blocks readers or writers.
+                await self._on_helper(
+                    lambda: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+            except StoreUnavailable:
+                log.warning("conversation checkpoint failed")
 
-        return await self._run(self._write_thread, transaction)
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], *,
+                   transaction: bool = False) -> T:
+        """``fn`` on the loop's connection, retried with awaited back-off while locked."""
+        conn = self._conn
+        if conn is None:
+            raise StoreUnavailable("conversation store is not open")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        delay = 0.001
+        while True:
+            try:
+                if not transaction:
+                    return fn(conn)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(conn)
+                    conn.execute("COMMIT")
+                    return result
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                if not _is_busy(exc):
+                    raise StoreUnavailable(f"conversation store error: {type(exc).__name__}",
+                                           retry_after_s=2) from exc
+                if loop.time() + delay > deadline:
+                    raise StoreUnavailable("conversation store is locked",
+                                           retry_after_s=2) from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    # --- group commit of appends ------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        batch = [item for item in self._pending if not item.future.done()]
+        self._pending = []
+        locked = self._commit(batch)
+        if locked:
+            self._retry_later(locked)
+        else:
+            self._retry_s = 0.0
+
+    def _commit(self, batch: list[_Append]) -> list[_Append]:
+        """Write ``batch`` and settle its futures; returns the items locked out (to retry)."""
+        if not batch:
+            return []
+        conn = self._conn
+        if conn is None:
+            self._fail(batch, "conversation store is not open")
+            return []
+        try:
+            written = _write_appends(conn, batch)
+        except sqlite3.Error as exc:
+            if _is_busy(exc):
+                return batch
+            if len(batch) > 1:
+                # Whatever broke the batch fails only its own turn: write them one by one.
+                return [item for one in batch for item in self._commit([one])]
+            self._fail(batch, f"conversation store error: {type(exc).__name__}")
+            return []
+        except Exception as exc:  # a callback must settle every future, whatever happens
+            log.exception("conversation write crashed", extra={"error": type(exc).__name__})
+            self._fail(batch, "conversation store error")
+            return []
+        for item, ok in zip(batch, written, strict=True):
+            if item.future.done():
+                continue
+            if ok:
+                item.future.set_result(None)
+            else:
+                item.future.set_exception(NotFound("no such conversation"))
+        return []
+
+    def _retry_later(self, locked: list[_Append]) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._fail([item for item in locked if item.deadline <= now],
+                   "conversation store is locked")
+        # Appends made meanwhile join the retry: they would wait for the same lock anyway.
+        self._pending = [item for item in locked if item.deadline > now] + self._pending
+        if self._pending and self._flush_handle is None:
+            self._retry_s = min(max(self._retry_s * 2, 0.001), 0.05)
+            self._flush_handle = loop.call_later(self._retry_s, self._flush)
+
+    def _flush_now(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._flush()
+
+    @staticmethod
+    def _fail(items: Sequence[_Append], detail: str) -> None:
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(StoreUnavailable(detail, retry_after_s=2))
+
+    # --- the store ----------------------------------------------------------------------------
 
     async def ping(self) -> dict[str, Any]:
         started = time.perf_counter()
-        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+        await self._run(lambda c: c.execute("SELECT 1").fetchone())
         return {"engine": "sqlite", "responseTime_ms": (time.perf_counter() - started) * 1000}
 
-    async def history(self, user_id: str, conversation_id: str, limit: int) -> list[Message]:
+    async def _messages(self, sql: str, user_id: str, conversation_id: str,
+                        limit: int) -> list[Message]:
         def query(c: sqlite3.Connection) -> list[tuple[Any, ...]] | None:
-            owner = c.execute("SELECT user_id FROM conversations WHERE conversation_id = ?",
-                              (conversation_id,)).fetchone()
+            owner = c.execute(_OWNER, (conversation_id,)).fetchone()
             if owner is None or owner[0] != user_id:
                 return None
             if limit <= 0:
                 return []
-            return c.execute(
-                "SELECT role, content, meta, created_at FROM messages "
-                "WHERE conversation_id = ? AND user_id = ? ORDER BY seq DESC LIMIT ?",
-                (conversation_id, user_id, limit)).fetchall()
+            return c.execute(sql, (conversation_id, user_id, limit)).fetchall()
 
-        rows = await self._read(query)
+        rows = await self._run(query)
         if rows is None:
             raise NotFound("no such conversation")
         return [_message(r) for r in reversed(rows)]
 
+    async def history(self, user_id: str, conversation_id: str, limit: int) -> list[Message]:
+        return await self._messages(_HISTORY, user_id, conversation_id, limit)
+
     async def append(self, user_id: str, conversation_id: str,
                      messages: Sequence[Message]) -> None:
-        now = iso(datetime.now(UTC))
-        title = next((m.content for m in messages if m.role == "user"), "")[:80]
-        rows = [(m.role, m.content, orjson.dumps(m.meta).decode()) for m in messages]
-
-        def write(c: sqlite3.Connection) -> None:
-            c.execute("INSERT OR IGNORE INTO conversations (conversation_id, user_id, title, "
-                      "created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-                      (conversation_id, user_id, title, now, now))
-            owner = c.execute("SELECT user_id FROM conversations WHERE conversation_id = ?",
-                              (conversation_id,)).fetchone()
-            if owner is None or owner[0] != user_id:
-                raise NotFound("no such conversation")
-            (last,) = c.execute("SELECT COALESCE(MAX(seq), 0) FROM messages "
-                                "WHERE conversation_id = ?", (conversation_id,)).fetchone()
-            c.executemany(
-                "INSERT INTO messages (conversation_id, seq, user_id, role, content, meta, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(conversation_id, last + i, user_id, role, content, meta, now)
-                 for i, (role, content, meta) in enumerate(rows, start=1)])
-            c.execute("UPDATE conversations SET updated_at = ?, message_count = message_count "
-                      "+ ? WHERE conversation_id = ?", (now, len(rows), conversation_id))
-
-        await self._write(write)
+        if self._conn is None:
+            raise StoreUnavailable("conversation store is not open")
+        loop = asyncio.get_running_loop()
+        item = _Append(user_id, conversation_id,
+                       next((m.content for m in messages if m.role == "user"), "")[:80],
+                       [(m.role, m.content, orjson.dumps(m.meta).decode()) for m in messages],
+                       iso(datetime.now(UTC)), loop.time() + self._timeout_s,
+                       loop.create_future())
+        self._pending.append(item)
+        if self._flush_handle is None:
+            # After the callbacks already queued: turns finishing in this iteration join.
+            self._flush_handle = loop.call_soon(self._flush)
+        await item.future
 
     async def conversations(self, user_id: str, limit: int) -> list[ConversationSummary]:
-        rows = await self._read(lambda c: c.execute(
+        rows = await self._run(lambda c: c.execute(
             "SELECT conversation_id, title, created_at, updated_at, message_count "
             "FROM conversations WHERE user_id = ? ORDER BY updated_at DESC, conversation_id "
             "LIMIT ?", (user_id, limit)).fetchall())
@@ -280,9 +457,13 @@ class SQLiteConversations:
                                     datetime.fromisoformat(r[3]), int(r[4])) for r in rows]
 
     async def messages(self, user_id: str, conversation_id: str, limit: int) -> list[Message]:
-        return await self.history(user_id, conversation_id, limit)
+        return await self._messages(_MESSAGES, user_id, conversation_id, limit)
 
     async def erase_user(self, user_id: str) -> dict[str, int]:
+        if self._pending:
+            # Turns already answered are written first, so that the erasure covers them.
+            self._flush_now()
+
         def erase(c: sqlite3.Connection) -> dict[str, int]:
             before = c.total_changes
             c.execute("DELETE FROM messages WHERE user_id = ?", (user_id,))
@@ -291,4 +472,4 @@ class SQLiteConversations:
             c.execute("DELETE FROM conversations WHERE user_id = ?", (user_id,))
             return {"conversations": c.total_changes - before, "messages": messages}
 
-        return await self._write(erase)
+        return await self._run(erase, transaction=True)

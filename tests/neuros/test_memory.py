@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from auren.adapters.sqlite import MIGRATIONS, SQLiteStore
-from auren.errors import NotFound
+from auren.errors import NotFound, StoreUnavailable
 from auren.neuros.memory import Message, SQLiteConversations
 
 
@@ -57,4 +58,82 @@ async def test_conversations_are_per_user_and_erasable(tmp_path: Path) -> None:
         assert len(await store.history("bob", "c2", 10)) == 2
         assert (await store.ping())["engine"] == "sqlite"
     finally:
+        await store.close()
+
+
+async def test_concurrent_turns_share_a_commit_and_fail_alone(tmp_path: Path) -> None:
+    store = SQLiteConversations(tmp_path / "auren.sqlite3")
+    await store.open()
+    try:
+        await store.append("bob", "taken", [Message("user", "mine")])
+
+        async def turn(user: str, cid: str) -> None:
+            await store.append(user, cid, [Message("user", f"q {cid}", {"intent": "sleep"}),
+                                           Message("assistant", f"a {cid}")])
+
+        results = await asyncio.gather(
+            *(turn(f"u{i % 5}", f"c{i % 10}") for i in range(30)), turn("alice", "taken"),
+            return_exceptions=True)
+        assert [type(r) for r in results[:30]] == [type(None)] * 30
+        assert isinstance(results[30], NotFound)
+        for i in range(10):
+            history = await store.messages(f"u{i % 5}", f"c{i}", 100)
+            assert [m.content for m in history] == [f"q c{i}", f"a c{i}"] * 3
+        assert [m.content for m in await store.history("bob", "taken", 10)] == ["mine"]
+    finally:
+        await store.close()
+
+
+async def test_history_keeps_user_meta_and_messages_keep_all_meta(tmp_path: Path) -> None:
+    store = SQLiteConversations(tmp_path / "auren.sqlite3")
+    await store.open()
+    try:
+        await store.append("alice", "c1", [Message("user", "q", {"intent": "hrv"}),
+                                           Message("assistant", "a", {"evidence": [1]})])
+        assert [m.meta for m in await store.history("alice", "c1", 10)] == [
+            {"intent": "hrv"}, {}]
+        assert [m.meta for m in await store.messages("alice", "c1", 10)] == [
+            {"intent": "hrv"}, {"evidence": [1]}]
+    finally:
+        await store.close()
+
+
+async def test_a_locked_file_is_waited_for_without_blocking_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "auren.sqlite3"
+    store = SQLiteConversations(path, timeout_s=5.0)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process writing
+        pending = asyncio.create_task(store.append("alice", "c1", [Message("user", "q")]))
+        ticks = 0
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 10 and not pending.done()
+        assert await store.conversations("alice", 10) == []  # reads go on under WAL
+        other.execute("COMMIT")
+        await asyncio.wait_for(pending, 2)
+        assert [m.content for m in await store.history("alice", "c1", 10)] == ["q"]
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_a_lock_held_too_long_is_a_503_not_a_hang(tmp_path: Path) -> None:
+    path = tmp_path / "auren.sqlite3"
+    store = SQLiteConversations(path, timeout_s=0.2)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(store.append("alice", "c1", [Message("user", "q")]), 2)
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(store.erase_user("alice"), 2)
+        other.execute("ROLLBACK")
+        await store.append("alice", "c1", [Message("user", "q")])
+        assert await store.erase_user("alice") == {"conversations": 1, "messages": 1}
+    finally:
+        other.close()
         await store.close()
