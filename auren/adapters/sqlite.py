@@ -281,6 +281,24 @@ class SQLiteStore:
         rows = await self._read(lambda c: c.execute(statement, args).fetchall())
         return [_row_to_event(r) for r in rows]
 
+    def events_marker(self) -> int | None:
+        """A number that changes whenever an event is added: the largest rowid.
+
+        Events are only ever appended (no path deletes them, and an ignored duplicate takes no
+        rowid), so an unchanged marker means no event was added in between. NEUROS uses it to
+        skip re-counting a user's events on every chat. The lookup is one b-tree seek, so it
+        runs right here on the caller's (the loop's) thread; None when the store is not open
+        or the file is momentarily locked, and the caller counts as before.
+        """
+        conn = self._writer
+        if conn is None:
+            return None
+        try:
+            row = conn.execute("SELECT max(rowid) FROM biometric_events").fetchone()
+        except sqlite3.Error:
+            return None
+        return int(row[0] or 0)
+
     async def count_events(self, user_id: str | None = None) -> int:
         if user_id is None:
             row = await self._read(

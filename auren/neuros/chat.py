@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from datetime import time as dtime
@@ -92,12 +92,37 @@ class SeriesCache:
     the event store only ever adds (deduplicated) events, so a new measurement changes the
     count and the next turn recomputes. The TTL bounds staleness should a count ever repeat
     (an erasure followed by exactly as many new events).
+
+    Counting is itself skipped when the store offers ``events_marker()`` (SQLite: the largest
+    rowid, one b-tree seek): while the marker is what it was at a user's last count, no event
+    was added anywhere, so the count stands. A count scans every event of the user and, on
+    the store's reader thread, cost a hand-off per chat; with events arriving all the time the
+    marker moves and every turn counts, exactly as without it.
     """
 
-    def __init__(self, *, max_entries: int = 50_000, ttl_s: float = 300.0) -> None:
+    def __init__(self, *, max_entries: int = 50_000, ttl_s: float = 300.0,
+                 marker: Callable[[], int | None] | None = None) -> None:
         self._entries: OrderedDict[CacheKey, tuple[float, int, Cached]] = OrderedDict()
         self._max = max_entries
         self._ttl_s = ttl_s
+        self._marker = marker
+        self._counts: dict[str, tuple[int, int]] = {}  # user -> (marker, count)
+
+    async def count(self, store: EventStore, user_id: str) -> int:
+        """The user's event count: the validity token of the user's entries."""
+        marker = self._marker() if self._marker is not None else None
+        if marker is not None:
+            known = self._counts.get(user_id)
+            if known is not None and known[0] == marker:
+                return known[1]
+        # The marker was read first: an event added while counting moves it, so the next turn
+        # counts again rather than trusting a count that might predate the event.
+        count = await store.count_events(user_id)
+        if marker is not None:
+            if len(self._counts) >= self._max:
+                self._counts.clear()  # only ever costs a recount
+            self._counts[user_id] = (marker, count)
+        return count
 
     def get(self, key: CacheKey, count: int) -> Cached | None:
         entry = self._entries.get(key)
@@ -117,6 +142,7 @@ class SeriesCache:
             self._entries.popitem(last=False)
 
     def forget(self, user_id: str) -> None:
+        self._counts.pop(user_id, None)
         for key in [k for k in self._entries if k[0] == user_id]:
             del self._entries[key]
 
@@ -168,7 +194,9 @@ class UserData:
     async def prime(self) -> int:
         """The user's event count, the cache's validity token (read once per turn)."""
         if self._count is None:
-            self._count = await self._store.count_events(self._user_id)
+            self._count = (await self._cache.count(self._store, self._user_id)
+                           if self._cache is not None
+                           else await self._store.count_events(self._user_id))
         return self._count
 
     def _key(self, metric: str) -> CacheKey:
@@ -245,7 +273,7 @@ class Neuros:
         self._metrics = metrics
         self._llm_timeout_s = llm_timeout_s
         self._history = history_messages
-        self.cache = SeriesCache()
+        self.cache = SeriesCache(marker=getattr(events, "events_marker", None))
         # For /health: the outcome of the latest LLM call ("ok" or why it fell back).
         self.llm_last: tuple[str, float] | None = None
 
@@ -258,10 +286,8 @@ class Neuros:
         today = datetime.now(tz).date()
         data = UserData(self._events, user_id, tz, today, self.cache)
         if conversation_id is not None:
-            # Two stores, two reader threads: the history and the cache token in parallel.
-            history, _ = await asyncio.gather(
-                self._conversations.history(user_id, conversation_id, self._history),
-                data.prime())
+            history = await self._conversations.history(user_id, conversation_id,
+                                                        self._history)
         else:
             conversation_id, history = new_conversation_id(), []
         previous = next((Parsed.from_meta(m.meta) for m in reversed(history)
