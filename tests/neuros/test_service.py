@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import orjson
 
 from auren.services.neuros import create_app
 from auren.settings import Settings
@@ -20,3 +21,54 @@ async def test_without_auth_configured_only_loopback_clients_are_served(tmp_path
                 assert response.status_code == status, (host, response.text)
                 listed = await c.get("/api/v1/users/u/conversations")
                 assert listed.status_code == status
+
+
+BAD_BODIES: list[tuple[bytes, dict[str, str]]] = [
+    (b"{not json", {}), (b"[1, 2]", {}), (b"", {}), (b'"text"', {}),
+    (orjson.dumps({"message": "hi"}), {}),
+    (orjson.dumps({"user_id": "u"}), {}),
+    (orjson.dumps({"message": "", "user_id": "u"}), {}),
+    (orjson.dumps({"message": 5, "user_id": "u"}), {}),
+    (orjson.dumps({"message": "hi", "user_id": None}), {}),
+    (orjson.dumps({"message": "hi", "user_id": ""}), {}),
+    (orjson.dumps({"message": "hi", "user_id": "u" * 257}), {}),
+    (orjson.dumps({"message": "hi", "user_id": "u", "conversation_id": "../../etc"}), {}),
+    (orjson.dumps({"message": "hi", "user_id": "u", "conversation_id": "abc\n"}), {}),
+    (orjson.dumps({"message": "hi", "user_id": "u", "conversation_id": "a" * 65}), {}),
+    (orjson.dumps({"message": "hi", "user_id": "u", "conversation_id": 7}), {}),
+    (orjson.dumps({"message": "hi", "user_id": "u", "conversation_id": "nope"}), {}),
+    (orjson.dumps({"message": "hi", "user_id": "u", "timezone": "Mars/Olympus"}), {}),
+    (orjson.dumps({"message": "hi", "user_id": "u", "timezone": "x" * 65}), {}),
+    (orjson.dumps({"message": "hi", "user_id": "u", "timezone": 2}), {}),
+    (orjson.dumps({"message": "x" * 2001, "user_id": "u"}), {}),
+    (orjson.dumps({"message": "x" * 20_000, "user_id": "u"}), {}),
+    (orjson.dumps({"message": "hi", "user_id": "u"}), {"content-encoding": "gzip"}),
+]
+
+
+async def test_the_raw_chat_lane_answers_exactly_as_the_documented_route(tmp_path: Path) -> None:
+    """POST /chat bypasses FastAPI; its answers must be the FastAPI route's, byte for byte."""
+    app = create_app(Settings(auren_data_dir=tmp_path))
+    async with app.router.lifespan_context(app):
+        clients = [httpx.AsyncClient(transport=httpx.ASGITransport(app=a),
+                                     base_url="http://neuros") for a in (app, app.api)]
+        try:
+            for path in ("/chat", "/api/v1/chat"):
+                for body, headers in BAD_BODIES:
+                    raw, routed = [await c.post(path, content=body, headers={
+                        "content-type": "application/json", **headers}) for c in clients]
+                    assert raw.status_code == routed.status_code >= 400, (body[:60], raw.text)
+                    assert raw.headers["content-type"] == routed.headers["content-type"] == \
+                        "application/problem+json"
+                    assert raw.json() == routed.json(), body[:60]
+                raw, routed = [await c.post(path, json={"message": "How did I sleep?",
+                                                        "user_id": "u"}) for c in clients]
+                assert raw.status_code == routed.status_code == 200
+                assert raw.headers["content-type"] == routed.headers["content-type"]
+                assert {k: v for k, v in raw.json().items() if k != "conversation_id"} == \
+                    {k: v for k, v in routed.json().items() if k != "conversation_id"}
+            # Other methods still get FastAPI's 405 problem.
+            assert (await clients[0].get("/chat")).status_code == 405
+        finally:
+            for client in clients:
+                await client.aclose()
