@@ -46,6 +46,12 @@ DataDir = Annotated[Path | None, typer.Option(
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
 
+def _console() -> Console:
+    """stdout; wide when it is not a terminal (tables in CI logs and pipes stay readable)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=180)
+
+
 def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -147,7 +153,7 @@ def health(
             if as_json:
                 _emit_json(result.as_dict())
             else:
-                Console().print(_health_table(result))
+                _console().print(_health_table(result))
             raise typer.Exit(OK if result.ok else CHECK_FAILED)
         from rich.live import Live
 
@@ -203,11 +209,185 @@ def e2e(
     if as_json:
         _emit_json(result.as_dict())
     else:
-        Console().print(_steps_table(f"AUREN end-to-end — {target.describe()}", result.steps))
+        _console().print(_steps_table(f"AUREN end-to-end — {target.describe()}", result.steps))
     raise typer.Exit(OK if result.ok else CHECK_FAILED)
+
+
+# --- loadtest -----------------------------------------------------------------------------------
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def step_table(title: str, steps: list[Any], row: Any = None) -> Table:
+    from auren.ops.sla import verdict
+
+    table = Table(title=title)
+    for column in ("step", "engine", "target/s", "achieved/s", "p50", "p95", "p99", "p99.9",
+                   "max ms", "errors", "503", "CPU% peak", "RSS MB", "ERROR logs", "verdict"):
+        table.add_column(column, justify="left" if column in ("step", "engine", "verdict")
+                         else "right")
+    for step in steps:
+        lat = step.latency_ms
+        cpu = sum(v["cpu_peak_pct"] for v in step.server.values()) if step.server else None
+        rss = sum(v["rss_peak_mb"] for v in step.server.values()) if step.server else None
+        if step.invalid:
+            mark = "[yellow]INVALID[/yellow]"
+        elif row is not None:
+            status = verdict(row, lat, step.error_rate, step.invalid).status
+            mark = f"[{STYLE[status]}]{status.upper()}[/{STYLE[status]}]"
+        else:
+            mark = "-"
+        table.add_row(
+            step.label, f"{step.engine}/{step.model}",
+            "-" if step.target_rate is None else f"{step.target_rate:.0f}",
+            f"{step.achieved_rate:.0f}", *(f"{lat.get(k, 0):.1f}" for k in
+                                          ("p50", "p95", "p99", "p99.9", "max")),
+            f"{step.error_rate:.2%}", str(step.shed_503), _mb(cpu), _mb(rss),
+            str(sum(step.error_lines.values())), mark)
+    return table
+
+
+@contextlib.contextmanager
+def progress_bars(enabled: bool) -> Iterator[Any]:
+    """A rich progress bar per step on stderr; a no-op callback when disabled."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    tasks: dict[str, Any] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bars:
+        def update(label: str, fraction: float) -> None:
+            if label not in tasks:
+                tasks[label] = bars.add_task(label, total=1.0)
+            bars.update(tasks[label], completed=fraction)
+
+        yield update
+
+
+def _levels(text: str) -> list[float]:
+    try:
+        levels = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter("--ramp takes comma-separated numbers, e.g. 50,100,200") from None
+    if not levels or any(v <= 0 for v in levels) or levels != sorted(levels):
+        raise typer.BadParameter("--ramp levels must be positive and increasing")
+    return levels
+
+
+def loadtest(
+    neuros: Neuros = None, legacy: Legacy = None, bridge: Bridge = None,
+    gateway: Gateway = None, deployed: Deployed = False, data_dir: DataDir = None,
+    as_json: JsonOut = False,
+    endpoint: Annotated[str, typer.Option(
+        help="webhooks (unique signed, to the bridge), chat (NEUROS) or health.")] = "webhooks",
+    service: Annotated[str | None, typer.Option(
+        help="Which service to load (default: bridge for webhooks and health, neuros for "
+             "chat).", show_default=False)] = None,
+    model: Annotated[str, typer.Option(help="closed (fixed connections) or open (constant "
+                                            "arrival rate, latency from intended send).")] =
+        "closed",
+    connections: Annotated[int, typer.Option("--connections", "-c", min=1, max=10_000,
+                                             help="Connections (closed), or the most on the "
+                                                  "wire (open).")] = 100,
+    rate: Annotated[float, typer.Option(min=0.1, max=1_000_000,
+                                        help="Requests/s (open model).")] = 200.0,
+    duration: Annotated[float, typer.Option("--duration", "-d", min=0.5, max=240,
+                                            help="Seconds per step (signatures expire "
+                                                 "after 300 s).")] = 30.0,
+    ramp_levels: Annotated[str | None, typer.Option(
+        "--ramp", help="Progressive test: comma-separated levels (connections, or req/s with "
+                       "--model open); the breaking point is bisected.",
+        show_default=False)] = None,
+    engine: Annotated[str, typer.Option(help="auto (wrk for closed >= 100 connections when "
+                                             "installed), builtin or wrk.")] = "auto",
+    sla_file: Annotated[Path | None, typer.Option("--sla", help="SLA YAML (default: the "
+                                                                "validation plan's table).",
+                                                  show_default=False)] = None,
+    timeout: Annotated[float, typer.Option(min=0.1, max=120,
+                                           help="Per-request timeout, s.")] = 10.0,
+) -> None:
+    """Closed- or open-model load with HDR percentiles, server CPU/RSS, ERROR log lines and a
+    reconciliation of answered webhooks against the store (lost must be 0)."""
+    from auren.ops import loadtest as lt
+    from auren.ops import sla
+    from auren.ops.sampler import Sampler
+
+    err = Console(stderr=True)
+    if endpoint not in ("webhooks", "chat", "health") or model not in ("closed", "open") or \
+            engine not in ("auto", "builtin", "wrk"):
+        err.print("[red]--endpoint webhooks|chat|health, --model closed|open, "
+                  "--engine auto|builtin|wrk[/red]")
+        raise typer.Exit(USAGE)
+    if engine == "wrk" and (model == "open" or not __import__("shutil").which("wrk")):
+        err.print("[red]--engine wrk needs wrk installed and the closed model[/red]")
+        raise typer.Exit(USAGE)
+    try:
+        rows = sla.load(sla_file)
+        levels = _levels(ramp_levels) if ramp_levels else None
+    except (sla.SLAConfigError, typer.BadParameter) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(USAGE) from None
+    workload = {"webhooks": "webhooks", "chat": "chat", "health": "get"}[endpoint]
+    path = {"webhooks": "/webhooks/auren", "chat": "/chat", "health": "/health"}[endpoint]
+    service = service or ("neuros" if endpoint == "chat" else "bridge")
+    row = next((r for r in rows if r.workload == workload), sla.webhook_row(rows))
+    template = lt.Step(service, workload, path, model,
+                       float(connections if model == "closed" else rate), duration, engine,
+                       connections=connections, timeout_s=timeout)
+    with _target(neuros, legacy, bridge, gateway, deployed, data_dir, err) as target:
+        sampler = Sampler(target.pids).start()
+        try:
+            before, offsets = asyncio.run(lt.store_baseline(target))
+            with progress_bars(not as_json and sys.stderr.isatty()) as progress:
+                try:
+                    if levels:
+                        ramp_result = lt.ramp(target, template, levels, row, sampler, progress)
+                        steps = ramp_result.steps
+                    else:
+                        ramp_result = None
+                        steps = [lt.run_step(target, template, sampler, progress)]
+                except lt.NoSecret as exc:
+                    err.print(f"[red]{exc}[/red]")
+                    raise typer.Exit(USAGE) from None
+            recon = asyncio.run(lt.reconcile(target, before, offsets, steps))
+        finally:
+            sampler.stop()
+    if workload != "webhooks":
+        recon = lt.Reconciliation("n/a", detail="only webhooks are reconciled")
+    verdicts = [sla.verdict(row, s.latency_ms, s.error_rate, s.invalid, s.invalid_reason)
+                for s in steps]
+    if as_json:
+        _emit_json({"target": target.describe(), "sla": row.as_dict(),
+                    "steps": [s.as_dict() for s in steps],
+                    "verdicts": [v.as_dict() for v in verdicts],
+                    "ramp": ramp_result.as_dict() if ramp_result else None,
+                    "reconciliation": recon.as_dict(), "samples": sampler.as_dict()})
+    else:
+        console = _console()
+        console.print(step_table(f"AUREN load test — {target.describe()} — {row.describe()}",
+                                 steps, row))
+        for step in steps:
+            if step.invalid:
+                console.print(f"[yellow]{step.label}: INVALID — {step.invalid_reason}[/yellow]")
+        if ramp_result is not None:
+            console.print(f"breaking point: {ramp_result.conclusion}")
+        style = STYLE.get(recon.status, "")
+        console.print(f"reconciliation: [{style}]{recon.status.upper()}[/{style}] {recon.detail}")
+    if recon.status == "fail":
+        raise typer.Exit(CHECK_FAILED)
+    if ramp_result is None:
+        if verdicts[0].status == "invalid":
+            raise typer.Exit(ENVIRONMENT)
+        raise typer.Exit(OK if verdicts[0].status == "pass" else CHECK_FAILED)
+    raise typer.Exit(OK)
 
 
 def register(app: typer.Typer) -> None:
     """Add the toolkit's commands to the ``auren`` app."""
     app.command("health")(health)
     app.command("e2e")(e2e)
+    app.command("loadtest")(loadtest)

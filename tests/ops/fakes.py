@@ -54,8 +54,8 @@ def make_app(delay_s: float, stall_at: float | None, stall_s: float) -> Any:
                 stall_end = stall_start + stall_s
                 if stall_start <= now < stall_end:
                     await asyncio.sleep(stall_end - now)
-            if delay_s:
-                await asyncio.sleep(delay_s)
+        if delay_s:
+            await asyncio.sleep(delay_s)
         status, payload = 200, {}
         if path == "/health":
             payload = {"status": "pass", "checks": {"uptime": [{"observedValue": 1.0}]}}

@@ -1,0 +1,149 @@
+"""``wrk`` as the closed-model engine for the highest rates, when it is installed.
+
+wrk is C with an event loop per thread and out-runs any Python generator. The toolkit writes
+one file of pre-signed, unique raw requests per wrk thread and a Lua script that sends each
+request once, counts answers per status and sums the bridge's ``accepted`` (so reconciliation
+works exactly as with the built-in engine). If a thread's pool runs out it starts over and
+counts ``wrapped``: repeated webhooks are re-deliveries, and the step is reported invalid
+rather than silently measuring deduplication. wrk's latencies are closed-model (no correction).
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import shutil
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from auren.ops.loadgen import RequestFactory, StepResult
+
+LUA = r"""
+local threads = {}
+local next_id = 0
+function setup(thread)
+   thread:set("id", next_id)
+   next_id = next_id + 1
+   table.insert(threads, thread)
+end
+function init(args)
+   local file = assert(io.open(args[1] .. "." .. id, "rb"))
+   pool = {}
+   while true do
+      local length = file:read("*l")
+      if not length then break end
+      pool[#pool + 1] = file:read(tonumber(length))
+   end
+   file:close()
+   loaded, cursor, wrapped, accepted, statuses = #pool, 0, 0, 0, {}
+end
+function request()
+   cursor = cursor + 1
+   if cursor > loaded then cursor = 1; wrapped = wrapped + 1 end
+   return pool[cursor]
+end
+function response(status, headers, body)
+   statuses[status] = (statuses[status] or 0) + 1
+   if status >= 200 and status < 300 and body then
+      accepted = accepted + (tonumber(body:match('"accepted":(%d+)')) or 0)
+   end
+end
+function done(summary, latency, requests)
+   local totals, w, a = {}, 0, 0
+   for _, t in ipairs(threads) do
+      for s, n in pairs(t:get("statuses")) do totals[s] = (totals[s] or 0) + n end
+      w = w + t:get("wrapped")
+      a = a + t:get("accepted")
+   end
+   for s, n in pairs(totals) do io.write(string.format("AUREN status %d %d\n", s, n)) end
+   io.write(string.format("AUREN wrapped %d\nAUREN accepted %d\n", w, a))
+   for _, p in ipairs({50, 90, 95, 99, 99.9}) do
+      io.write(string.format("AUREN latency_us p%s %d\n", p, latency:percentile(p)))
+   end
+   io.write(string.format("AUREN latency_us max %d\nAUREN latency_us mean %d\n",
+                          latency.max, latency.mean))
+   io.write(string.format("AUREN requests %d\nAUREN duration_us %d\n",
+                          summary.requests, summary.duration))
+   local e = summary.errors
+   io.write(string.format("AUREN errors %d %d %d %d\n", e.connect, e.read, e.write, e.timeout))
+end
+"""
+
+THREADS = 2
+
+
+def available() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def parse(output: str, result: StepResult) -> StepResult:
+    for match in re.finditer(r"^AUREN (\w+) (\S+)(?: (\S+))?(?: (\S+))?(?: (\S+))?$", output,
+                             re.M):
+        kind = match[1]
+        if kind == "status":
+            result.statuses[int(match[2])] = int(match[3])
+        elif kind == "wrapped":
+            result.wrapped = int(match[2])
+        elif kind == "accepted":
+            result.accepted_items = int(match[2])
+        elif kind == "latency_us":
+            result.latency_ms[match[2]] = round(float(match[3]) / 1000, 3)
+        elif kind == "requests":
+            result.completed = int(match[2])
+        elif kind == "duration_us":
+            result.duration_s = int(match[2]) / 1_000_000
+        elif kind == "errors":
+            for name, value in zip(("connect", "read", "write", "timeout"),
+                                   (match[2], match[3], match[4], match[5]), strict=True):
+                if int(value):
+                    result.errors[name] = int(value)
+    # wrk counts a request when its answer arrived; transport errors are on top of that.
+    result.sent = result.completed + sum(result.errors.values())
+    return result
+
+
+def run(base_url: str, factory: RequestFactory, *, connections: int, duration_s: float,
+        pool_size: int, timeout_s: float = 10.0, label: str = "") -> StepResult:
+    """One closed-model step with wrk; ``pool_size`` unique requests are rendered up front."""
+    result = StepResult(label, "closed", "wrk", connections, None, statuses=Counter())
+    with tempfile.TemporaryDirectory(prefix="auren-wrk-") as tmp:
+        prefix = Path(tmp) / "requests"
+        requests = factory(pool_size)
+        for thread in range(THREADS):
+            with open(f"{prefix}.{thread}", "wb") as out:
+                for raw, _items in requests[thread::THREADS]:
+                    out.write(b"%d\n" % len(raw))
+                    out.write(raw)
+        del requests
+        script = Path(tmp) / "auren.lua"
+        script.write_text(LUA)
+        seconds = max(1, round(duration_s))
+        cmd = ["wrk", f"-t{min(THREADS, connections)}", f"-c{connections}", f"-d{seconds}s",
+               f"--timeout={max(1, round(timeout_s))}s", "-s", str(script), base_url, "--",
+               str(prefix)]
+        started = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done = subprocess.run(cmd, capture_output=True, text=True,  # noqa: S603 - fixed argv
+                              timeout=seconds + 60, check=False)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        elapsed = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()[:300]}")
+    parse(done.stdout, result)
+    if not result.duration_s:
+        result.duration_s = elapsed
+    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result.generator_cpu_pct = round(100 * used / elapsed, 1)
+    threads = min(THREADS, connections)
+    if result.generator_cpu_pct >= 95.0 * threads:
+        result.invalid = True
+        result.invalid_reason = (f"wrk used {result.generator_cpu_pct:.0f} % CPU ({threads} "
+                                 "threads busy): the generator set the pace")
+    if result.wrapped:
+        result.invalid = True
+        result.invalid_reason = (f"wrk ran out of its {pool_size} pre-signed requests and "
+                                 f"repeated {result.wrapped} pools: re-deliveries measured")
+    return result
