@@ -61,6 +61,24 @@ class EventStore(Protocol):
         ...
 
 
+class DurableLog(Protocol):
+    """Where the bridge's group commit makes deliveries durable before answering 2xx.
+
+    Embedded, and with PostgreSQL but no Kafka, that is the ``EventStore`` itself. With Kafka
+    it is the bus (with its breaker and spool: ``auren.ingest.durable.BusLog``), whose results
+    count the items *published*: exact duplicates are absorbed later by the sink's unique keys,
+    so a re-sent delivery the cache missed is answered 202 again, and stored once.
+    """
+
+    async def write_batch(self, deliveries: Sequence[Delivery]) -> list[WriteResult]:
+        """One result per delivery, in order.
+
+        Raises:
+            ServiceUnavailable: none of the batch may be answered 2xx.
+        """
+        ...
+
+
 class Cache(Protocol):
     """Best-effort fast path (in-process or Redis). Losing it loses speed, never correctness."""
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from auren.adapters.base import EventStore, WriteResult
+from auren.adapters.base import DurableLog, WriteResult
 from auren.errors import AurenError, StoreUnavailable
 from auren.providers.base import Delivery
 
@@ -22,7 +22,7 @@ _Pending = tuple[Delivery, asyncio.Future[WriteResult]]
 
 
 class GroupCommitter:
-    def __init__(self, store: EventStore, *, max_batch: int = 256,
+    def __init__(self, store: DurableLog, *, max_batch: int = 256,
                  on_batch: Callable[[int, int], None] | None = None) -> None:
         self._store = store
         self._max_batch = max_batch

@@ -6,7 +6,7 @@ make durable, answer. HTTP-free: it takes a :class:`WebhookRequest` and returns 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +41,7 @@ class IngestPipeline:
         committer: GroupCommitter,
         metrics: BridgeMetrics,
         clock: Callable[[], float] = time.time,
+        gate: Callable[[str, str | None], Awaitable[None]] | None = None,
     ) -> None:
         self._providers = providers
         self._cache = cache
@@ -48,6 +49,9 @@ class IngestPipeline:
         self._committer = committer
         self._metrics = metrics
         self._clock = clock
+        # Rate limits (per provider, per source): raises RateLimited before any CPU is spent
+        # verifying; None when no limit is configured (the hot path pays nothing).
+        self._gate = gate
 
     def provider(self, name: str) -> Provider:
         provider = self._providers.get(name)
@@ -64,6 +68,8 @@ class IngestPipeline:
             return Outcome(handshake.status, handshake.body)
         if request.method != "POST":
             raise MethodNotAllowed(("POST",))
+        if self._gate is not None:
+            await self._gate(name, request.client_ip)
         try:
             provider.verify(request, self._clock())
         except SignatureInvalid:

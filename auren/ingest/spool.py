@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import struct
@@ -100,10 +101,36 @@ def _scan(path: Path) -> tuple[list[tuple[int, int]], int, int]:
     return records, offset, corrupt
 
 
+def claim_slot(base: Path, *, slots: int = 64) -> tuple[Path, int]:
+    """A spool directory ``<base>/<n>`` that no other live process uses, and the descriptor
+    holding its lock (an exclusive ``flock``, released by the kernel when the process dies).
+
+    Each bridge worker process needs a spool of its own. Slots are taken lowest first, so a
+    worker that replaces a dead one finds the dead one's slot free, records and all, and
+    replays them: no spool is ever orphaned.
+
+    Raises:
+        StoreUnavailable: every slot is taken.
+    """
+    base.mkdir(parents=True, exist_ok=True)
+    for slot in range(slots):
+        directory = base / str(slot)
+        directory.mkdir(exist_ok=True)
+        fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return directory, fd
+    raise StoreUnavailable(f"all {slots} spool slots under {base} are in use")
+
+
 class Spool:
     def __init__(self, directory: Path, *, max_bytes: int = 256 * 1_048_576,
-                 segment_bytes: int = _SEGMENT_BYTES) -> None:
+                 segment_bytes: int = _SEGMENT_BYTES, lock_fd: int | None = None) -> None:
         self._dir = directory
+        self._lock_fd = lock_fd  # closed (lock released) by close()
         self._max_bytes = max_bytes
         self._segment_bytes = segment_bytes
         self._segments: list[_Segment] = []  # oldest first
@@ -152,11 +179,18 @@ class Spool:
                 continue
             self._segments.append(segment)
 
+    @property
+    def directory(self) -> Path:
+        return self._dir
+
     async def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
         self._sync.shutdown(wait=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # --- size -----------------------------------------------------------------------------
 

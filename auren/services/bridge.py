@@ -27,8 +27,6 @@ from starlette.types import Receive, Scope, Send
 
 from auren import __version__
 from auren.adapters.base import EventQuery, EventStore
-from auren.adapters.memory import MemoryCache
-from auren.adapters.sqlite import SQLiteStore
 from auren.errors import (
     AurenError,
     InvalidPayload,
@@ -43,6 +41,7 @@ from auren.ingest.pipeline import IngestPipeline
 from auren.observability import BridgeMetrics
 from auren.providers import PROVIDER_CLASSES, build_providers
 from auren.providers.base import WebhookRequest
+from auren.services import dataplane
 from auren.services.auth import ReadAuth
 from auren.services.problem import install_problem_handlers, problem_for, problem_responses
 from auren.services.runtime import tune_gc_for_serving
@@ -197,11 +196,12 @@ class BridgeState:
     metrics: BridgeMetrics
     auth: ReadAuth
     started: float
+    plane: dataplane.DataPlane | None = None
 
 
 def build_store(settings: Settings) -> EventStore:
-    # The full-stack PostgreSQL/Kafka adapters plug in here; embedded is the default.
-    return SQLiteStore(settings.sqlite_path, timeout_s=settings.store_timeout_s)
+    """SQLite embedded; PostgreSQL when POSTGRES_URL is set (see ``services.dataplane``)."""
+    return dataplane.build_store(settings)
 
 
 def _json(body: Any, status: int = 200, media_type: str = "application/json") -> Response:
@@ -234,27 +234,31 @@ def _time_param(name: str, value: str | None) -> datetime | None:
 def create_app(settings: Settings | None = None) -> BridgeApp:
     settings = settings or Settings()
     metrics = BridgeMetrics()
-    store = build_store(settings)
+    # Store, durable step (the store, or Kafka + spool) and cache, chosen once from settings.
+    plane = dataplane.build_dataplane(settings)
+    for collector in plane.collectors():
+        metrics.registry.register(collector)
+    store = plane.store
     admission = Admission(settings.max_concurrent_webhooks, settings.max_queued_webhooks,
                           settings.admission_wait_s)
-    committer = GroupCommitter(store, max_batch=settings.batch_max_deliveries,
+    committer = GroupCommitter(plane.durable, max_batch=settings.batch_max_deliveries,
                                on_batch=metrics.observe_batch)
-    pipeline = IngestPipeline(build_providers(settings), MemoryCache(settings.dedup_cache_size),
-                              admission, committer, metrics)
+    pipeline = IngestPipeline(build_providers(settings), plane.cache, admission, committer,
+                              metrics, gate=plane.rate_gate if plane.rate_limited else None)
     state = BridgeState(settings, store, pipeline, admission, committer, metrics,
-                        ReadAuth.from_settings(settings), time.time())
+                        ReadAuth.from_settings(settings), time.time(), plane)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tune_gc_for_serving()
-        await store.open()
+        await plane.open()
         committer.start()
         log.info("bridge started", extra={"mode": "embedded" if settings.embedded else "full"})
         try:
             yield
         finally:
             await committer.close(settings.shutdown_timeout_s)
-            await store.close()
+            await plane.close(settings.shutdown_timeout_s)
             log.info("bridge stopped")
 
     app = FastAPI(
@@ -295,19 +299,9 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     @app.get("/health", tags=["operations"])
     async def health() -> Response:
         """``application/health+json``: pass, warn or fail, with a check per dependency."""
-        checks: dict[str, list[dict[str, Any]]] = {}
-        status = "pass"
         now = iso(datetime.now(UTC))
-        try:
-            facts = await store.ping()
-            checks["store:responseTime"] = [{
-                "componentId": facts.get("engine", "store"), "componentType": "datastore",
-                "observedValue": round(facts["responseTime_ms"], 3), "observedUnit": "ms",
-                "status": "pass", "time": now}]
-        except AurenError as exc:
-            status = "fail"
-            checks["store:responseTime"] = [{"componentType": "datastore", "status": "fail",
-                                             "output": exc.detail, "time": now}]
+        # Store, and in full mode Kafka, spool, Redis and the circuit breakers.
+        status, checks = await plane.health(now)
         utilization = admission.utilization
         admission_status = "warn" if utilization >= 0.9 or admission.waiting else "pass"
         if admission_status == "warn" and status == "pass":

@@ -1,0 +1,267 @@
+"""Redis: the fast paths of the full stack. Losing it loses speed, never correctness.
+
+* **Deduplication**: ``seen`` asks whether a delivery key was made durable before, ``remember``
+  records it (``SET key 1 EX ttl NX``) after the bus or the store acknowledged it, never before:
+  a key claimed before a failed write would answer the provider's retry "duplicate" and lose the
+  data. Exact deduplication is the store's unique keys (the sink's ``ON CONFLICT``); Redis only
+  spares the bus a copy.
+* **Rate limits**: fixed one-second windows per provider and per source (``INCR`` + ``EXPIRE``).
+  Failing open: with Redis down nobody is limited (the admission queue still bounds the load).
+* **Summaries**: small JSON values with a TTL (e.g. for NEUROS) via :meth:`get_json` /
+  :meth:`set_json`.
+
+Every key starts with the configured prefix and carries a TTL (privacy P8: nothing lives
+forever in the cache). Every call is bounded by ``timeout_s`` and goes through a circuit
+breaker; any failure degrades to "not seen" / "not limited" / "no summary", is counted, and
+shows as ``warn`` in ``/health``.
+
+Calls made concurrently are batched: while one round trip is in flight, the keys asked for
+meanwhile wait and go together in the next (the same group-commit idea as the store), so a
+busy bridge makes a few Redis round trips per batch of webhooks, not two per webhook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar, cast
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from auren.errors import StoreUnavailable
+from auren.ingest.breaker import CircuitBreaker
+
+K = TypeVar("K")
+V = TypeVar("V")
+log = logging.getLogger("auren.cache")
+
+
+class _Batcher(Generic[K, V]):
+    """Concurrent ``submit`` calls share one ``flush``; at most one flush in flight."""
+
+    def __init__(self, flush: Callable[[list[K]], Awaitable[list[V]]], max_batch: int = 512
+                 ) -> None:
+        self._flush = flush
+        self._max_batch = max_batch
+        self._pending: list[tuple[K, asyncio.Future[V]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, item: K) -> V:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="redis-batcher")
+        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        self._wakeup.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                try:
+                    results = await self._flush([item for item, _ in batch])
+                except BaseException as exc:  # every waiter learns of it, then the loop goes on
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+class RedisCache:
+    """``Cache`` (and rate limiter, summary cache) on Redis, with a small local LRU in front."""
+
+    def __init__(self, url: str, *, prefix: str = "auren:", dedup_ttl_s: int = 259_200,
+                 timeout_s: float = 0.5, breaker: CircuitBreaker | None = None,
+                 local_capacity: int = 100_000) -> None:
+        self._url = url
+        self.prefix = prefix
+        self._ttl = dedup_ttl_s
+        self._timeout_s = timeout_s
+        self.breaker = breaker or CircuitBreaker("redis")
+        self._local: OrderedDict[str, None] = OrderedDict()
+        self._capacity = local_capacity
+        self._client: aioredis.Redis | None = None
+        self._seen = _Batcher(self._mget)
+        self._remember = _Batcher(self._set_many)
+        self._incr = _Batcher(self._incr_many)
+        self.errors = 0  # failed round trips since start
+        self.last_error: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, breaker: CircuitBreaker | None = None
+                      ) -> RedisCache:
+        if settings.redis_url is None:
+            raise ValueError("REDIS_URL is not set")
+        return cls(settings.redis_url.get_secret_value(), prefix=settings.redis_key_prefix,
+                   dedup_ttl_s=settings.redis_dedup_ttl_s, timeout_s=settings.redis_timeout_s,
+                   breaker=breaker, local_capacity=settings.dedup_cache_size)
+
+    async def open(self) -> None:
+        """Connect lazily; a Redis that is down at start-up is a warning, not a failure."""
+        t = self._timeout_s
+        self._client = aioredis.Redis.from_url(
+            self._url, socket_timeout=t, socket_connect_timeout=t, retry_on_timeout=False,
+            max_connections=32, health_check_interval=30)
+        try:
+            await self.ping()
+        except StoreUnavailable as exc:
+            log.warning("redis unavailable at start; continuing without it",
+                        extra={"error": exc.detail})
+
+    async def close(self) -> None:
+        for batcher in (self._seen, self._remember, self._incr):
+            await batcher.close()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[[aioredis.Redis], Awaitable[V]]) -> V:
+        """One bounded round trip through the breaker; StoreUnavailable on any failure."""
+        client = self._client
+        if client is None:
+            raise StoreUnavailable("redis is not open")
+
+        async def bounded() -> V:
+            try:
+                return await asyncio.wait_for(fn(client), self._timeout_s)
+            except (RedisError, OSError, TimeoutError) as exc:
+                self.errors += 1
+                self.last_error = type(exc).__name__
+                raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+
+        return await self.breaker.call(bounded)
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    def _local_add(self, key: str) -> None:
+        if self._capacity <= 0:
+            return
+        self._local[key] = None
+        self._local.move_to_end(key)
+        if len(self._local) > self._capacity:
+            self._local.popitem(last=False)
+
+    # --- dedup (the Cache protocol) ------------------------------------------------------
+
+    async def seen(self, key: str) -> bool:
+        if key in self._local:
+            self._local.move_to_end(key)
+            return True
+        try:
+            hit = await self._seen.submit(key)
+        except StoreUnavailable:
+            return False  # unknown is "not seen": the store's unique keys still deduplicate
+        if hit:
+            self._local_add(key)
+        return hit
+
+    async def remember(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self._local_add(key)
+        # Failures are collected, not raised: only a fast path is lost.
+        await asyncio.gather(*(self._remember.submit(key) for key in keys),
+                             return_exceptions=True)
+
+    async def _mget(self, keys: list[str]) -> list[bool]:
+        names = [self._key("dedup:" + k) for k in keys]
+        values = await self._call(lambda c: c.mget(names))
+        return [v is not None for v in values]
+
+    async def _set_many(self, keys: list[str]) -> list[None]:
+        ttl = self._ttl
+
+        async def run(client: aioredis.Redis) -> None:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.set(self._key("dedup:" + key), b"1", ex=ttl, nx=True)
+            await pipe.execute()
+
+        await self._call(run)
+        return [None] * len(keys)
+
+    # --- rate limits ----------------------------------------------------------------------
+
+    async def within_rate(self, bucket: str, limit: int) -> bool:
+        """Count one event in ``bucket``'s current one-second window; False once more than
+        ``limit`` were counted in it (by every process sharing this Redis). Fails open."""
+        window = int(time.time())
+        try:
+            count = await self._incr.submit(f"rate:{bucket}:{window}")
+        except StoreUnavailable:
+            return True
+        return count <= limit
+
+    async def _incr_many(self, keys: list[str]) -> list[int]:
+        async def run(client: aioredis.Redis) -> list[int]:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.incr(self._key(key))
+                pipe.expire(self._key(key), 5)  # a window lives 1 s; the key a little longer
+            results = await pipe.execute()
+            return [int(v) for v in results[0::2]]
+
+        return await self._call(run)
+
+    # --- summaries ------------------------------------------------------------------------
+
+    async def get_json(self, key: str) -> Any:
+        """The cached value, or None when absent, expired or Redis is unavailable."""
+        try:
+            raw = await self._call(lambda c: c.get(self._key(key)))
+        except StoreUnavailable:
+            return None
+        if raw is None:
+            return None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+
+    async def set_json(self, key: str, value: Any, ttl_s: int) -> bool:
+        """Cache ``value`` for ``ttl_s`` seconds (required: every key expires)."""
+        if ttl_s <= 0:
+            raise ValueError("every cached value needs a positive TTL")
+        payload = orjson.dumps(value)
+        try:
+            await self._call(lambda c: c.set(self._key(key), payload, ex=ttl_s))
+        except StoreUnavailable:
+            return False
+        return True
+
+    async def forget(self, key: str) -> None:
+        with contextlib.suppress(StoreUnavailable):
+            await self._call(lambda c: c.delete(self._key(key)))
+
+    # --- health ---------------------------------------------------------------------------
+
+    async def ping(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        # redis-py types ping() for its sync and async clients at once.
+        await self._call(lambda c: cast("Awaitable[bool]", c.ping()))
+        return {"engine": "redis", "responseTime_ms": (time.perf_counter() - started) * 1000,
+                "breaker": self.breaker.state}
