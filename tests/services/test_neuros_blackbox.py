@@ -23,6 +23,7 @@ import orjson
 import pytest
 
 from auren import simulator
+from auren.neuros.memory import MIGRATIONS as CONVERSATION_MIGRATIONS
 from auren.simulator import DayRecord, UserHistory
 from tests.helpers import ServerProcess, native_body, native_headers, run_server
 from tests.neuros import oracle
@@ -338,7 +339,7 @@ def test_follow_ups_use_the_conversation_and_erasure_removes_it(world: World) ->
             assert count == 0
         # Two schemas, two version records: the bridge's PRAGMA and NEUROS's own row.
         assert conn.execute("SELECT version FROM schema_migrations WHERE component = 'neuros'"
-                            ).fetchone() == (1,)
+                            ).fetchone() == (len(CONVERSATION_MIGRATIONS),)
         assert conn.execute("PRAGMA user_version").fetchone()[0] >= 1
     response = httpx.post(base + "/chat", json={"message": "and steps?",
                                                 "user_id": user.user_id,
