@@ -10,10 +10,14 @@ own Redis key prefix (:meth:`FullStack.isolated`).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -130,3 +134,168 @@ def start_stack() -> Iterator[FullStack]:
             infra.down(cfg, timeout=30)
         finally:
             shutil.rmtree(base, ignore_errors=True)
+
+
+# --- processes and queries the full-stack tests share ----------------------------------------
+
+
+def service_env(extra: dict[str, str], data_dir: Path) -> dict[str, str]:
+    """A child's environment: ours without any AUREN data-plane URL or secret, plus ``extra``."""
+    from tests.helpers import NATIVE_SECRET
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.endswith(("_SECRET", "_URL", "_KEYS", "_SERVERS", "_TOKEN", "_CODE",
+                              "_CLIENT_ID", "_IPS"))}
+    env.update({"AUREN_DATA_DIR": str(data_dir), "STANDARD_WEBHOOK_SECRET": NATIVE_SECRET,
+                "LOG_LEVEL": "INFO"})
+    env.update(extra)
+    return env
+
+
+@dataclass
+class SinkProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM (graceful: the batch in hand is committed), SIGKILL after ``timeout``."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return int(self.process.returncode)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def start_sink(env: dict[str, str], log_dir: Path, name: str = "sink") -> SinkProcess:
+    log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+    with log_path.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "auren", "sink"], env=env,
+                                   stdout=out, stderr=subprocess.STDOUT)
+    return SinkProcess(process, log_path)
+
+
+def pg_fetch(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    async def run() -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql, *args, timeout=30)]
+        finally:
+            await conn.close(timeout=10)
+
+    return run_async(run, 60)
+
+
+def record_counts(url: str, prefix: str) -> dict[str, int]:
+    """How many rows each source record id (of users starting with ``prefix``) has."""
+    rows = pg_fetch(url, "SELECT source_record_id, count(*) FROM biometric_events "
+                         "WHERE user_id LIKE $1 GROUP BY 1", prefix + "%")
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+def wait_for_records(url: str, prefix: str, expected: set[str], *, timeout: float = 60.0,
+                     settle: float = 2.0) -> dict[str, int]:
+    """Poll until every expected record id is stored and the count stopped moving for
+    ``settle`` seconds (so late duplicates would show); returns the final counts."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, int] = {}
+    stable_since = time.monotonic()
+    while time.monotonic() < deadline:
+        counts = record_counts(url, prefix)
+        if counts != last:
+            last, stable_since = counts, time.monotonic()
+        elif expected <= set(counts) and time.monotonic() - stable_since >= settle:
+            return counts
+        time.sleep(0.25)
+    return last
+
+
+@dataclass
+class LoadResult:
+    """What each webhook was answered: status code, or the transport error's name."""
+
+    answers: dict[int, int | str] = field(default_factory=dict)
+    records: dict[int, list[str]] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+
+    def record_ids(self, *, ok: bool) -> set[str]:
+        """The record ids of webhooks answered 2xx (``ok``) or anything else."""
+        return {r for i, answer in self.answers.items()
+                if (isinstance(answer, int) and 200 <= answer < 300) == ok
+                for r in self.records[i]}
+
+    def statuses(self) -> dict[int | str, int]:
+        counts: dict[int | str, int] = {}
+        for answer in self.answers.values():
+            counts[answer] = counts.get(answer, 0) + 1
+        return counts
+
+
+async def send_load(base_url: str, prefix: str, count: int, *, rate: float,
+                    concurrency: int = 50, events: int = 2, users: int = 20,
+                    timeout_s: float = 30.0) -> LoadResult:
+    """``count`` unique signed native webhooks at ``rate`` per second (an open model: the
+    schedule does not wait for answers), each of ``events`` events with known record ids."""
+    import httpx
+
+    from tests.helpers import native_body, native_headers
+
+    result = LoadResult()
+    gate = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits,
+                                 timeout=httpx.Timeout(timeout_s)) as client:
+        async def one(i: int) -> None:
+            records = [f"{prefix}-r{i}-{k}" for k in range(events)]
+            result.records[i] = records
+            body = native_body(f"{prefix}-u{i % users}", [
+                {"metric": "heart_rate", "value": 50 + (i + k) % 40, "unit": "/min",
+                 "start": f"2026-11-{1 + (i + k) % 25:02d}T{(i // 60) % 24:02d}:"
+                          f"{i % 60:02d}:{k:02d}Z", "id": record}
+                for k, record in enumerate(records)])
+            async with gate:
+                started = time.monotonic()
+                try:
+                    response = await client.post("/webhooks/auren", content=body,
+                                                 headers=native_headers(body))
+                    result.answers[i] = response.status_code
+                except httpx.HTTPError as exc:
+                    result.answers[i] = type(exc).__name__
+                result.latencies.append(time.monotonic() - started)
+
+        loop = asyncio.get_running_loop()
+        begin = loop.time()
+        tasks = []
+        for i in range(count):
+            delay = begin + i / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+    return result
+
+
+def check_exactly_once(url: str, prefix: str, load: LoadResult, *,
+                       timeout: float = 90.0) -> dict[str, int]:
+    """K9: every record of a webhook answered 2xx is in PostgreSQL exactly once, and no
+    record at all is there twice. Returns the counts for further checks."""
+    accepted = load.record_ids(ok=True)
+    counts = wait_for_records(url, prefix, accepted, timeout=timeout)
+    missing = accepted - set(counts)
+    assert not missing, f"LOST: {len(missing)} records answered 2xx are not stored " \
+                        f"(e.g. {sorted(missing)[:5]})"
+    twice = {r: n for r, n in counts.items() if n != 1}
+    assert not twice, f"{len(twice)} records stored more than once: {list(twice.items())[:5]}"
+    unexpected = set(counts) - accepted - load.record_ids(ok=False)
+    assert not unexpected, f"{len(unexpected)} stored records were never sent"
+    return counts

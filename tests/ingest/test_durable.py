@@ -1,0 +1,152 @@
+"""BusLog: Kafka first, the spool when Kafka cannot, replay when it can again.
+
+The bus here is an in-memory twin with the real one's contract (``publish`` reports per
+record); the real broker under kill -9 and SIGSTOP is in ``tests/test_fullstack_faults.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from auren.adapters.kafka import PublishTimeout
+from auren.adapters.wire import DeliveryRecord
+from auren.errors import ServiceUnavailable
+from auren.ingest.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from auren.ingest.durable import BusLog
+from auren.ingest.spool import Spool, SpoolFull
+from tests.adapters.test_sqlite import delivery
+
+
+class FakeBus:
+    """Acknowledges what it is given while ``up``; otherwise every record times out."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.log: list[DeliveryRecord] = []
+        self.calls = 0
+
+    async def open(self, timeout_s: float = 30.0) -> None:
+        pass
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        pass
+
+    async def publish(self, records: Sequence[DeliveryRecord],
+                      timeout_s: float) -> list[BaseException | None]:
+        self.calls += 1
+        await asyncio.sleep(0)
+        if not self.up:
+            return [PublishTimeout("down") for _ in records]
+        self.log.extend(records)
+        return [None] * len(records)
+
+    @property
+    def keys(self) -> list[str]:
+        return [r.delivery_key for r in self.log]
+
+
+@pytest.fixture
+async def setup(tmp_path):
+    bus = FakeBus()
+    breaker = CircuitBreaker("kafka", min_calls=2, failure_rate=0.5, open_s=0.3, probes=1)
+    log = BusLog(bus, Spool(tmp_path / "spool", max_bytes=20_000), breaker,  # type: ignore[arg-type]
+                 timeout_s=0.1)
+    await log.open()
+    yield bus, breaker, log
+    await log.close()
+
+
+async def _until(predicate, within_s: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_published_batches_report_the_items_they_carry(setup):
+    bus, breaker, log = setup
+    results = await log.write_batch([delivery("a", "u", range(3), jobs=1),
+                                     delivery("b", "u", range(2))])
+    assert [(r.accepted, r.duplicates, r.duplicate_delivery) for r in results] == [
+        (4, 0, False), (2, 0, False)]
+    assert bus.keys == ["a", "b"] and log.spool.empty and breaker.state == CLOSED
+
+
+async def test_unacknowledged_records_are_spooled_then_replayed_in_order(setup):
+    bus, breaker, log = setup
+    bus.up = False
+    for i in range(4):
+        results = await log.write_batch([delivery(f"s{i}", "u", range(i, i + 1))])
+        assert results[0].accepted == 1, "answered on the strength of the spool"
+    assert breaker.state in (OPEN, HALF_OPEN)
+    assert log.spool.pending_records == 4
+    calls = bus.calls
+    # Open: straight to the spool, no publish attempt, no timeout paid.
+    if breaker.state == OPEN:
+        await log.write_batch([delivery("s4", "u", range(4, 5))])
+        assert bus.calls == calls
+    bus.up = True
+    await _until(lambda: log.spool.empty)
+    await _until(lambda: breaker.state == CLOSED)
+    spooled = [k for k in bus.keys if k.startswith("s")]
+    assert spooled == sorted(spooled), "replayed in the order written"
+    assert set(spooled) >= {"s0", "s1", "s2", "s3"}
+    transitions = [(t.source, t.target) for t in breaker.transitions]
+    assert transitions[:1] == [(CLOSED, OPEN)]
+    assert (HALF_OPEN, CLOSED) in transitions
+
+
+async def test_a_full_spool_refuses_with_503_and_never_drops(setup):
+    bus, _, log = setup
+    bus.up = False
+    accepted = 0
+    with pytest.raises(SpoolFull) as info:
+        for i in range(1000):
+            await log.write_batch([delivery(f"f{i}", "u", range(5))])
+            accepted += 1
+    assert isinstance(info.value, ServiceUnavailable) and info.value.status == 503
+    assert log.spool.pending_records == accepted
+    bus.up = True
+    await _until(lambda: log.spool.empty)
+    assert bus.keys == [f"f{i}" for i in range(accepted)]
+
+
+async def test_spooled_records_survive_a_restart(tmp_path):
+    bus = FakeBus()
+    bus.up = False
+    breaker = CircuitBreaker("kafka", min_calls=1, open_s=60)
+    first = BusLog(bus, Spool(tmp_path / "spool"), breaker, timeout_s=0.05)  # type: ignore[arg-type]
+    await first.open()
+    await first.write_batch([delivery("r1", "u", range(2)), delivery("r2", "v", range(1))])
+    await first.close()  # the process goes away with the records spooled
+    bus.up = True
+    second = BusLog(bus, Spool(tmp_path / "spool"), CircuitBreaker("kafka"),  # type: ignore[arg-type]
+                    timeout_s=0.05)
+    await second.open()
+    try:
+        await _until(lambda: second.spool.empty)
+        assert bus.keys == ["r1", "r2"]
+    finally:
+        await second.close()
+
+
+async def test_each_process_claims_its_own_spool_slot(tmp_path):
+    logs = [BusLog(FakeBus(), tmp_path / "spool", CircuitBreaker("kafka"))  # type: ignore[arg-type]
+            for _ in range(3)]
+    for log in logs:
+        await log.open()
+    try:
+        assert sorted(log.spool.directory.name for log in logs) == ["0", "1", "2"]
+    finally:
+        for log in logs:
+            await log.close()
+    reopened = BusLog(FakeBus(), tmp_path / "spool", CircuitBreaker("kafka"))  # type: ignore[arg-type]
+    await reopened.open()
+    try:
+        assert reopened.spool.directory.name == "0", "a freed slot is taken again"
+    finally:
+        await reopened.close()
