@@ -10,6 +10,7 @@ is the answer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -41,6 +42,9 @@ _QUERY_LIMIT = 50_000
 _OFFSET = re.compile(r"^(?:utc|gmt)?\s*([+-])(\d{1,2})(?::?(\d{2}))?$")
 
 
+# Every chat names its zone and the same few recur: remember the parsed objects (immutable)
+# rather than match, build a timedelta and a timezone each time. Errors are not cached.
+@functools.lru_cache(maxsize=256)
 def parse_timezone(value: str | None) -> tzinfo:
     """``None``/``UTC``, an offset such as ``+05:30``, or an IANA name such as ``Europe/Paris``.
 
