@@ -386,8 +386,163 @@ def loadtest(
     raise typer.Exit(OK)
 
 
+# --- faults -------------------------------------------------------------------------------------
+
+
+def faults(
+    neuros: Neuros = None, legacy: Legacy = None, bridge: Bridge = None,
+    gateway: Gateway = None, deployed: Deployed = False, data_dir: DataDir = None,
+    as_json: JsonOut = False,
+    mode: Annotated[str, typer.Option(help="How a dependency is failed: pause (SIGSTOP) or "
+                                           "kill (SIGKILL, then restart).")] = "pause",
+    fault_s: Annotated[float, typer.Option(min=1, max=300,
+                                           help="How long each fault lasts, s.")] = 8.0,
+    rate: Annotated[float, typer.Option(min=1, max=10_000,
+                                        help="Webhooks/s during each fault.")] = 40.0,
+) -> None:
+    """Circuit-breaker verification: a malformed burst gets only 4xx and opens no breaker;
+    in the full stack each dependency fails under load, the breaker opens, requests are
+    accepted or shed with 503 + Retry-After, and it closes after recovery. Faults are always
+    undone, also on Ctrl-C."""
+    from auren.ops import faults as fault_ops
+
+    err = Console(stderr=True)
+    if mode not in ("pause", "kill"):
+        err.print("[red]--mode pause|kill[/red]")
+        raise typer.Exit(USAGE)
+    with _target(neuros, legacy, bridge, gateway, deployed, data_dir, err) as target:
+        result = fault_ops.FaultsResult()
+        result.checks.append(asyncio.run(fault_ops.malformed_burst(target)))
+        dependency = fault_ops.dependency_faults(target, fault_s=fault_s, rate=rate, mode=mode)
+        result.checks.extend(dependency.checks)
+        result.steps.extend(dependency.steps)
+    if as_json:
+        _emit_json(result.as_dict())
+    else:
+        console = _console()
+        table = Table(title=f"AUREN faults — {target.describe()}")
+        for column in ("check", "status", "detail"):
+            table.add_column(column)
+        for check in result.checks:
+            style = STYLE.get(check.status, "")
+            table.add_row(check.name, f"[{style}]{check.status.upper()}[/{style}]",
+                          check.detail)
+        console.print(table)
+    raise typer.Exit(OK if result.ok else CHECK_FAILED)
+
+
+# --- validate -----------------------------------------------------------------------------------
+
+
+def validate(
+    neuros: Neuros = None, legacy: Legacy = None, bridge: Bridge = None,
+    gateway: Gateway = None, deployed: Deployed = False, data_dir: DataDir = None,
+    as_json: JsonOut = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Short phases (a few minutes in "
+                                                        "all).")] = False,
+    sla_file: Annotated[Path | None, typer.Option("--sla", help="SLA YAML (default: the "
+                                                                "validation plan's table).",
+                                                  show_default=False)] = None,
+    ramp_levels: Annotated[str | None, typer.Option(
+        "--ramp", help="Connections of the progressive test (default 50,100,200,500; "
+                       "--quick 25,100,400).", show_default=False)] = None,
+    engine: Annotated[str, typer.Option(help="auto, builtin or wrk (closed model).")] = "auto",
+    reports: Annotated[Path, typer.Option("--reports", help="Where report directories go.")] =
+        Path("reports"),
+    no_faults: Annotated[bool, typer.Option("--no-faults", help="Skip the faults phase.")] =
+        False,
+) -> None:
+    """Every phase of the validation plan in order — health, e2e, SLA baselines, stress at
+    100 connections, the progressive ramp and its breaking point, faults, reconciliation — and
+    one report directory reports/<UTC timestamp>/ (report.md, report.html, report.json, PNGs).
+    """
+    from auren.ops import sla
+    from auren.ops import validate as validation
+
+    err = Console(stderr=True)
+    if engine not in ("auto", "builtin", "wrk"):
+        err.print("[red]--engine auto|builtin|wrk[/red]")
+        raise typer.Exit(USAGE)
+    try:
+        rows = sla.load(sla_file)
+        levels = tuple(_levels(ramp_levels)) if ramp_levels else None
+    except (sla.SLAConfigError, typer.BadParameter) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(USAGE) from None
+    plan = validation.Plan.make(quick=quick, rows=rows, ramp=levels, engine=engine,
+                                faults=not no_faults)
+    directory = validation.report_dir(reports)
+    with _target(neuros, legacy, bridge, gateway, deployed, data_dir, err) as target:
+        if not target.settings.standard_webhook_secret:
+            err.print("[red]the load phases sign webhooks with STANDARD_WEBHOOK_SECRET: set "
+                      "it to the bridge's secret[/red]")
+            raise typer.Exit(USAGE)
+        with progress_bars(not as_json and sys.stderr.isatty()) as progress:
+            run = validation.run_validation(target, plan, log=lambda m: err.print(
+                f"[dim]{m}[/dim]"), progress=progress)
+    paths = validation.write_report(run, directory)
+    if as_json:
+        _emit_json({"verdict": run["verdict"], "report": {k: str(v) for k, v in paths.items()},
+                    "validation": run["validation"], "performance": run["performance"],
+                    "recommendations": run["recommendations"]})
+    else:
+        _print_validation(run, paths)
+    code = {"PASS": OK, "FAIL": CHECK_FAILED, "INVALID": ENVIRONMENT}[run["verdict"]]
+    raise typer.Exit(code)
+
+
+def _print_validation(run: dict[str, Any], paths: dict[str, Path]) -> None:
+    console = _console()
+    table = Table(title="System Validation Report")
+    for column in ("area", "status", "detail"):
+        table.add_column(column)
+    for row in run["validation"]:
+        style = STYLE.get(row["status"], "")
+        table.add_row(row["area"], f"[{style}]{row['status'].upper()}[/{style}]", row["detail"])
+    console.print(table)
+    perf = run["performance"]
+    at = perf["at_100"]
+    peak = perf["peak"]
+    metrics = Table(title="Performance Metrics")
+    metrics.add_column("metric")
+    metrics.add_column("value", justify="right")
+
+    def num(value: Any, unit: str = "") -> str:
+        return "-" if value is None else f"{value:.1f}{unit}"
+
+    metrics.add_row("max concurrent webhooks handled",
+                    f"{perf['max_concurrent_webhooks'] or '-'} {perf['max_concurrent_note']}")
+    metrics.add_row(f"response time at {at['connections']} concurrent",
+                    f"mean {num(at['mean'], ' ms')}, p95 {num(at['p95'], ' ms')}, "
+                    f"p99 {num(at['p99'], ' ms')}")
+    metrics.add_row(f"error rate at peak ({peak['label']})",
+                    "-" if peak["error_rate"] is None else f"{peak['error_rate']:.2%}")
+    metrics.add_row("CPU at peak (server processes, % of a core)",
+                    num(peak["cpu_peak_pct"], " %"))
+    metrics.add_row("memory at peak (RSS)", num(peak["rss_peak_mb"], " MB"))
+    metrics.add_row("events lost", str(perf["events_lost"]))
+    console.print(metrics)
+    for verdict in run["sla"]:
+        style = STYLE.get(verdict["status"], "yellow")
+        row = verdict["row"]
+        console.print(f"SLA {row['method']} {row['path']}: p{row['percentile']:g} "
+                      f"{verdict['observed_ms']:.1f} ms (< {row['latency_ms']:g}), errors "
+                      f"{verdict['error_rate']:.3%} (< {row['error_rate']:.3%}): "
+                      f"[{style}]{verdict['status'].upper()}[/{style}]")
+    console.print(f"breaking point: {run['ramp']['conclusion']}")
+    console.print("recommendations:")
+    for text in run["recommendations"]:
+        console.print(f"  - {text.replace('**', '')}")
+    style = {"PASS": "green", "FAIL": "red"}.get(run["verdict"], "yellow")
+    console.print(f"verdict: [{style}]{run['verdict']}[/{style}]")
+    console.print(f"report: {paths['html']}  (also report.md, report.json and the charts "
+                  f"in {paths['html'].parent})")
+
+
 def register(app: typer.Typer) -> None:
     """Add the toolkit's commands to the ``auren`` app."""
     app.command("health")(health)
     app.command("e2e")(e2e)
     app.command("loadtest")(loadtest)
+    app.command("faults")(faults)
+    app.command("validate")(validate)

@@ -88,6 +88,8 @@ class Connection:
         self._host, self._port, self._timeout_s = host, port, timeout_s
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        # Whether the last answer carried Retry-After (a 503 must: the breaker checks read it).
+        self.retry_after = False
 
     async def _connect(self) -> None:
         try:
@@ -122,6 +124,7 @@ class Connection:
         status = int(status_line.split(b" ", 2)[1])
         length: int | None = None
         chunked = close = False
+        self.retry_after = False
         for line in header_block.split(b"\r\n"):
             name, _, value = line.partition(b":")
             name = name.strip().lower()
@@ -131,6 +134,8 @@ class Connection:
                 chunked = True
             elif name == b"connection" and b"close" in value.lower():
                 close = True
+            elif name == b"retry-after":
+                self.retry_after = True
         if chunked:
             parts = []
             while True:
@@ -194,6 +199,7 @@ class StepResult:
     server: dict[str, Any] = field(default_factory=dict)  # filled by the load test (psutil)
     error_lines: dict[str, int] = field(default_factory=dict)
     workload: str = ""  # webhooks | chat | get: set by the load test
+    no_retry_after_503: int = 0  # 503 answers without Retry-After (a shed must say when)
 
     @property
     def achieved_rate(self) -> float:
@@ -232,7 +238,7 @@ class StepResult:
             "generator_cpu_pct": self.generator_cpu_pct, "invalid": self.invalid,
             "invalid_reason": self.invalid_reason, "wrapped": self.wrapped,
             "server": self.server, "error_lines": self.error_lines,
-            "histogram": self.histogram,
+            "no_retry_after_503": self.no_retry_after_503, "histogram": self.histogram,
         }
 
 
@@ -326,6 +332,7 @@ async def run_closed(base_url: str, factory: RequestFactory, *, connections: int
                 raw_us.append(micros)
                 result.completed += 1
                 result.statuses[status] += 1
+                result.no_retry_after_503 += status == 503 and not conn.retry_after
                 result.accepted_items += accepted_of(status, body, items)
         finally:
             conn.close()
@@ -380,6 +387,7 @@ async def run_open(base_url: str, factory: RequestFactory, *, rate: float, durat
         sent_at = time.perf_counter()
         try:
             status, body = await conn.request(raw)
+            shed_silently = status == 503 and not conn.retry_after
         except HTTPError as exc:
             result.errors[exc.kind] += 1
             if exc.kind == "connect":
@@ -392,6 +400,7 @@ async def run_open(base_url: str, factory: RequestFactory, *, rate: float, durat
         uncorrected.record_value(min(max(1, int((done - sent_at) * 1_000_000)), _HIGHEST_US))
         result.completed += 1
         result.statuses[status] += 1
+        result.no_retry_after_503 += shed_silently
         result.accepted_items += accepted_of(status, body, items)
 
     progress = asyncio.create_task(_progress(started, duration_s, on_progress))

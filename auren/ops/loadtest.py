@@ -262,7 +262,8 @@ async def reconcile(target: Target, before: deps.StoreCount | str, offsets_befor
                         f"{unanswered} unanswered requests can explain")
     detail = "; ".join(problems) or (
         f"{accepted} accepted items all stored ({stored} new rows"
-        + (f", {extra} from requests whose answer was lost" if extra else "") + ")")
+        + (f", {extra} from requests whose answer was never read: wrk's in-flight at its "
+           "end, or timeouts" if extra else "") + ")")
     if kafka is not None:
         detail += f"; Kafka records appended: {kafka}"
     return Reconciliation("fail" if problems else "pass", answered, accepted, stored, lost,

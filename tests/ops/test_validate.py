@@ -1,0 +1,146 @@
+"""auren validate end to end against the embedded system, and its HTML report in Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from auren.cli import app
+from auren.ops import recommend
+from auren.ops.report import CHARTS
+from auren.ops.target import Target
+from tests.ops.conftest import ROOT, env_of, url_options
+
+runner = CliRunner()
+# Short baselines: the phases and the report are what is tested here, not the numbers.
+SLA = """\
+sla:
+  - {name: chat, service: neuros, method: POST, path: /chat, latency_ms: 2000,
+     percentile: 95, error_rate: 0.001, rate: 10, duration_s: 4}
+  - {name: health, service: bridge, method: GET, path: /health, latency_ms: 100,
+     percentile: 95, error_rate: 0.0001, rate: 50, duration_s: 4}
+  - {name: webhooks, service: bridge, method: POST, path: /webhooks/auren, latency_ms: 500,
+     percentile: 95, error_rate: 0.01, rate: 50, duration_s: 4}
+"""
+ARTIFACTS = ROOT / "reports" / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def validated(embedded: Target, tmp_path_factory: pytest.TempPathFactory
+              ) -> tuple[int, dict[str, Any], Path]:
+    tmp = tmp_path_factory.mktemp("validate")
+    sla = tmp / "sla.yaml"
+    sla.write_text(SLA)
+    result = runner.invoke(app, ["validate", "--quick", "--json", "--sla", str(sla),
+                                 "--ramp", "10,40", "--engine", "builtin", "--reports",
+                                 str(tmp / "reports"), *url_options(embedded)],
+                           env=env_of(embedded))
+    summary = json.loads(result.stdout)
+    return result.exit_code, summary, Path(summary["report"]["html"]).parent
+
+
+def test_healthy_system_validates_and_writes_every_deliverable(
+        validated: tuple[int, dict[str, Any], Path]) -> None:
+    code, summary, directory = validated
+    assert code == 0, summary
+    assert summary["verdict"] == "PASS"
+    assert re.fullmatch(r"\d{8}T\d{6}Z", directory.name)
+    for name in ("report.md", "report.html", "report.json", *(f"{c}.png" for c in CHARTS)):
+        assert (directory / name).stat().st_size > 0, name
+    run = json.loads((directory / "report.json").read_text())
+    areas = {row["area"]: row["status"] for row in run["validation"]}
+    assert areas == {"All services": "pass", "Proxy endpoints": "pass",
+                     "Database connectivity": "pass", "Kafka functionality": "n/a"}
+    perf = run["performance"]
+    assert perf["events_lost"] == 0
+    assert perf["max_concurrent_webhooks"] in (10, 40, 100)
+    assert perf["at_100"]["p95"] > 0 and perf["at_100"]["p99"] >= perf["at_100"]["p95"]
+    assert perf["peak"]["cpu_peak_pct"] > 0 and perf["peak"]["rss_peak_mb"] > 0
+    assert [p["name"] for p in run["phases"]] == [
+        "health sweep", "end-to-end chain", "SLA baselines", "stress: 100 connections",
+        "progressive ramp", "faults", "reconciliation"]
+    assert {v["row"]["name"]: v["status"] for v in run["sla"]} == {
+        "chat": "pass", "health": "pass", "webhooks": "pass"}
+    markdown = (directory / "report.md").read_text()
+    for heading in ("## System Validation Report", "## Performance Metrics",
+                    "## Recommendations", "Events lost"):
+        assert heading in markdown
+    # Recommendations quote measured numbers (not canned text).
+    assert run["recommendations"]
+    assert any(re.search(r"\d+ req/s", text) for text in run["recommendations"])
+
+
+def test_recommendations_follow_the_numbers() -> None:
+    def step(connections: int, rate: float, cpu: float, p95: float, shed: int = 0
+             ) -> dict[str, Any]:
+        return {"connections": connections, "achieved_rate": rate, "invalid": False,
+                "model": "closed", "statuses": {"202": 100, "503": shed},
+                "latency_ms": {"p50": p95 / 2, "p95": p95, "p99": p95 * 1.2, "mean": p95 / 2},
+                "server": {"bridge": {"cpu_peak_pct": cpu, "rss_peak_mb": 80}},
+                "error_rate": 0.0, "label": f"closed {connections}"}
+
+    cpu_bound = {"ramp": {"steps": [step(50, 3000, 99, 20), step(200, 3100, 99, 90)],
+                          "breaking_level": None, "max_ok_level": 200},
+                 "environment": {"cpu_count": 4, "bridge_workers": 1,
+                                 "max_concurrent_webhooks": 50}}
+    texts = recommend.recommendations(cpu_bound)
+    assert any("CPU saturated first" in t and "99 %" in t for t in texts)
+    assert any("--workers 3" in t for t in texts)
+    assert any("at most 50" in t and "keep it" in t for t in texts)
+
+    shedding = {"ramp": {"steps": [step(50, 3000, 40, 20, shed=30), step(200, 3050, 45, 300,
+                                                                         shed=900)],
+                         "breaking_level": 200, "max_ok_level": 50},
+                "environment": {"cpu_count": 2, "bridge_workers": 1,
+                                "max_concurrent_webhooks": 8}}
+    texts = recommend.recommendations(shedding)
+    assert any("Admission limit reached first" in t and "900" in t for t in texts)
+    assert any("raise it towards 50" in t for t in texts)
+    assert any("never used a whole core" in t for t in texts)
+
+    lost = {"reconciliation": {"lost": 7}, "environment": {}}
+    assert recommend.recommendations(lost)[0].startswith("**Data loss:** 7")
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_html_report_renders_charts_and_tables_in_headless_chromium(
+        validated: tuple[int, dict[str, Any], Path], tmp_path: Path) -> None:
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: scripts/install-system installs it")
+        pytest.skip("chromium is not installed (scripts/install-system)")
+    _, _, directory = validated
+    url = (directory / "report.html").as_uri()
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=5000"]
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    # The page's own script counted the charts whose PNG decoded.
+    assert f'data-charts-rendered="{len(CHARTS)}"' in dom
+    for table in ("validation", "performance", "sla", "steps", "health", "e2e"):
+        assert f'id="{table}"' in dom
+    assert 'id="verdict">PASS<' in dom
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "report-screenshot.png"
+    subprocess.run([*flags, "--window-size=1200,2400", f"--screenshot={shot}", url],
+                   capture_output=True, timeout=60, check=True)
+    assert shot.stat().st_size > 50_000  # charts and tables, not a blank page
+    from matplotlib import image
+
+    pixels = image.imread(shot)
+    # Not blank: the screenshot has many distinct colours (charts), not one background.
+    assert len({tuple(p) for p in pixels[::20, ::20].reshape(-1, pixels.shape[-1])}) > 20
