@@ -15,11 +15,11 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from datetime import time as dtime
-from typing import Any
+from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -35,6 +35,7 @@ from auren.neuros.memory import ConversationStore, Message, new_conversation_id
 from auren.neuros.metrics import NeurosMetrics
 
 log = logging.getLogger("auren.neuros")
+T = TypeVar("T")
 
 BUILTIN = "builtin"
 # Rows one metric query may return; a day of minute-level data for 90 days stays below it.
@@ -111,6 +112,7 @@ class SeriesCache:
         self._ttl_s = ttl_s
         self._marker = marker
         self._counts: dict[str, tuple[int, int]] = {}  # user -> (marker, count)
+        self._derived: OrderedDict[CacheKey, tuple[float, int, object]] = OrderedDict()
 
     async def count(self, store: EventStore, user_id: str) -> int:
         """The user's event count: the validity token of the user's entries."""
@@ -145,10 +147,29 @@ class SeriesCache:
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
 
+    def get_derived(self, key: CacheKey, count: int) -> object | None:
+        """An engine result computed from the user's data at ``count`` (see ``UserData.derive``)."""
+        entry = self._derived.get(key)
+        if entry is None:
+            return None
+        expires, seen, value = entry
+        if seen != count or expires < time.monotonic():
+            del self._derived[key]
+            return None
+        self._derived.move_to_end(key)
+        return value
+
+    def put_derived(self, key: CacheKey, count: int, value: object) -> None:
+        self._derived[key] = (time.monotonic() + self._ttl_s, count, value)
+        self._derived.move_to_end(key)
+        while len(self._derived) > self._max:
+            self._derived.popitem(last=False)
+
     def forget(self, user_id: str) -> None:
         self._counts.pop(user_id, None)
-        for key in [k for k in self._entries if k[0] == user_id]:
-            del self._entries[key]
+        for entries in (self._entries, self._derived):
+            for key in [k for k in entries if k[0] == user_id]:
+                del entries[key]
 
 
 class UserData:
@@ -205,6 +226,34 @@ class UserData:
 
     def _key(self, metric: str) -> CacheKey:
         return (self._user_id, self._tz_key, self._today, metric)
+
+    async def derive(self, name: str, metrics: Sequence[str],
+                     compute: Callable[[], Awaitable[T]]) -> T:
+        """``compute()``, remembered with the series it reads (``metrics``).
+
+        An engine result is a pure function of the user's events, the time zone and today, so
+        it stays valid exactly as long as the cached series do (same key, same count token).
+        A person's questions share insights (readiness is HRV, resting HR and sleep, recovery
+        adds the load, a follow-up asks again), and computing them was a third of a turn. The
+        results are shared between turns: they and their evidence are never mutated. A hit
+        also reports the devices of the series the result came from, as computing would.
+        """
+        cache = self._cache
+        if cache is None:
+            return await compute()
+        count = await self.prime()
+        key = self._key("=" + name)
+        found = cache.get_derived(key, count)
+        if found is not None:
+            sources = [cache.get(self._key(m), count) for m in metrics]
+            if all(source is not None for source in sources):
+                for source in sources:
+                    assert source is not None  # noqa: S101 - checked just above
+                    self.devices.update(source[1])
+                return cast(T, found)
+        value = await compute()
+        cache.put_derived(key, count, value)
+        return value
 
     async def _read(self, metrics: list[str], first: date, last: date
                     ) -> dict[str, dict[date, float]]:
@@ -340,25 +389,16 @@ class Neuros:
                           advice: bool = True) -> Reply:
         intent = parsed.intent
         if intent is Intent.SLEEP:
-            s = (await data.series([SLEEP], today - timedelta(days=89), today))[SLEEP]
-            return compose.sleep(engine.sleep(s, today), today, advice=advice)
+            return compose.sleep(await self._sleep(data, today), today, advice=advice)
         if intent is Intent.HRV:
-            s = (await data.series([HRV], today - timedelta(days=60), today))[HRV]
-            return compose.hrv(engine.hrv(s, today), today, advice=advice)
+            return compose.hrv(await self._hrv(data, today), today, advice=advice)
         if intent is Intent.RESTING_HR:
-            s = (await data.series([RHR], today - timedelta(days=33), today))[RHR]
-            return compose.resting_hr(engine.resting_hr(s, today), today, advice=advice)
+            return compose.resting_hr(await self._resting_hr(data, today), today,
+                                      advice=advice)
         if intent is Intent.TRAINING:
             return compose.training(await self._load(data, today))
         if intent in (Intent.READINESS, Intent.RECOVERY):
-            span = await data.series([HRV, SLEEP, RHR, "respiratory_rate",
-                                      "temperature_deviation"], today - timedelta(days=89),
-                                     today)
-            h = engine.hrv(span[HRV], today)
-            r = engine.resting_hr(span[RHR], today)
-            sl = engine.sleep(span[SLEEP], today)
-            ready = engine.readiness(h, r, sl, span["respiratory_rate"],
-                                     span["temperature_deviation"], today)
+            ready, h, r, sl = await self._readiness(data, today)
             if intent is Intent.READINESS:
                 return compose.readiness(ready, h, r, sl, today)
             return compose.recovery(ready, h, r, sl, await self._load(data, today), today)
@@ -370,12 +410,55 @@ class Neuros:
                                    parsed.period.label, parsed.other.label, today)
         return compose.unknown()
 
+    # Each insight reads its series through the cache (every window below lies inside it) and
+    # is remembered with them: see UserData.derive. Results are tuples and frozen insights.
+
+    async def _sleep(self, data: UserData, today: date) -> engine.SleepInsight:
+        async def compute() -> engine.SleepInsight:
+            s = (await data.series([SLEEP], today - timedelta(days=89), today))[SLEEP]
+            return engine.sleep(s, today)
+
+        return await data.derive("sleep", (SLEEP,), compute)
+
+    async def _hrv(self, data: UserData, today: date) -> engine.HrvInsight:
+        async def compute() -> engine.HrvInsight:
+            s = (await data.series([HRV], today - timedelta(days=60), today))[HRV]
+            return engine.hrv(s, today)
+
+        return await data.derive("hrv", (HRV,), compute)
+
+    async def _resting_hr(self, data: UserData, today: date) -> engine.DeviationInsight:
+        async def compute() -> engine.DeviationInsight:
+            s = (await data.series([RHR], today - timedelta(days=33), today))[RHR]
+            return engine.resting_hr(s, today)
+
+        return await data.derive("resting_hr", (RHR,), compute)
+
+    async def _readiness(self, data: UserData, today: date) -> tuple[
+            engine.ReadinessInsight, engine.HrvInsight, engine.DeviationInsight,
+            engine.SleepInsight]:
+        metrics = (HRV, SLEEP, RHR, "respiratory_rate", "temperature_deviation")
+
+        async def compute() -> tuple[engine.ReadinessInsight, engine.HrvInsight,
+                                     engine.DeviationInsight, engine.SleepInsight]:
+            # One read for all five series (a cold cache fetches them concurrently).
+            span = await data.series(metrics, today - timedelta(days=89), today)
+            h, r = await self._hrv(data, today), await self._resting_hr(data, today)
+            sl = await self._sleep(data, today)
+            return (engine.readiness(h, r, sl, span["respiratory_rate"],
+                                     span["temperature_deviation"], today), h, r, sl)
+
+        return await data.derive("readiness", metrics, compute)
+
     async def _load(self, data: UserData, today: date) -> engine.LoadInsight:
-        span = await data.series([ENERGY, STEPS], today - timedelta(days=28), today)
-        return engine.training_load(span[ENERGY], span[STEPS], today)
+        async def compute() -> engine.LoadInsight:
+            span = await data.series([ENERGY, STEPS], today - timedelta(days=28), today)
+            return engine.training_load(span[ENERGY], span[STEPS], today)
+
+        return await data.derive("load", (ENERGY, STEPS), compute)
 
     async def _periods(self, parsed: Parsed, data: UserData, today: date
-                       ) -> list[tuple[str, engine.PeriodInsight | None]]:
+                       ) -> tuple[tuple[str, engine.PeriodInsight | None], ...]:
         assert parsed.period is not None  # noqa: S101 - callers check
         current = engine.Window(parsed.period.start, parsed.period.end)
         other = (engine.Window(parsed.other.start, parsed.other.end) if parsed.other else
@@ -384,10 +467,18 @@ class Neuros:
         first = min(current.start, other.start) - timedelta(days=1)
         last = max(current.end, other.end)
         metrics = parsed.metrics[:4]
-        span = await data.series(metrics, first, min(last, today))
-        return [(m, engine.period(m, span[m], current, today,
-                                  other if parsed.other else None, keep_length=keep))
-                for m in metrics]
+
+        async def compute() -> tuple[tuple[str, engine.PeriodInsight | None], ...]:
+            span = await data.series(metrics, first, min(last, today))
+            return tuple((m, engine.period(m, span[m], current, today,
+                                           other if parsed.other else None, keep_length=keep))
+                         for m in metrics)
+
+        if first < today - timedelta(days=CACHE_DAYS - 1):
+            return await compute()  # read past the cache: nothing to remember it with
+        name = (f"periods:{','.join(metrics)}:{current.start}:{current.end}:"
+                f"{other.start}:{other.end}:{parsed.other is not None}:{keep}")
+        return await data.derive(name, metrics, compute)
 
     # --- LLM ------------------------------------------------------------------------------
 
