@@ -76,7 +76,9 @@ def breaker_states(health: dict[str, Any]) -> dict[str, str]:
     for key, entries in (health.get("checks") or {}).items():
         for entry in entries if isinstance(entries, list) else ():
             if isinstance(entry, dict) and entry.get("state") in BREAKER_STATES:
-                name = str(entry.get("componentId") or key.split(":")[0])
+                # "breaker:kafka" (the bridge's own keys) or "kafka:breaker" both name kafka.
+                parts = [part for part in key.split(":") if part != "breaker"] or [key]
+                name = str(entry.get("componentId") or parts[0])
                 states[name] = entry["state"]
     return states
 

@@ -75,7 +75,7 @@ class ServiceSet:
 
     @property
     def urls(self) -> dict[str, str]:
-        return {name: s.url for name, s in self.services.items()}
+        return {name: s.url for name, s in self.services.items() if s.port}
 
     @property
     def pids(self) -> dict[str, int]:
@@ -105,6 +105,15 @@ class ServiceSet:
                         [sys.executable, "-m", "auren", "serve", name, "--host", HOST,
                          "--port", str(service.port), "--workers", str(self.workers)],
                         stdout=log, stderr=subprocess.STDOUT, env=env)
+            if env.get("KAFKA_BOOTSTRAP_SERVERS") and env.get("POSTGRES_URL"):
+                # Full stack: the bridge's 202 means "in Kafka"; the sink moves it on into
+                # PostgreSQL. Without it nothing reaches the store. (No HTTP port: port 0.)
+                sink = Service("sink", 0, logs / "sink.log")
+                self.services["sink"] = sink
+                with sink.log_path.open("ab") as log:
+                    sink.process = subprocess.Popen(
+                        [sys.executable, "-m", "auren", "sink"], stdout=log,
+                        stderr=subprocess.STDOUT, env=env)
             deadline = time.monotonic() + timeout_s
             for service in self.services.values():
                 self._wait_ready(service, deadline)
@@ -115,6 +124,12 @@ class ServiceSet:
     @staticmethod
     def _wait_ready(service: Service, deadline: float) -> None:
         assert service.process is not None  # noqa: S101 - set by start()
+        if not service.port:  # no HTTP: alive a moment after start is all there is to see
+            time.sleep(1.0)
+            if service.process.poll() is not None:
+                raise EnvironmentBroken(f"{service.name} exited at start-up with "
+                                        f"{service.process.returncode}; see {service.log_path}")
+            return
         while True:
             if service.process.poll() is not None:
                 raise EnvironmentBroken(f"{service.name} exited at start-up with "

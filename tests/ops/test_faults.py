@@ -42,7 +42,7 @@ def test_a_bridge_that_accepts_garbage_fails_the_burst(embedded: Target) -> None
 def test_breaker_states_are_read_from_any_check_with_a_state() -> None:
     health = {"status": "warn", "checks": {
         "kafka:breaker": [{"componentId": "kafka", "state": "open"}],
-        "postgres:breaker": [{"state": "half_open"}],
+        "breaker:postgres": [{"state": "half_open", "observedValue": "half_open"}],
         "store:responseTime": [{"status": "pass", "observedValue": 1}],
         "uptime": [{"observedValue": 3}]}}
     assert breaker_states(health) == {"kafka": "open", "postgres": "half_open"}
