@@ -100,16 +100,14 @@ async def postgres_count(dsn: str, timeout_s: float) -> StoreCount:
     try:
         conn = await asyncpg.connect(dsn, timeout=timeout_s)
         try:
-            events = await conn.fetchval(f"SELECT count(*) FROM {EVENTS_TABLE}",  # noqa: S608
-                                         timeout=timeout_s)
-            jobs = await conn.fetchval(
-                f"SELECT count(*) FROM {JOBS_TABLE} WHERE to_regclass($1) IS NOT NULL",  # noqa: S608
-                JOBS_TABLE, timeout=timeout_s)
+            row = await conn.fetchrow(
+                f"SELECT (SELECT count(*) FROM {EVENTS_TABLE}) AS events, "  # noqa: S608
+                f"(SELECT count(*) FROM {JOBS_TABLE}) AS jobs", timeout=timeout_s)
         finally:
             await conn.close(timeout=timeout_s)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise ProbeFailed(f"count failed: {type(exc).__name__}") from None
-    return StoreCount(int(events), int(jobs or 0))
+    return StoreCount(int(row["events"]), int(row["jobs"]))
 
 
 # --- Redis --------------------------------------------------------------------------------------
