@@ -234,6 +234,14 @@ class Sink:
                 if not await self._backoff(exc, delay, stop, len(records)):
                     return False
                 delay = min(delay * 2, 5.0)
+            except Exception as exc:
+                # Not a known failure: keep the stream (nothing is skipped, no offset moves)
+                # and say so loudly; exiting would only stop the sink until a restart.
+                log.exception("sink write crashed; retrying the batch")
+                error = StoreUnavailable(f"unexpected {type(exc).__name__}")
+                if not await self._backoff(error, delay, stop, len(records)):
+                    return False
+                delay = min(delay * 2, 5.0)
 
     async def _write_one_by_one(self, records: list[DeliveryRecord],
                                 stop: asyncio.Event) -> bool:

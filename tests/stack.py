@@ -299,3 +299,79 @@ def check_exactly_once(url: str, prefix: str, load: LoadResult, *,
     unexpected = set(counts) - accepted - load.record_ids(ok=False)
     assert not unexpected, f"{len(unexpected)} stored records were never sent"
     return counts
+
+
+@dataclass
+class BridgeProcess:
+    """``auren serve bridge`` on a fixed port and data dir, so that it can be killed and
+    started again on both (what it spooled must be replayed by its successor)."""
+
+    env: dict[str, str]
+    data_dir: Path
+    log_dir: Path
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        import httpx
+
+        if not self.port:
+            self.port = _free_ports(1)[0]
+        env = service_env(self.env, self.data_dir)
+        log_path = self.log_dir / f"bridge-{self.port}-{len(self.logs)}.log"
+        self.logs.append(log_path)
+        with log_path.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "auren", "serve", "bridge", "--port", str(self.port)],
+                env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"bridge exited early:\n{self.log()}")
+            try:
+                if httpx.get(self.base_url + "/health", timeout=2).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bridge not ready in {timeout:.0f} s:\n{self.log()}")
+            time.sleep(0.1)
+
+    def log(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-20000:] for p in self.logs)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def health(self) -> dict[str, Any]:
+        import httpx
+
+        body: dict[str, Any] = httpx.get(self.base_url + "/health", timeout=10).json()
+        return body
+
+    def metric(self, name: str) -> dict[str, float]:
+        """Every sample of one Prometheus metric: {label text: value}."""
+        import httpx
+
+        samples = {}
+        for line in httpx.get(self.base_url + "/metrics", timeout=10).text.splitlines():
+            if line.startswith(name):
+                labels, _, value = line[len(name):].rpartition(" ")
+                samples[labels] = float(value)
+        return samples

@@ -55,7 +55,8 @@ log = logging.getLogger("auren.store")
 COMPONENT = "events"
 # pg_advisory_xact_lock key of every schema change AUREN makes ("AUREN" in ASCII).
 _LOCK_KEY = 0x4155_5245_4E
-_CONNECTION_LOST = (asyncpg.InterfaceError, asyncpg.exceptions.PostgresConnectionError, OSError)
+_CONNECTION_LOST = (asyncpg.InterfaceError, asyncpg.exceptions.PostgresConnectionError,
+                    asyncpg.exceptions.InternalClientError, OSError)
 
 # --- schema --------------------------------------------------------------------------------------
 
@@ -326,7 +327,18 @@ class PostgresStore:
 
         async def attempt() -> T:
             async with self._pool.acquire(timeout=self._timeout_s) as conn:
-                return await fn(conn)
+                try:
+                    return await fn(conn)
+                except asyncpg.PostgresError as exc:
+                    if isinstance(exc, asyncpg.exceptions.PostgresConnectionError):
+                        conn.terminate()
+                    raise  # a server-reported error: the connection itself is fine
+                except BaseException:
+                    # Cut off mid-operation (server gone, timeout, cancellation): its protocol
+                    # state is unknown ("another operation is in progress"), so it is never
+                    # handed out again; the pool opens a fresh one.
+                    conn.terminate()
+                    raise
 
         async def guarded() -> T:
             try:
