@@ -110,8 +110,7 @@ async def test_an_unreachable_broker_fails_open_within_its_timeout():
 @pytest.mark.slow
 async def test_a_publish_that_gets_no_report_in_time_is_a_timeout(bus):
     # Stop the poller: no delivery report can be served, exactly as when the broker hangs.
-    bus._stop.set()
-    await asyncio.to_thread(bus._poller.join, 5)
+    await bus._stop_poller()
     errors = await bus.publish([record_of(delivery("late", "u", range(1)))], timeout_s=0.3)
     assert [type(e).__name__ for e in errors] == ["PublishTimeout"]
     assert bus.failures["PublishTimeout"] == 1

@@ -33,6 +33,7 @@ def _client(full_stack) -> redis.Redis:
 async def test_a_remembered_key_is_seen_by_every_process(cache, full_stack):
     assert await cache.seen("auren:msg_1") is False
     await cache.remember(["auren:msg_1"])
+    await cache.flush()
     assert await cache.seen("auren:msg_1") is True
     other = RedisCache(full_stack.urls["REDIS_URL"], prefix=cache.prefix, local_capacity=0)
     await other.open()
@@ -45,6 +46,7 @@ async def test_a_remembered_key_is_seen_by_every_process(cache, full_stack):
 
 async def test_every_key_has_a_ttl_and_the_prefix(cache, full_stack):
     await cache.remember([f"p:{i}" for i in range(5)])
+    await cache.flush()
     assert await cache.within_rate("provider:auren", 100)
     assert await cache.set_json("summary:u1", {"hrv": 55.5}, ttl_s=30)
     assert await cache.get_json("summary:u1") == {"hrv": 55.5}
