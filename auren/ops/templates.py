@@ -50,7 +50,7 @@ Reconciliation: **{{ run.reconciliation.status | upper_status }}** — {{ run.re
 | step | engine | achieved/s | p50 | p95 | p99 | p99.9 | max | errors | 503 | bridge CPU peak | RSS peak | ERROR lines | note |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 {% for s in run.load_steps %}
-| {{ s.label }} | {{ s.engine }}/{{ s.model }} | {{ s.achieved_rate | fmt(0) }} | {{ s.latency_ms.p50 | fmt }} | {{ s.latency_ms.p95 | fmt }} | {{ s.latency_ms.p99 | fmt }} | {{ s.latency_ms['p99.9'] | fmt }} | {{ s.latency_ms.max | fmt }} | {{ s.error_rate | pct }} | {{ s.statuses.get('503', 0) }} | {{ (s.server.bridge.cpu_peak_pct if s.server.bridge else None) | fmt }} % | {{ (s.server.bridge.rss_peak_mb if s.server.bridge else None) | fmt }} MB | {{ s.error_lines.values() | sum }} | {{ 'INVALID: ' ~ s.invalid_reason if s.invalid else '' }} |
+| {{ s.label }} | {{ s.engine }}/{{ s.model }} | {{ s.achieved_rate | fmt(0) }} | {{ s.latency_ms.p50 | fmt }} | {{ s.latency_ms.p95 | fmt }} | {{ s.latency_ms.p99 | fmt }} | {{ s.latency_ms['p99.9'] | fmt }} | {{ s.latency_ms.max | fmt }} | {{ s.error_rate | pct }} | {{ s.statuses.get('503', 0) }} | {{ (s.server.get('bridge') or {}).get('cpu_peak_pct') | fmt }} % | {{ (s.server.get('bridge') or {}).get('rss_peak_mb') | fmt }} MB | {{ s.error_lines.values() | sum }} | {{ 'INVALID: ' ~ s.invalid_reason if s.invalid else '' }} |
 {% endfor %}
 
 {% if run.faults %}
@@ -156,8 +156,8 @@ HTML = """\
 <td class="num">{{ s.latency_ms.p99 | fmt }}</td><td class="num">{{ s.latency_ms['p99.9'] | fmt }}</td>
 <td class="num">{{ s.latency_ms.max | fmt }}</td><td class="num">{{ s.error_rate | pct }}</td>
 <td class="num">{{ s.statuses.get('503', 0) }}</td>
-<td class="num">{{ (s.server.bridge.cpu_peak_pct if s.server.bridge else None) | fmt }} %</td>
-<td class="num">{{ (s.server.bridge.rss_peak_mb if s.server.bridge else None) | fmt }} MB</td>
+<td class="num">{{ (s.server.get('bridge') or {}).get('cpu_peak_pct') | fmt }} %</td>
+<td class="num">{{ (s.server.get('bridge') or {}).get('rss_peak_mb') | fmt }} MB</td>
 <td class="num">{{ s.error_lines.values() | sum }}</td>
 <td class="{{ 'invalid' if s.invalid else '' }}">{{ 'INVALID: ' ~ s.invalid_reason if s.invalid else '' }}</td></tr>
 {% endfor %}

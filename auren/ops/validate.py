@@ -174,7 +174,7 @@ def run_validation(target: Target, plan: Plan, *, log: Log,
         if plan.faults:
             done = phase("faults")
             fault_result.checks.append(asyncio.run(faults.malformed_burst(target)))
-            dependency = faults.dependency_faults(target)
+            dependency = faults.dependency_faults(target, unaffected_ms=row.latency_ms)
             fault_result.checks.extend(dependency.checks)
             fault_result.steps.extend(dependency.steps)
             load_steps.extend(dependency.steps)
