@@ -18,8 +18,6 @@ from auren.ingest.breaker import CircuitBreaker, CircuitOpen
 from auren.providers.base import Delivery
 from tests.adapters.test_sqlite import delivery
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 def database(full_stack) -> str:
@@ -49,6 +47,7 @@ def _event_at(start: datetime, record: str) -> Delivery:
     return Delivery(provider="auren", delivery_key=record, events=[event])
 
 
+@pytest.mark.slow
 async def test_migrations_are_versioned_per_component_and_idempotent(database):
     for _ in range(2):
         s = PostgresStore(database)
@@ -63,6 +62,7 @@ async def test_migrations_are_versioned_per_component_and_idempotent(database):
     assert meta[0] == "native"
 
 
+@pytest.mark.slow
 async def test_concurrent_starts_migrate_once(database):
     stores = [PostgresStore(database) for _ in range(4)]
     await asyncio.gather(*(s.open() for s in stores))
@@ -71,6 +71,7 @@ async def test_concurrent_starts_migrate_once(database):
         await s.close()
 
 
+@pytest.mark.slow
 async def test_monthly_partitions_around_now_plus_a_default(store, database):
     now = datetime.now(UTC)
     rows = await _fetch(database, "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) "
@@ -87,6 +88,7 @@ async def test_monthly_partitions_around_now_plus_a_default(store, database):
     assert key[0] == "UNIQUE (event_id, start)"
 
 
+@pytest.mark.slow
 async def test_no_row_is_refused_and_a_new_partition_takes_its_rows(store, database):
     far = datetime(2031, 5, 17, 8, 0, tzinfo=UTC)
     results = await store.write_batch([_event_at(far, "far-1"), _event_at(far, "far-2")])
@@ -109,6 +111,7 @@ async def test_no_row_is_refused_and_a_new_partition_takes_its_rows(store, datab
     assert await store.ensure_partitions(now=far) == ()
 
 
+@pytest.mark.slow
 async def test_the_sink_path_writes_records_without_results(store):
     records = [record_of(delivery(f"k{i}", "s", range(i, i + 3), jobs=1)) for i in range(5)]
     assert await store.write_records(records, results=False) == []
@@ -117,11 +120,13 @@ async def test_the_sink_path_writes_records_without_results(store):
     assert await store.count_fetch_jobs() == 5
 
 
+@pytest.mark.slow
 async def test_a_malformed_cursor_is_a_client_error(store):
     with pytest.raises(MalformedPayload):
         await store.query_events(EventQuery(user_id="u", after=(datetime.now(UTC), "zzz")))
 
 
+@pytest.mark.slow
 async def test_a_newer_schema_is_refused(database, store):
     await _fetch(database, "UPDATE schema_migrations SET version = 99 WHERE component = 'events'")
     conn = await asyncpg.connect(database, timeout=10)
@@ -132,6 +137,7 @@ async def test_a_newer_schema_is_refused(database, store):
         await conn.close(timeout=10)
 
 
+@pytest.mark.slow
 async def test_an_unreachable_server_is_store_unavailable_within_the_timeout(full_stack):
     url = full_stack.new_database()
     port = full_stack.cfg.postgres_port
@@ -143,6 +149,7 @@ async def test_an_unreachable_server_is_store_unavailable_within_the_timeout(ful
     assert asyncio.get_running_loop().time() - started < 10
 
 
+@pytest.mark.slow
 async def test_failures_feed_the_breaker_and_an_open_breaker_refuses_fast(database):
     breaker = CircuitBreaker("postgres", min_calls=2, open_s=60)
     s = PostgresStore(database, breaker=breaker)
@@ -159,6 +166,7 @@ async def test_failures_feed_the_breaker_and_an_open_breaker_refuses_fast(databa
         await s.close()
 
 
+@pytest.mark.slow
 async def test_reads_survive_connections_closed_by_the_server(store, database):
     await store.write_batch([delivery("r", "r", range(2))])
     await _fetch(database, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -170,3 +178,52 @@ async def test_reads_survive_connections_closed_by_the_server(store, database):
 def test_the_window_of_partitions_wraps_years():
     assert partition_name(datetime(2026, 12, 3, tzinfo=UTC) + timedelta(days=40)) == \
         "biometric_events_y2027m01"
+
+
+class _RecordingConnection:
+    """Just enough of an asyncpg connection to run the first migration and record its SQL:
+    TimescaleDB is not installed here, so its branch is checked by what it would execute."""
+
+    def __init__(self, timescale: bool) -> None:
+        self.timescale = timescale
+        self.sql: list[str] = []
+
+    async def execute(self, sql: str, *args: object) -> str:
+        self.sql.append(sql)
+        if "CREATE EXTENSION" in sql and not self.timescale:
+            raise asyncpg.exceptions.FeatureNotSupportedError(
+                'extension "timescaledb" is not available')
+        return "OK"
+
+    def transaction(self):
+        connection = self
+
+        class _Savepoint:
+            async def __aenter__(self) -> None:
+                connection.sql.append("SAVEPOINT")
+
+            async def __aexit__(self, *exc: object) -> bool:
+                connection.sql.append("ROLLBACK TO SAVEPOINT" if exc[0] else "RELEASE")
+                return False
+
+        return _Savepoint()
+
+
+@pytest.mark.parametrize("timescale", [True, False])
+async def test_the_first_migration_takes_timescale_when_the_extension_works(timescale):
+    from auren.adapters.postgres import _migration_1
+
+    conn = _RecordingConnection(timescale)
+    await _migration_1(conn)
+    script = "\n".join(conn.sql)
+    assert "CREATE EXTENSION IF NOT EXISTS timescaledb" in script
+    assert "UNIQUE (event_id, start)" in script
+    assert "biometric_events_user_metric_start" in script
+    if timescale:
+        assert "create_hypertable('biometric_events', 'start'" in script
+        assert "PARTITION BY" not in script
+    else:
+        assert "ROLLBACK TO SAVEPOINT" in script, "the failed attempt must not abort the migration"
+        assert "PARTITION BY RANGE (start)" in script
+        assert "PARTITION OF biometric_events DEFAULT" in script
+        assert "create_hypertable" not in script

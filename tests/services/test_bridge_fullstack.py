@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -108,3 +109,26 @@ def test_kafka_without_postgres_is_refused_at_start(full_stack, tmp_path):
                           env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode != 0
     assert "needs POSTGRES_URL" in done.stdout + done.stderr
+
+
+def test_neuros_reads_what_the_bridge_wrote_from_postgres(plane, tmp_path):
+    bridge, env = plane
+    today = datetime.now(UTC).date()
+    events = [{"metric": "resting_heart_rate", "value": 52 + d % 3, "unit": "/min",
+               "start": f"{today - timedelta(days=d)}T06:00:00Z", "id": f"neu-rhr-{d}"}
+              for d in range(1, 15)]
+    body = native_body("neu-user", events)
+    answer = httpx.post(bridge.base_url + "/webhooks/auren", content=body,
+                        headers=native_headers(body), timeout=10)
+    assert answer.status_code == 202
+    wait_for_records(env["POSTGRES_URL"], "neu-user", {e["id"] for e in events})
+    with run_server("neuros", tmp_path, env) as neuros:
+        health = httpx.get(neuros.base_url + "/health", timeout=10).json()
+        assert health["mode"] == "full"
+        assert health["checks"]["store:responseTime"][0]["componentId"] == "postgresql"
+        chat = httpx.post(neuros.base_url + "/chat", timeout=30, json={
+            "user_id": "neu-user", "message": "What is my resting heart rate lately?"})
+        assert chat.status_code == 200, chat.text
+        evidence = chat.json()["evidence"]
+        assert any(item["metric"] == "resting_heart_rate" and item["n_days"] >= 7
+                   for item in evidence), evidence
