@@ -68,7 +68,8 @@ class BridgeMetrics:
 
 # Fields a log record may carry besides the message; everything else is dropped.
 _ALLOWED = frozenset({"provider", "status", "error", "batch", "method", "path", "duration_ms",
-                      "service", "port", "workers", "mode", "count", "detail", "state"})
+                      "service", "port", "workers", "mode", "count", "detail", "state",
+                      "breaker"})
 
 
 class JsonFormatter(logging.Formatter):
