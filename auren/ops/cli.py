@@ -393,8 +393,9 @@ def faults(
     neuros: Neuros = None, legacy: Legacy = None, bridge: Bridge = None,
     gateway: Gateway = None, deployed: Deployed = False, data_dir: DataDir = None,
     as_json: JsonOut = False,
-    mode: Annotated[str, typer.Option(help="How a dependency is failed: pause (SIGSTOP) or "
-                                           "kill (SIGKILL, then restart).")] = "pause",
+    mode: Annotated[str, typer.Option(help="How a dependency is failed: kill (SIGKILL, then "
+                                           "restart), pause (SIGSTOP: hung, connections "
+                                           "open) or both.")] = "kill",
     fault_s: Annotated[float, typer.Option(min=1, max=300,
                                            help="How long each fault lasts, s.")] = 8.0,
     rate: Annotated[float, typer.Option(min=1, max=10_000,
@@ -407,8 +408,8 @@ def faults(
     from auren.ops import faults as fault_ops
 
     err = Console(stderr=True)
-    if mode not in ("pause", "kill"):
-        err.print("[red]--mode pause|kill[/red]")
+    if mode not in ("pause", "kill", "both"):
+        err.print("[red]--mode kill|pause|both[/red]")
         raise typer.Exit(USAGE)
     with _target(neuros, legacy, bridge, gateway, deployed, data_dir, err) as target:
         result = fault_ops.FaultsResult()

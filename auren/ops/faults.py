@@ -7,7 +7,8 @@
    dependency).
 2. **Dependency faults** (full stack, servers started by ``auren infra``): each configured
    dependency is made to fail (paused with SIGSTOP, or killed and restarted) while an
-   open-model load runs. Expected: the bridge's breaker for it opens; every answer is a 2xx or
+   open-model load runs (``mode``: kill = a crash, then a restart; pause = a hung server
+   whose connections stay open, the harder case; both). Expected: the bridge's breaker for it opens; every answer is a 2xx or
    a 503 with ``Retry-After`` (never another 5xx, never a timeout); after the dependency is
    back the breaker goes half-open and closes; the reconciliation shows 0 lost.
 
@@ -208,7 +209,7 @@ def _configured(target: Target) -> list[str]:
 
 
 def dependency_faults(target: Target, *, fault_s: float = 8.0, recover_s: float = 30.0,
-                      rate: float = 40.0, mode: str = "pause", unaffected_ms: float = 500.0
+                      rate: float = 40.0, mode: str = "kill", unaffected_ms: float = 500.0
                       ) -> FaultsResult:
     """Each configured dependency failed in turn under load (see the module docstring).
 
@@ -245,11 +246,12 @@ def dependency_faults(target: Target, *, fault_s: float = 8.0, recover_s: float 
                                             f"no breaker named after {dependency} in /health "
                                             f"({', '.join(states)})"))
             continue
-        check, step = _one_fault(target, cfg, dependency, breaker, fault_s=fault_s,
-                                 recover_s=recover_s, rate=rate, mode=mode,
-                                 unaffected_ms=unaffected_ms)
-        result.checks.append(check)
-        result.steps.append(step)
+        for how in (("kill", "pause") if mode == "both" else (mode,)):
+            check, step = _one_fault(target, cfg, dependency, breaker, fault_s=fault_s,
+                                     recover_s=recover_s, rate=rate, mode=how,
+                                     unaffected_ms=unaffected_ms)
+            result.checks.append(check)
+            result.steps.append(step)
     return result
 
 

@@ -174,7 +174,9 @@ def run_validation(target: Target, plan: Plan, *, log: Log,
         if plan.faults:
             done = phase("faults")
             fault_result.checks.append(asyncio.run(faults.malformed_burst(target)))
-            dependency = faults.dependency_faults(target, unaffected_ms=row.latency_ms)
+            # Quick: a crash of each dependency; full: a crash and a hang (pause) of each.
+            dependency = faults.dependency_faults(target, unaffected_ms=row.latency_ms,
+                                                  mode="kill" if plan.quick else "both")
             fault_result.checks.extend(dependency.checks)
             fault_result.steps.extend(dependency.steps)
             load_steps.extend(dependency.steps)
