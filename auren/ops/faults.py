@@ -8,9 +8,10 @@
 2. **Dependency faults** (full stack, servers started by ``auren infra``): each configured
    dependency is made to fail (paused with SIGSTOP, or killed and restarted) while an
    open-model load runs (``mode``: kill = a crash, then a restart; pause = a hung server
-   whose connections stay open, the harder case; both). Expected: the bridge's breaker for it opens; every answer is a 2xx or
-   a 503 with ``Retry-After`` (never another 5xx, never a timeout); after the dependency is
-   back the breaker goes half-open and closes; the reconciliation shows 0 lost.
+   whose connections stay open, the harder case; both). Expected: the bridge's breaker for
+   it opens; every answer is a 2xx or a 503 with ``Retry-After`` (never another 5xx, never
+   a timeout); after the dependency is back the breaker goes half-open and closes; the
+   reconciliation shows 0 lost.
 
 The breaker states are read from the bridge's ``/health``: any check entry carrying a
 ``state`` of closed/open/half_open is a breaker, named by its check key. A bridge that exposes
