@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -322,7 +323,7 @@ def loadtest(
         err.print("[red]--endpoint webhooks|chat|health, --model closed|open, "
                   "--engine auto|builtin|wrk[/red]")
         raise typer.Exit(USAGE)
-    if engine == "wrk" and (model == "open" or not __import__("shutil").which("wrk")):
+    if engine == "wrk" and (model == "open" or not shutil.which("wrk")):
         err.print("[red]--engine wrk needs wrk installed and the closed model[/red]")
         raise typer.Exit(USAGE)
     try:
