@@ -107,10 +107,29 @@ class FullStack:
         return Settings.model_validate({k.lower(): v for k, v in env.items()})
 
 
+def _running_config(data_dir: Path) -> InfraConfig:
+    """The config of the stack `auren infra up` started in ``data_dir``: its ports come from
+    what ``up`` recorded, so CI needs to pass the data dir only (and no URL or port variable
+    leaks into the settings of the tests that expect the embedded defaults)."""
+    probe = InfraConfig(data_dir=data_dir)
+    ports: dict[str, int] = {}
+    for name in infra.SERVER_NAMES:
+        record = infra.read_record(probe, name)
+        if record is None:
+            raise RuntimeError(f"{CI_DATA_DIR_ENV}={data_dir}: no {name} started there by "
+                               "`auren infra up`")
+        ports.update(record.ports)
+    return InfraConfig(data_dir=data_dir, kafka_port=ports["broker"],
+                       kafka_controller_port=ports["controller"],
+                       postgres_port=ports["postgres"], redis_port=ports["redis"],
+                       # Generated and kept in the data dir unless CI chose one.
+                       postgres_password=os.environ.get("AUREN_POSTGRES_PASSWORD") or None)
+
+
 def start_stack() -> Iterator[FullStack]:
     ci_dir = os.environ.get(CI_DATA_DIR_ENV)
     if ci_dir:
-        cfg = InfraConfig.from_settings(Settings(), data_dir=Path(ci_dir))
+        cfg = _running_config(Path(ci_dir))
         stack = FullStack(cfg, owned=False)
         stack.ensure_up()
         try:
