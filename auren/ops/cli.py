@@ -98,21 +98,29 @@ def serve_all(
     settings = Settings()
     services = ServiceSet(data_dir or settings.auren_data_dir, dict(os.environ),
                           dict(DEFAULT_PORTS), workers=workers)
+    code = OK
     try:
         services.start()
+        table = Table(title=f"AUREN ({'embedded' if settings.embedded else 'full stack'})")
+        for column in ("service", "url", "pid", "log"):
+            table.add_column(column)
+        for name, service in services.services.items():
+            table.add_row(name, service.url if service.port else "-", str(service.pid),
+                          str(service.log_path))
+        console.print(table)
+        console.print(f"dashboard: {services.services['gateway'].url}/  — Ctrl-C stops them "
+                      "all")
+        code = serve_all_forever(services)
+        if code:
+            console.print(f"[red]a service died: {', '.join(services.dead())}; stopping "
+                          "all[/red]")
     except EnvironmentBroken as exc:
         console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(ENVIRONMENT) from None
-    table = Table(title=f"AUREN ({'embedded' if settings.embedded else 'full stack'})")
-    for column in ("service", "url", "pid", "log"):
-        table.add_column(column)
-    for name, service in services.services.items():
-        table.add_row(name, service.url, str(service.pid), str(service.log_path))
-    console.print(table)
-    console.print(f"dashboard: {services.services['gateway'].url}/  — Ctrl-C stops all four")
-    code = serve_all_forever(services)
-    if code:
-        console.print(f"[red]a service died: {', '.join(services.dead())}; stopped all[/red]")
+        code = ENVIRONMENT
+    except KeyboardInterrupt:
+        pass  # Ctrl-C before the signal handlers were in place: the same graceful stop
+    finally:
+        services.stop()
     raise typer.Exit(code)
 
 

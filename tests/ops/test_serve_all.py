@@ -31,9 +31,10 @@ def _free(port: int) -> bool:
 def test_serve_all_starts_four_services_and_stops_them_on_sigint(tmp_path: Path) -> None:
     if not all(_free(port) for port in DEFAULT_PORTS.values()):
         pytest.skip("a default port (8000/8888/8889/9000) is taken on this machine")
-    process = subprocess.Popen([sys.executable, "-m", "auren", "serve", "all", "--data-dir",
-                                str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+    with (tmp_path / "serve-all.log").open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "auren", "serve", "all",
+                                    "--data-dir", str(tmp_path)], cwd=ROOT, stdout=out,
+                                   stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -43,7 +44,7 @@ def test_serve_all_starts_four_services_and_stops_them_on_sigint(tmp_path: Path)
                     break
             except (httpx.HTTPError, ValueError):
                 pass
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert process.poll() is None, (tmp_path / "serve-all.log").read_text()
             assert time.monotonic() < deadline, "serve all did not become healthy"
             time.sleep(0.2)
         children = psutil.Process(process.pid).children()
