@@ -72,34 +72,17 @@ def recommendations(run: dict[str, Any]) -> list[str]:
                        f"{cpu:.0f} %: MAX_CONCURRENT_WEBHOOKS/MAX_QUEUED_WEBHOOKS, not the "
                        "machine, set the ceiling.")
         else:
+            durable = ("the durable step (Kafka's acknowledgements)"
+                       if run.get("mode") == "full stack" else
+                       "the store's commit and fsync, i.e. the disk")
             out.append(f"**Latency grew before CPU saturated** {where}: the bridge's CPU "
                        f"peaked at {cpu:.0f} % of {100 * cores} %, so requests were waiting "
-                       "on the store (commit and fsync): the disk is the first resource to "
-                       "look at.")
+                       f"on {durable}: that is the first resource to look at.")
 
     # 3. MAX_CONCURRENT_WEBHOOKS from the knee of the throughput curve
     knee = _knee(ramp, stress)
     if knee is not None:
-        step, top, last = knee
-        current = run.get("environment", {}).get("max_concurrent_webhooks")
-        shed = sum(int(s["statuses"].get("503", 0)) for s in _valid_steps(ramp, stress)
-                   if s["connections"] <= step["connections"])
-        rate, mean_s = step["achieved_rate"], step["latency_ms"].get("mean", 0.0) / 1000
-        text = (f"**MAX_CONCURRENT_WEBHOOKS:** throughput reached {rate:.0f} req/s "
-                f"({rate / top:.0%} of the best, {top:.0f} req/s) at {step['connections']} "
-                f"concurrent webhooks, with {rate * mean_s:.0f} in flight by Little's law; "
-                f"beyond that, concurrency only queued (p95 {step['latency_ms']['p95']:.0f} ms "
-                f"→ {last['latency_ms']['p95']:.0f} ms at {last['connections']}). The data "
-                f"supports a limit of at most {step['connections']}")
-        if current:
-            if shed:
-                text += (f"; {shed} requests were shed with 503 at or below that concurrency "
-                         f"with the configured {current}: raise it towards "
-                         f"{step['connections']}")
-            else:
-                text += (f"; the configured {current} shed nothing up to there: keep it "
-                         "(a higher limit only lengthens the queue in front of the store)")
-        out.append(text + ".")
+        out.append(_concurrency_advice(run, knee, _valid_steps(ramp, stress)))
 
     # 4. workers
     cpus = int(run.get("environment", {}).get("cpu_count", 1) or 1)
@@ -164,6 +147,34 @@ def recommendations(run: dict[str, Any]) -> list[str]:
         if check["status"] == "fail":
             out.append(f"**Fault handling:** {check['name']} failed: {check['detail']}.")
     return out
+
+
+def _concurrency_advice(run: dict[str, Any],
+                        knee: tuple[dict[str, Any], float, dict[str, Any]],
+                        steps: list[dict[str, Any]]) -> str:
+    at, top, last = knee
+    level = at["connections"]
+    rate, mean_s = at["achieved_rate"], at["latency_ms"].get("mean", 0.0) / 1000
+    if level >= last["connections"]:
+        return (f"**MAX_CONCURRENT_WEBHOOKS:** throughput was still at its best ({rate:.0f} "
+                f"req/s) at the highest concurrency tried, {level}: no knee yet, so the data "
+                f"supports at least {level} concurrent webhooks; extend --ramp to find the "
+                "limit.")
+    current = run.get("environment", {}).get("max_concurrent_webhooks")
+    shed = sum(int(s["statuses"].get("503", 0)) for s in steps if s["connections"] <= level)
+    text = (f"**MAX_CONCURRENT_WEBHOOKS:** throughput reached {rate:.0f} req/s ({rate / top:.0%} "
+            f"of the best, {top:.0f} req/s) at {level} concurrent webhooks, with "
+            f"{rate * mean_s:.0f} in flight by Little's law; beyond that, concurrency only "
+            f"queued (p95 {at['latency_ms']['p95']:.0f} ms → {last['latency_ms']['p95']:.0f} ms "
+            f"at {last['connections']}). The data supports a limit of at most {level}")
+    if current:
+        if shed:
+            text += (f"; {shed} requests were shed with 503 at or below that concurrency with "
+                     f"the configured {current}: raise it towards {level}")
+        else:
+            text += (f"; the configured {current} shed nothing up to there: keep it (a higher "
+                     "limit only lengthens the queue in front of the durable step)")
+    return text + "."
 
 
 def _valid_steps(ramp: dict[str, Any] | None, stress: dict[str, Any] | None
