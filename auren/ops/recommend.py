@@ -168,9 +168,13 @@ def _concurrency_advice(run: dict[str, Any],
             f"queued (p95 {at['latency_ms']['p95']:.0f} ms → {last['latency_ms']['p95']:.0f} ms "
             f"at {last['connections']}). The data supports a limit of at most {level}")
     if current:
-        if shed:
+        if shed and current < level:
             text += (f"; {shed} requests were shed with 503 at or below that concurrency with "
                      f"the configured {current}: raise it towards {level}")
+        elif current > level:
+            text += (f"; the configured {current} is above that: {level} would lose no "
+                     "throughput and bound the work in flight (the rest waits in the "
+                     "admission queue, then gets 503 + Retry-After)")
         else:
             text += (f"; the configured {current} shed nothing up to there: keep it (a higher "
                      "limit only lengthens the queue in front of the durable step)")

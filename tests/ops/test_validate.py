@@ -95,6 +95,9 @@ def test_recommendations_follow_the_numbers() -> None:
     assert any("CPU saturated first" in t and "99 %" in t for t in texts)
     assert any("--workers 3" in t for t in texts)
     assert any("at most 50" in t and "keep it" in t for t in texts)
+    cpu_bound["environment"]["max_concurrent_webhooks"] = 200
+    assert any("configured 200 is above that: 50 would lose no throughput" in t
+               for t in recommend.recommendations(cpu_bound))
 
     shedding = {"ramp": {"steps": [step(50, 3000, 40, 20, shed=30), step(200, 3050, 45, 300,
                                                                          shed=900)],
