@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path,
                         help="use the stack `auren infra up --data-dir DIR` runs (ports from "
                              "AUREN_*_PORT) instead of a private one")
-    parser.add_argument("--warmup", type=int, default=15,
+    parser.add_argument("--warmup", type=int, default=30,
                         help="seconds of an uncounted first run (0: none): a fresh Kafka JVM "
                              "spends its first seconds compiling, which is not throughput")
     parser.add_argument("--keep", action="store_true", help="keep each run's database")
