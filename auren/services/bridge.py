@@ -43,6 +43,7 @@ from auren.providers import PROVIDER_CLASSES, build_providers
 from auren.providers.base import WebhookRequest
 from auren.services import dataplane
 from auren.services.auth import ReadAuth
+from auren.services.body import receive_capped
 from auren.services.problem import install_problem_handlers, problem_for, problem_responses
 from auren.services.runtime import tune_gc_for_serving
 from auren.settings import Settings
@@ -107,19 +108,7 @@ class WebhookEndpoint:
                 raise MalformedPayload("invalid Content-Length")
             if int(declared) > limit:
                 raise PayloadTooLarge(f"body exceeds {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnect
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"body exceeds {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return await receive_capped(receive, limit)
 
 
 def webhook_provider(path: str) -> str | None:

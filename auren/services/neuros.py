@@ -46,6 +46,7 @@ from auren.neuros.memory import ConversationStore, SQLiteConversations
 from auren.neuros.metrics import NeurosMetrics
 from auren.neuros.ratelimit import RateLimiter
 from auren.services.auth import ReadAuth
+from auren.services.body import receive_capped
 from auren.services.bridge import build_store
 from auren.services.problem import (
     install_problem_handlers,
@@ -155,23 +156,6 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"body exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-async def _receive_body(receive: Receive, limit: int) -> bytes:
-    """``read_body`` for the raw lane, straight from ASGI messages."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 @dataclass(slots=True)
@@ -290,7 +274,7 @@ class ChatService:
 
         async def body() -> bytes:
             _check_declared(encoding, declared, self._max_body)
-            return await _receive_body(receive, self._max_body)
+            return await receive_capped(receive, self._max_body)
 
         path: str = scope["path"]
         try:
