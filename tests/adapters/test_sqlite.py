@@ -1,3 +1,5 @@
+"""SQLite-only behaviour; what every store must do is in test_store_contract.py, run on both."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -5,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from auren.adapters.base import EventQuery
 from auren.adapters.sqlite import SQLiteStore
 from auren.errors import StoreUnavailable
 from auren.events import FetchJob, fetch_job_id, make_event
@@ -33,33 +34,6 @@ async def store(tmp_path):
     await s.close()
 
 
-async def test_group_write_reports_per_delivery_results(store):
-    results = await store.write_batch([
-        delivery("a", "u1", range(3), jobs=2),
-        delivery("b", "u1", range(2, 5)),  # day 2 overlaps delivery a
-        delivery("a", "u1", range(3)),  # the same delivery again in the same batch
-    ])
-    assert [(r.accepted, r.duplicates, r.duplicate_delivery) for r in results] == [
-        (5, 0, False), (2, 1, False), (0, 3, True)]
-    assert await store.count_events() == 5
-    assert await store.count_events("u1") == 5
-    assert await store.count_fetch_jobs() == 2
-
-
-async def test_query_orders_filters_and_pages(store):
-    await store.write_batch([delivery("a", "u1", range(10)), delivery("b", "u2", range(4))])
-    everything = await store.query_events(EventQuery(user_id="u1", limit=100))
-    assert [e.value for e in everything] == [40 + d for d in range(10)]
-    first = await store.query_events(EventQuery(user_id="u1", limit=4))
-    rest = await store.query_events(EventQuery(user_id="u1", limit=100,
-                                               after=(first[-1].start, first[-1].event_id)))
-    assert [e.event_id for e in first + rest] == [e.event_id for e in everything]
-    window = await store.query_events(EventQuery(user_id="u1", since=T0 + timedelta(days=2),
-                                                 until=T0 + timedelta(days=4)))
-    assert [e.start for e in window] == [T0 + timedelta(days=2), T0 + timedelta(days=3)]
-    assert await store.query_events(EventQuery(user_id="u1", metric="steps")) == []
-
-
 async def test_migrations_are_recorded_and_idempotent(tmp_path):
     path = tmp_path / "auren.sqlite3"
     for _ in range(2):
@@ -83,9 +57,3 @@ async def test_a_failed_write_commits_nothing_and_raises_store_unavailable(store
     with sqlite3.connect(tmp_path / "db" / "auren.sqlite3") as conn:
         assert conn.execute("SELECT count(*) FROM deliveries WHERE delivery_key = 'c'"
                             ).fetchone()[0] == 0
-
-
-async def test_ping_reports_a_round_trip(store):
-    facts = await store.ping()
-    assert facts["engine"] == "sqlite"
-    assert facts["responseTime_ms"] >= 0
