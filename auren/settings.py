@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # Redis: every key AUREN writes starts with the prefix and has a TTL.
     redis_key_prefix: str = Field(default="auren:", max_length=64)
     redis_dedup_ttl_s: int = Field(default=3 * 86_400, ge=1, le=90 * 86_400)
+    # NEUROS's daily series shared between its processes: an entry is used only while the
+    # user's event count is unchanged, and for at most this long after it was written.
+    redis_summary_ttl_s: int = Field(default=3600, ge=1, le=7 * 86_400)
     redis_timeout_s: float = Field(default=0.5, gt=0, le=30)
     # Webhooks per second per provider and per source IP, over all bridges (0: no limit).
     webhook_rate_per_provider: int = Field(default=0, ge=0)

@@ -7,8 +7,11 @@
   spares the bus a copy.
 * **Rate limits**: fixed one-second windows per provider and per source (``INCR`` + ``EXPIRE``).
   Failing open: with Redis down nobody is limited (the admission queue still bounds the load).
-* **Summaries**: small JSON values with a TTL (e.g. for NEUROS) via :meth:`get_json` /
-  :meth:`set_json`.
+* **Summaries**: small JSON values with a TTL via :meth:`get_json` / :meth:`set_json`, and
+  hashes of fields (NEUROS's daily series, one hash per user, see ``auren.neuros.summaries``)
+  via :meth:`get_fields` / :meth:`post_fields` / :meth:`forget`: lookups of concurrent callers
+  share one pipelined round trip, writes are one Lua call per batch that sets the fields and
+  the hash's TTL together (a hash never exists without one).
 
 Every key starts with the configured prefix and carries a TTL (privacy P8: nothing lives
 forever in the cache). Every call is bounded by ``timeout_s`` and goes through a circuit
@@ -54,6 +57,24 @@ for i, key in ipairs(KEYS) do
     if counts[i] == 1 then redis.call('EXPIRE', key, ARGV[1]) end
 end
 return counts
+"""
+
+# Per hash (KEYS[i]): ARGV[n] = how many field/value pairs follow, then the pairs. A hash that
+# would grow past ARGV[2] fields starts afresh (bounds what one user can make Redis hold); the
+# TTL (ARGV[1] s) is set in the same call as the fields.
+_HSET_ALL_EX = """
+local ttl, cap, i = ARGV[1], tonumber(ARGV[2]), 3
+for _, key in ipairs(KEYS) do
+    local n = tonumber(ARGV[i])
+    i = i + 1
+    if redis.call('HLEN', key) + n > cap then redis.call('DEL', key) end
+    for _ = 1, n do
+        redis.call('HSET', key, ARGV[i], ARGV[i + 1])
+        i = i + 2
+    end
+    redis.call('EXPIRE', key, ttl)
+end
+return #KEYS
 """
 
 K = TypeVar("K")
@@ -148,6 +169,10 @@ class RedisCache:
         self._seen = _Batcher(self._mget)
         self._remember = _Batcher(self._set_many)
         self._incr = _Batcher(self._incr_many)
+        self._hget = _Batcher(self._hmget_many)
+        self._hset: _Batcher[tuple[str, tuple[tuple[str, bytes], ...], int], None] = \
+            _Batcher(self._hset_many, max_batch=64)
+        self.max_fields = 64  # per hash, see _HSET_ALL_EX
         self.errors = 0  # failed round trips since start
         self.last_error: str | None = None
 
@@ -173,7 +198,7 @@ class RedisCache:
                         extra={"error": exc.detail})
 
     async def close(self) -> None:
-        for batcher in (self._seen, self._remember, self._incr):
+        for batcher in (self._seen, self._remember, self._incr, self._hget, self._hset):
             await batcher.close()
         client, self._client = self._client, None
         if client is not None:
@@ -296,9 +321,68 @@ class RedisCache:
             return False
         return True
 
-    async def forget(self, key: str) -> None:
-        with contextlib.suppress(StoreUnavailable):
+    async def forget(self, key: str) -> bool:
+        """Delete ``key``; False when Redis could not be asked (it still expires)."""
+        try:
             await self._call(lambda c: c.delete(self._key(key)))
+        except StoreUnavailable:
+            return False
+        return True
+
+    # --- hashes of fields (NEUROS's shared series) ------------------------------------------
+
+    async def get_fields(self, key: str, fields: Sequence[str]) -> list[bytes | None] | None:
+        """The values of ``fields`` of hash ``key`` (None for each one absent), or None when
+        Redis is unavailable. Waits at most ``timeout_s`` beyond a round trip in flight."""
+        if not fields:
+            return []
+        try:
+            async with asyncio.timeout(self._timeout_s * 2):
+                return await self._hget.submit((key, tuple(fields)))
+        except (StoreUnavailable, TimeoutError):
+            return None
+
+    def post_fields(self, key: str, values: Sequence[tuple[str, bytes]], ttl_s: int) -> None:
+        """Set fields of hash ``key`` and give the hash ``ttl_s`` seconds (required: every key
+        expires). Returns at once; the write goes with the next batch and a failure loses
+        only the entry."""
+        if ttl_s <= 0:
+            raise ValueError("every cached value needs a positive TTL")
+        if values:
+            self._hset.post((key, tuple(values), ttl_s), limit=10_000)
+
+    async def flush_fields(self) -> None:
+        """Wait (boundedly) until the fields posted so far were sent (erasure, tests)."""
+        await self._hset.drain(within_s=max(2.0, self._timeout_s * 4))
+
+    async def _hmget_many(self, items: list[tuple[str, tuple[str, ...]]]
+                          ) -> list[list[bytes | None]]:
+        async def run(client: aioredis.Redis) -> list[list[bytes | None]]:
+            async with client.pipeline(transaction=False) as pipe:
+                for key, fields in items:
+                    pipe.hmget(self._key(key), list(fields))
+                return cast("list[list[bytes | None]]", await pipe.execute())
+
+        return await self._call(run)
+
+    async def _hset_many(self, items: list[tuple[str, tuple[tuple[str, bytes], ...], int]]
+                         ) -> list[None]:
+        # One script call per TTL in the batch (in practice one: the TTL is a setting).
+        for ttl in sorted({ttl for _, _, ttl in items}):
+            names: list[str] = []
+            args: list[Any] = [ttl, self.max_fields]
+            for key, values, item_ttl in items:
+                if item_ttl == ttl:
+                    names.append(self._key(key))
+                    args.append(len(values))
+                    for field, value in values:
+                        args += [field, value]
+            await self._call(self._hset_call(names, args))
+        return [None] * len(items)
+
+    def _hset_call(self, names: list[str], args: list[Any]
+                   ) -> Callable[[aioredis.Redis], Awaitable[Any]]:
+        return lambda c: self._script(c, _HSET_ALL_EX)(keys=names, args=args)
 
     # --- health ---------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from datetime import time as dtime
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -90,6 +90,22 @@ Cached = tuple[dict[date, float], frozenset[str]]  # daily series, providers see
 CACHE_DAYS = 120
 
 
+class SharedLevel(Protocol):
+    """A second cache level shared by NEUROS processes (``auren.neuros.summaries``, Redis).
+
+    It must apply the first level's validity itself: an entry for (user, zone, today, metric)
+    is returned only while the user's event count is ``count``. Failures are misses.
+    """
+
+    async def get(self, user_id: str, tz_key: str, today: date, metrics: Sequence[str],
+                  count: int) -> dict[str, Cached]: ...
+
+    def put(self, user_id: str, tz_key: str, today: date, entries: dict[str, Cached],
+            count: int) -> None: ...
+
+    async def forget(self, user_id: str) -> bool: ...
+
+
 class SeriesCache:
     """Daily series per (user, time zone, today, metric), in process, bounded.
 
@@ -103,16 +119,25 @@ class SeriesCache:
     was added anywhere, so the count stands. A count scans every event of the user and, on
     the store's reader thread, cost a hand-off per chat; with events arriving all the time the
     marker moves and every turn counts, exactly as without it.
+
+    With a ``shared`` level (Redis, when configured) the series this process misses are asked
+    of it in one round trip before the store is read, and what the store gave is written to it
+    for the other processes, under the same count token. ``lookups(level, result, n)`` counts
+    hits and misses per level for ``/metrics``.
     """
 
     def __init__(self, *, max_entries: int = 50_000, ttl_s: float = 300.0,
-                 marker: Callable[[], int | None] | None = None) -> None:
+                 marker: Callable[[], int | None] | None = None,
+                 shared: SharedLevel | None = None,
+                 lookups: Callable[[str, str, int], None] | None = None) -> None:
         self._entries: OrderedDict[CacheKey, tuple[float, int, Cached]] = OrderedDict()
         self._max = max_entries
         self._ttl_s = ttl_s
         self._marker = marker
         self._counts: dict[str, tuple[int, int]] = {}  # user -> (marker, count)
         self._derived: OrderedDict[CacheKey, tuple[float, int, object]] = OrderedDict()
+        self.shared = shared
+        self._lookups = lookups
 
     async def count(self, store: EventStore, user_id: str) -> int:
         """The user's event count: the validity token of the user's entries."""
@@ -165,11 +190,54 @@ class SeriesCache:
         while len(self._derived) > self._max:
             self._derived.popitem(last=False)
 
+    async def lookup(self, user_id: str, tz_key: str, today: date, metrics: Sequence[str],
+                     count: int) -> dict[str, Cached]:
+        """The metrics' series valid at ``count``: this process's first, then the shared
+        level's (one round trip for all the others, kept here too). Absent: read the store."""
+        found: dict[str, Cached] = {}
+        for metric in metrics:
+            cached = self.get((user_id, tz_key, today, metric), count)
+            if cached is not None:
+                found[metric] = cached
+        self._count_lookups("process", len(found), len(metrics) - len(found))
+        missing = [m for m in metrics if m not in found]
+        if missing and self.shared is not None:
+            shared = await self.shared.get(user_id, tz_key, today, missing, count)
+            self._count_lookups("redis", len(shared), len(missing) - len(shared))
+            for metric, cached in shared.items():
+                self.put((user_id, tz_key, today, metric), count, cached)
+                found[metric] = cached
+        return found
+
+    def store(self, user_id: str, tz_key: str, today: date, entries: dict[str, Cached],
+              count: int) -> None:
+        """Series just read from the store at ``count``: into both levels."""
+        for metric, cached in entries.items():
+            self.put((user_id, tz_key, today, metric), count, cached)
+        if self.shared is not None and entries:
+            self.shared.put(user_id, tz_key, today, entries, count)
+
+    def _count_lookups(self, level: str, hits: int, misses: int) -> None:
+        if self._lookups is not None:
+            if hits:
+                self._lookups(level, "hit", hits)
+            if misses:
+                self._lookups(level, "miss", misses)
+
     def forget(self, user_id: str) -> None:
+        """Drop the user's entries of this process."""
         self._counts.pop(user_id, None)
         for entries in (self._entries, self._derived):
             for key in [k for k in entries if k[0] == user_id]:
                 del entries[key]
+
+    async def erase(self, user_id: str) -> bool:
+        """Drop the user's entries of every level; False if the shared level could not be
+        asked (its entries then expire within its TTL)."""
+        self.forget(user_id)
+        if self.shared is None:
+            return True
+        return await self.shared.forget(user_id)
 
 
 class UserData:
@@ -202,17 +270,16 @@ class UserData:
             return await self._read(wanted, first, last)
         count = await self.prime()
         found: dict[str, dict[date, float]] = {}
-        for metric in wanted:
-            cached = self._cache.get(self._key(metric), count)
-            if cached is not None:
-                found[metric] = cached[0]
-                self.devices.update(cached[1])
+        hits = await self._cache.lookup(self._user_id, self._tz_key, self._today, wanted, count)
+        for metric, cached in hits.items():
+            found[metric] = cached[0]
+            self.devices.update(cached[1])
         missing = [m for m in wanted if m not in found]
         if missing:
             await self._fetch(missing, cache_first, self._today)
-            for metric in missing:
-                cached = self._local[(metric, cache_first, self._today)]
-                self._cache.put(self._key(metric), count, cached)
+            fresh = {m: self._local[(m, cache_first, self._today)] for m in missing}
+            self._cache.store(self._user_id, self._tz_key, self._today, fresh, count)
+            for metric, cached in fresh.items():
                 found[metric] = cached[0]
         return found
 
@@ -319,14 +386,15 @@ class Neuros:
 
     def __init__(self, events: EventStore, conversations: ConversationStore,
                  llm: LLMProvider | None, metrics: NeurosMetrics, *, llm_timeout_s: float,
-                 history_messages: int) -> None:
+                 history_messages: int, shared_cache: SharedLevel | None = None) -> None:
         self._events = events
         self._conversations = conversations
         self._llm = llm
         self._metrics = metrics
         self._llm_timeout_s = llm_timeout_s
         self._history = history_messages
-        self.cache = SeriesCache(marker=getattr(events, "events_marker", None))
+        self.cache = SeriesCache(marker=getattr(events, "events_marker", None),
+                                 shared=shared_cache, lookups=metrics.count_cache_lookups)
         # For /health: the outcome of the latest LLM call ("ok" or why it fell back).
         self.llm_last: tuple[str, float] | None = None
 

@@ -14,16 +14,18 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import orjson
 from fastapi import FastAPI, Path, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
@@ -40,14 +42,17 @@ from auren.errors import (
     UnsupportedMediaType,
 )
 from auren.events import iso
+from auren.ingest.breaker import BreakerCollector, CircuitBreaker
 from auren.neuros.chat import ChatResult, Neuros, parse_timezone
 from auren.neuros.llm import build_provider
 from auren.neuros.memory import ConversationStore, SQLiteConversations
 from auren.neuros.metrics import NeurosMetrics
 from auren.neuros.ratelimit import RateLimiter
+from auren.neuros.summaries import SharedSeries
 from auren.services.auth import ReadAuth
 from auren.services.body import receive_capped
 from auren.services.bridge import build_store
+from auren.services.dataplane import PASS, WARN, worst
 from auren.services.problem import (
     install_problem_handlers,
     problem_for,
@@ -56,6 +61,9 @@ from auren.services.problem import (
 )
 from auren.services.runtime import tune_gc_for_serving
 from auren.settings import Settings
+
+if TYPE_CHECKING:
+    from auren.adapters.redis_cache import RedisCache
 
 log = logging.getLogger("auren.neuros")
 
@@ -318,6 +326,17 @@ class NeurosApp:
         await self.api(scope, receive, send)
 
 
+class _RedisCollector(Collector):
+    """Failed Redis round trips for ``/metrics`` (as the bridge exports them)."""
+
+    def __init__(self, redis: RedisCache) -> None:
+        self._redis = redis
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily("auren_redis_errors", "Failed Redis round trips",
+                                  value=self._redis.errors)
+
+
 def _sse(event: str, data: Any) -> bytes:
     # One JSON line per event: a newline inside the data can never end the event early.
     return f"event: {event}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
@@ -334,9 +353,21 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
         http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
                                  limits=httpx.Limits(max_connections=50), follow_redirects=False)
     llm = build_provider(settings, http) if http is not None else None
+    # With REDIS_URL, daily series are shared by every NEUROS process through Redis (a second
+    # level behind the in-process cache); without it nothing changes.
+    redis: RedisCache | None = None
+    shared: SharedSeries | None = None
+    if settings.redis_url is not None:
+        from auren.adapters.redis_cache import RedisCache  # redis only where used
+
+        redis = RedisCache.from_settings(
+            settings, breaker=CircuitBreaker.from_settings("redis", settings))
+        shared = SharedSeries(redis, ttl_s=settings.redis_summary_ttl_s)
+        metrics.registry.register(BreakerCollector([redis.breaker]))
+        metrics.registry.register(_RedisCollector(redis))
     neuros = Neuros(events, conversations, llm, metrics,
                     llm_timeout_s=settings.neuros_llm_timeout_s,
-                    history_messages=settings.neuros_history_messages)
+                    history_messages=settings.neuros_history_messages, shared_cache=shared)
     state = NeurosState(settings, events, conversations, neuros, metrics,
                         RateLimiter(settings.neuros_rate_per_minute),
                         ReadAuth.from_settings(settings), time.time())
@@ -350,6 +381,8 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
         except BaseException:
             await events.close()
             raise
+        if redis is not None:
+            await redis.open()  # a Redis that is down is a warning: lookups are misses
         log.info("neuros started", extra={"mode": "embedded" if settings.embedded else "full",
                                           "detail": neuros.llm_name})
         try:
@@ -358,6 +391,8 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
             # uvicorn has stopped taking requests and drained in-flight ones by now.
             if http is not None:
                 await http.aclose()
+            if redis is not None:
+                await redis.close()
             await conversations.close()
             await events.close()
             log.info("neuros stopped")
@@ -431,13 +466,15 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
                 responses=problem_responses(401, 403))
     async def erase(request: Request, user_id: UserPath) -> Response:
         """Erase everything NEUROS keeps about the user: conversations, messages, rate state and
-        cached series.
+        cached series (this process's and, with Redis, the shared ones).
         (Biometric events belong to the bridge and are not touched.)"""
         state.auth.authorize(request.headers.get("authorization"), _client_host(request),
                              user_id)
         deleted = await conversations.erase_user(user_id)
         state.limiter.forget(user_id)
-        neuros.cache.forget(user_id)
+        if not await neuros.cache.erase(user_id):
+            log.warning("cached series not erased from redis; they expire within %d s",
+                        settings.redis_summary_ttl_s, extra={"detail": "redis"})
         log.info("user erased from neuros", extra={"count": deleted["messages"]})
         return _json({"user_id": user_id, "deleted": deleted})
 
@@ -471,6 +508,24 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
                 llm_check["output"] = f"last reply not used ({outcome}); builtin phrasing served"
                 status = "warn" if status == "pass" else status
         checks["llm:lastCall"] = [llm_check]
+        if redis is not None:
+            # Redis only speeds answers up: down, or its breaker open, is a warning.
+            try:
+                facts = await redis.ping()
+                checks["redis:responseTime"] = [{
+                    "componentId": "redis", "componentType": "datastore",
+                    "observedValue": round(facts["responseTime_ms"], 3), "observedUnit": "ms",
+                    "status": PASS, "time": now}]
+            except AurenError as exc:
+                checks["redis:responseTime"] = [{"componentType": "datastore", "status": WARN,
+                                                 "output": exc.detail, "time": now}]
+                status = worst(status, WARN)
+            snapshot = redis.breaker.snapshot()
+            breaker_status = PASS if snapshot["state"] == "closed" else WARN
+            checks["breaker:redis"] = [{"componentType": "component",
+                                        "observedValue": snapshot["state"],
+                                        "status": breaker_status, "time": now, **snapshot}]
+            status = worst(status, breaker_status)
         checks["uptime"] = [{"componentType": "system", "observedUnit": "s",
                              "observedValue": round(time.time() - state.started, 1),
                              "status": "pass", "time": now}]
