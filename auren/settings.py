@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
     breaker_open_s: float = Field(default=5.0, gt=0, le=600)
     breaker_half_open_probes: int = Field(default=3, ge=1)
+    # A call at least this slow counts as failed in the breaker's rate (0: never slow). Kafka:
+    # a publish's delivery reports (a slow one is reported while still waiting, and when it
+    # opens the breaker the batch goes to the spool at once); Redis: one batched round trip
+    # (abandoned anyway at REDIS_TIMEOUT_S); PostgreSQL: one store operation.
+    kafka_slow_call_s: float = Field(default=1.0, ge=0, le=600)
+    redis_slow_call_s: float = Field(default=0.25, ge=0, le=60)
+    postgres_slow_call_s: float = Field(default=5.0, ge=0, le=600)
 
     # --- the path of one webhook -------------------------------------------------------------
     max_concurrent_webhooks: int = Field(default=50, ge=1, le=10_000)

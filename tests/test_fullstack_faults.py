@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import pytest
 
 from auren import infra
@@ -246,3 +247,141 @@ def test_sink_killed_and_restarted_mid_stream(plane):
     assert_all_answered(load, {202})
     counts = check_exactly_once(plane.url, "sink9", load, timeout=120)
     assert len(counts) == 2400
+
+
+# --- a hung dependency: slow calls open the breaker, webhooks never wait on it ----------------
+
+# Slow-call thresholds well under the timeouts above, so a hang is seen while it lasts.
+SLOW = {**FAST, "kafka_slow_call_s": 0.5, "redis_slow_call_s": 0.1}
+PAUSE_S = 8.0
+
+
+@pytest.fixture
+def slow_plane(full_stack: FullStack, tmp_path: Path) -> Iterator[Plane]:
+    full_stack.ensure_up()
+    env = full_stack.isolated(**SLOW)
+    bridge = BridgeProcess(env, tmp_path / "bridge-data", tmp_path)
+    bridge.start()
+    sink = start_sink(service_env(env, tmp_path / "sink-data"), tmp_path)
+    p = Plane(full_stack, env, bridge, sink, tmp_path)
+    try:
+        yield p
+    finally:
+        p.sink.stop()
+        bridge.stop()
+        full_stack.ensure_up()
+
+
+class BreakerWatch:
+    """Polls the bridge's /health on a thread: (monotonic time, state) of one breaker."""
+
+    def __init__(self, bridge: BridgeProcess, name: str) -> None:
+        self.path: list[tuple[float, str]] = []
+        self.slow_calls = 0
+        self._bridge, self._name = bridge, name
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="breaker-watch", daemon=True)
+
+    def __enter__(self) -> BreakerWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                check = self._bridge.health()["checks"][f"breaker:{self._name}"][0]
+                state = str(check["observedValue"])
+                self.slow_calls = max(self.slow_calls, int(check["slowCalls"]))
+            except Exception:  # noqa: BLE001 - a /health that does not answer is "?"
+                state = "?"
+            if not self.path or self.path[-1][1] != state:
+                self.path.append((time.monotonic(), state))
+            self._stop.wait(0.1)
+
+    def wait_closed(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.path and self.path[-1][1] == "closed":
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{self._name} breaker did not close again: {self.path}")
+
+
+def opened_after(bridge: BridgeProcess, name: str, since: float) -> float | None:
+    """Seconds from ``since`` (wall clock) to the breaker's first closed -> open, from the
+    bridge's log (a /health poller can miss an open period of one second)."""
+    from datetime import datetime
+
+    for line in bridge.log().splitlines():
+        if f"circuit {name}: closed -> open" in line:
+            at = datetime.fromisoformat(orjson.loads(line)["ts"].replace("Z", "+00:00"))
+            if at.timestamp() >= since:
+                return at.timestamp() - since
+    return None
+
+
+def _pause_under_load(plane: Plane, dependency: str, prefix: str
+                      ) -> tuple[LoadResult, BreakerWatch, float]:
+    cfg = plane.stack.cfg
+    paused_at: list[float] = []
+
+    def pause() -> None:
+        paused_at.append(time.time())
+        infra.pause_server(cfg, dependency)
+
+    with BreakerWatch(plane.bridge, dependency) as watch:
+        try:
+            load = run_load(plane, prefix, 1400, 100, [
+                (3.0, pause),
+                (3.0 + PAUSE_S, lambda: infra.resume_server(cfg, dependency)),
+            ])
+        finally:
+            infra.resume_server(cfg, dependency)  # whatever happened, never left stopped
+        watch.wait_closed(60)
+    return load, watch, paused_at[0]
+
+
+def _p99(latencies: list[float]) -> float:
+    ordered = sorted(latencies)
+    return ordered[int(0.99 * (len(ordered) - 1))]
+
+
+def test_kafka_paused_slow_calls_open_the_breaker_and_webhooks_stay_fast(slow_plane):
+    """SIGSTOP of the broker: its publishes do not fail, they hang. Reported slow while they
+    hang, weighted by the webhooks they carry, they open the breaker within seconds; every
+    webhook is answered within about the bus timeout (from the spool), none waits out the
+    pause, and everything answered 2xx is in PostgreSQL exactly once after the resume."""
+    load, watch, paused_at = _pause_under_load(slow_plane, "kafka", "slowbus")
+    opened = opened_after(slow_plane.bridge, "kafka", paused_at)
+    p99, worst = _p99(load.latencies), max(load.latencies)
+    print(f"kafka pause: breaker open after {opened} s; p99 {p99:.3f} s, max {worst:.3f} s")
+    assert opened is not None and opened < 4.0, slow_plane.bridge.log()[-3000:]
+    assert watch.slow_calls > 0, "the breaker opened on slow calls"
+    assert_all_answered(load, {202})
+    assert p99 < 2.5 and worst < PAUSE_S / 2, (p99, worst)
+    wait_drained(slow_plane.bridge)
+    assert_breaker_cycled(slow_plane.bridge)
+    counts = check_exactly_once(slow_plane.url, "slowbus", load)
+    assert len(counts) == 2800
+    assert slow_plane.bridge.metric("auren_spool_written_total")[""] > 0, "the spool was used"
+    slow = slow_plane.bridge.metric("auren_breaker_slow_calls_total")
+    assert slow['{breaker="kafka"}'] > 0, slow
+
+
+def test_redis_paused_slow_calls_open_its_breaker_and_webhooks_do_not_wait(slow_plane):
+    """SIGSTOP of Redis (a fast path only): each round trip is abandoned after its short
+    timeout and counted; the breaker opens within seconds and webhooks skip Redis."""
+    load, _, paused_at = _pause_under_load(slow_plane, "redis", "slowredis")
+    opened = opened_after(slow_plane.bridge, "redis", paused_at)
+    p99, worst = _p99(load.latencies), max(load.latencies)
+    print(f"redis pause: breaker open after {opened} s; p99 {p99:.3f} s, max {worst:.3f} s")
+    assert opened is not None and opened < 4.0, slow_plane.bridge.log()[-3000:]
+    assert_all_answered(load, {202})
+    assert p99 < 1.5 and worst < PAUSE_S / 2, (p99, worst)
+    assert_breaker_cycled(slow_plane.bridge, "redis")
+    counts = check_exactly_once(slow_plane.url, "slowredis", load)
+    assert len(counts) == 2800

@@ -22,9 +22,11 @@ thread needs the GIL to run the report callbacks, and a busy event loop hands th
 every switch interval (5 ms), once per wake-up, which measured as the largest part of a
 publish's latency under load. A publish that does not settle within its timeout reports the
 missing records as failed: the caller then spools them, and if librdkafka does deliver them
-later, the copy is absorbed by the sink's unique key. Every delivery error is treated the same
-way, whether librdkafka says the record was not persisted or possibly persisted (K2): it is
-sent again, and duplicates are harmless.
+later, the copy is absorbed by the sink's unique key. A publish still waiting after its slow
+threshold tells the caller so at once (``on_slow``), which may end the wait early: a hung
+broker is seen as one while it hangs, not when the timeout finally fires. Every delivery error
+is treated the same way, whether librdkafka says the record was not persisted or possibly
+persisted (K2): it is sent again, and duplicates are harmless.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -267,10 +269,17 @@ class KafkaBus:
         return self.notifications_topic if record.jobs and not record.events else \
             self.events_topic
 
-    async def publish(self, records: Sequence[DeliveryRecord],
-                      timeout_s: float) -> list[BaseException | None]:
+    async def publish(self, records: Sequence[DeliveryRecord], timeout_s: float, *,
+                      slow_s: float | None = None,
+                      on_slow: Callable[[float], bool] | None = None
+                      ) -> list[BaseException | None]:
         """Send every record; return, per record, None once Kafka acknowledged it (acks=all)
-        or the error that stands in the way. Never raises for a record's failure."""
+        or the error that stands in the way. Never raises for a record's failure.
+
+        The wait is bounded by ``timeout_s``. When the reports are not all in after ``slow_s``,
+        ``on_slow(seconds waited)`` is called once (the breaker's slow-call report); if it
+        returns True the wait ends there, and the records still unreported count as timed out.
+        """
         if not records:
             return []
         batch = _Publish(asyncio.get_running_loop(), len(records))
@@ -292,12 +301,22 @@ class KafkaBus:
                                                   retry_after_s=2))
         self._waiting += 1
         self._kick.set()
+        waited = timeout_s
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(batch.future), timeout_s)
+            if on_slow is not None and slow_s is not None and slow_s < timeout_s:
+                started = time.monotonic()
+                # asyncio.wait leaves the future alone on a timeout (no shield needed).
+                done, _ = await asyncio.wait((batch.future,), timeout=slow_s)
+                if not done:
+                    waited = time.monotonic() - started
+                    if not on_slow(waited):
+                        await asyncio.wait((batch.future,), timeout=timeout_s - waited)
+                        waited = timeout_s
+            else:
+                await asyncio.wait((batch.future,), timeout=timeout_s)
         finally:
             self._waiting -= 1
-        late = PublishTimeout(f"no delivery report within {timeout_s:g} s", retry_after_s=2)
+        late = PublishTimeout(f"no delivery report within {waited:.3g} s", retry_after_s=2)
         with batch.lock:  # a snapshot: late reports must not change the verdict
             errors = [late if e is _PENDING else e for e in batch.errors]
         for problem in errors:

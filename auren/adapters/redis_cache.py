@@ -16,7 +16,10 @@
 Every key starts with the configured prefix and carries a TTL (privacy P8: nothing lives
 forever in the cache). Every call is bounded by ``timeout_s`` and goes through a circuit
 breaker; any failure degrades to "not seen" / "not limited" / "no summary", is counted, and
-shows as ``warn`` in ``/health``.
+shows as ``warn`` in ``/health``. A webhook's own wait (``seen``, ``within_rate``) is bounded
+by ``timeout_s`` as a whole, queueing behind a batch in flight included; round trips slower
+than ``REDIS_SLOW_CALL_S`` count as failures in the breaker, weighted by their keys, so a hung
+Redis (SIGSTOP: connections open, no answer) opens it within seconds.
 
 Calls made concurrently are batched: while one round trip is in flight, the keys asked for
 meanwhile wait and go together in the next (the same group-commit idea as the store), so a
@@ -94,10 +97,18 @@ class _Batcher(Generic[K, V]):
         self._task: asyncio.Task[None] | None = None
         self._busy = False
 
-    async def submit(self, item: K) -> V:
+    async def submit(self, item: K, within_s: float | None = None) -> V:
+        """``item``'s result. ``within_s`` bounds the whole wait, queueing behind a round trip
+        in flight included: past it, StoreUnavailable (the item still goes, unanswered)."""
         future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
         self._enqueue(item, future)
-        return await future
+        if within_s is None:
+            return await future
+        done, _ = await asyncio.wait((future,), timeout=within_s)
+        if not done:
+            future.cancel()  # the flush skips a done future
+            raise StoreUnavailable(f"Redis: no answer within {within_s:g} s")
+        return future.result()
 
     def post(self, item: K, *, limit: int = 100_000) -> None:
         """Queue ``item`` without waiting for its round trip (dropped past ``limit`` queued:
@@ -206,8 +217,11 @@ class RedisCache:
 
     # --- plumbing -----------------------------------------------------------------------
 
-    async def _call(self, fn: Callable[[aioredis.Redis], Awaitable[V]]) -> V:
-        """One bounded round trip through the breaker; StoreUnavailable on any failure."""
+    async def _call(self, fn: Callable[[aioredis.Redis], Awaitable[V]], *, calls: int = 1) -> V:
+        """One bounded round trip through the breaker; StoreUnavailable on any failure. A
+        batched round trip counts as ``calls`` calls (its keys) in the breaker's rate, and
+        one slower than ``REDIS_SLOW_CALL_S`` as slow: a hung Redis opens the breaker within
+        seconds instead of costing every webhook its ``timeout_s``."""
         client = self._client
         if client is None:
             raise StoreUnavailable("redis is not open")
@@ -220,7 +234,7 @@ class RedisCache:
                 self.last_error = type(exc).__name__
                 raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
 
-        return await self.breaker.call(bounded)
+        return await self.breaker.call(bounded, calls=calls)
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -240,7 +254,7 @@ class RedisCache:
             self._local.move_to_end(key)
             return True
         try:
-            hit = await self._seen.submit(key)
+            hit = await self._seen.submit(key, self._timeout_s)
         except StoreUnavailable:
             return False  # unknown is "not seen": the store's unique keys still deduplicate
         if hit:
@@ -261,14 +275,15 @@ class RedisCache:
 
     async def _mget(self, keys: list[str]) -> list[bool]:
         names = [self._key("dedup:" + k) for k in keys]
-        values = await self._call(lambda c: c.mget(names))
+        values = await self._call(lambda c: c.mget(names), calls=len(keys))
         return [v is not None for v in values]
 
     async def _set_many(self, keys: list[str]) -> list[None]:
         # One EVALSHA for the whole batch: a pipeline of N SET commands cost the bridge 7% of
         # its CPU under load (redis-py builds each command in Python); the script is one.
         names = [self._key("dedup:" + k) for k in keys]
-        await self._call(lambda c: self._script(c, _SET_ALL_NX_EX)(keys=names, args=[self._ttl]))
+        await self._call(lambda c: self._script(c, _SET_ALL_NX_EX)(keys=names, args=[self._ttl]),
+                         calls=len(keys))
         return [None] * len(keys)
 
     def _script(self, client: aioredis.Redis, source: str) -> Any:
@@ -285,14 +300,15 @@ class RedisCache:
         ``limit`` were counted in it (by every process sharing this Redis). Fails open."""
         window = int(time.time())
         try:
-            count = await self._incr.submit(f"rate:{bucket}:{window}")
+            count = await self._incr.submit(f"rate:{bucket}:{window}", self._timeout_s)
         except StoreUnavailable:
             return True
         return count <= limit
 
     async def _incr_many(self, keys: list[str]) -> list[int]:
         names = [self._key(k) for k in keys]
-        counts = await self._call(lambda c: self._script(c, _INCR_ALL_EX)(keys=names, args=[5]))
+        counts = await self._call(lambda c: self._script(c, _INCR_ALL_EX)(keys=names, args=[5]),
+                                  calls=len(keys))
         return [int(v) for v in counts]
 
     # --- summaries ------------------------------------------------------------------------

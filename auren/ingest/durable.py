@@ -3,10 +3,15 @@
 ``BusLog.write_batch`` is what the group committer calls with Kafka configured. A batch is
 published and the call returns when every delivery report arrived (acks=all). Records Kafka
 did not acknowledge within ``BUS_TIMEOUT_S`` (or refused) are appended to the spool and
-fsynced; only then does the committer answer 2xx. While the bus breaker is open, batches skip
-Kafka and go straight to the spool, so a dead broker costs an fsync per batch, not a timeout
-per webhook. With the spool full (or failed) the batch raises: 503 + ``Retry-After``, the
-provider retries, nothing is dropped.
+fsynced; only then does the committer answer 2xx. A publish still unacknowledged after
+``KAFKA_SLOW_CALL_S`` is reported to the breaker as slow right then, weighted by its
+deliveries; if that opens the breaker, the batch stops waiting and goes to the spool at once.
+Both bounds count a delivery's whole wait: a batch queued behind a hung one gets what is left
+of ``BUS_TIMEOUT_S`` (nothing left: straight to the spool, counted slow), so no webhook waits
+on Kafka longer than ``BUS_TIMEOUT_S`` plus an fsync, even before the breaker opens.
+While the bus breaker is open, batches skip Kafka and go straight to the spool, so a dead
+broker costs an fsync per batch, not a timeout per webhook. With the spool full (or failed)
+the batch raises: 503 + ``Retry-After``, the provider retries, nothing is dropped.
 
 A replayer task publishes the spool's records in the order they were written, whenever the
 breaker lets calls through: its publishes are the half-open probes that close the breaker
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,11 +36,14 @@ from typing import Any
 from auren.adapters.base import WriteResult
 from auren.adapters.kafka import KafkaBus
 from auren.adapters.wire import DeliveryRecord, decode, encode, record_of
-from auren.ingest.breaker import CircuitBreaker
+from auren.ingest.breaker import CLOSED, OPEN, CircuitBreaker
 from auren.ingest.spool import Spool, claim_slot
 from auren.providers.base import Delivery
 
 log = logging.getLogger("auren.bus")
+
+# A batch that starts within this of the previous one's end was queued behind it.
+_BACK_TO_BACK_S = 0.01
 
 
 class BusLog:
@@ -55,6 +64,7 @@ class BusLog:
         self.spooled = 0  # records written to the spool since start
         self.replayed = 0  # records published from the spool since start
         self.skipped = 0  # spool records that could not be decoded
+        self._last_start = self._last_end = 0.0  # of the previous write_batch (monotonic)
 
     async def open(self, *, connect_timeout_s: float = 30.0) -> None:
         if self._spool_base is not None:
@@ -86,26 +96,65 @@ class BusLog:
     async def write_batch(self, deliveries: Sequence[Delivery]) -> list[WriteResult]:
         records = [record_of(d) for d in deliveries]
         pending: list[DeliveryRecord] = records
-        if self.breaker.allow():
-            try:
-                errors = await self.bus.publish(records, self._timeout_s)
-            except Exception as exc:  # any surprise means "not acknowledged"
-                log.exception("kafka publish crashed")
-                errors = [exc] * len(records)
-            failed = [e for e in errors if e is not None]
-            if failed:
-                self.breaker.failure(failed[0])
-                pending = [r for r, e in zip(records, errors, strict=True) if e is not None]
-            else:
-                self.breaker.success()
-                pending = []
-        if pending:
-            # Raises SpoolFull / StoreUnavailable: the committer fails the whole batch (503),
-            # including deliveries that Kafka did take; their re-sends are absorbed downstream.
-            await self.spool.append([encode(r) for r in pending])
-            self.spooled += len(pending)
-            self._wakeup.set()
+        started = time.monotonic()
+        # The committer hands over one batch at a time. Started right after the previous one,
+        # this batch's deliveries may have waited since that one began: BUS_TIMEOUT_S bounds a
+        # delivery's whole wait on Kafka, not each batch's, and slowness is judged on it too.
+        waited = started - self._last_start if started - self._last_end < _BACK_TO_BACK_S \
+            else 0.0
+        self._last_start = started
+        try:
+            if waited >= self._timeout_s:
+                # Already waited out behind a hung publish: straight to the spool.
+                if self.breaker.state == CLOSED and self.breaker.is_slow(waited):
+                    self.breaker.slow(waited, calls=len(records))
+            elif self.breaker.allow():
+                # Each delivery is a call in the breaker's rate (the batch is how they travel).
+                errors, reported = await self._publish(records, self._timeout_s - waited,
+                                                       len(records), waited)
+                failed = [e for e in errors if e is not None]
+                if failed:
+                    if not reported:
+                        self.breaker.failure(failed[0], calls=len(records))
+                    pending = [r for r, e in zip(records, errors, strict=True) if e is not None]
+                else:
+                    if not reported:
+                        self.breaker.success(calls=len(records))
+                    pending = []
+            if pending:
+                # Raises SpoolFull / StoreUnavailable: the committer fails the whole batch
+                # (503), including deliveries that Kafka did take; their re-sends are absorbed
+                # downstream.
+                await self.spool.append([encode(r) for r in pending])
+                self.spooled += len(pending)
+                self._wakeup.set()
+        finally:
+            self._last_end = time.monotonic()
         return [WriteResult(r.items, 0, False) for r in records]
+
+    async def _publish(self, records: Sequence[DeliveryRecord], timeout_s: float, calls: int,
+                       waited_s: float = 0.0) -> tuple[list[BaseException | None], bool]:
+        """Publish within ``timeout_s``; the errors per record, and whether the breaker was
+        already told (the records were slow, ``waited_s`` before the publish included:
+        reported while they waited, and if that opened the breaker, the wait ended there and
+        the unacknowledged records count as failed)."""
+        reported = False
+
+        def on_slow(publish_s: float) -> bool:
+            nonlocal reported
+            reported = True
+            self.breaker.slow(waited_s + publish_s, calls=calls)
+            return self.breaker.state == OPEN
+
+        slow_s = self.breaker.slow_call_s
+        try:
+            errors = await self.bus.publish(
+                records, timeout_s, on_slow=on_slow,
+                slow_s=None if slow_s is None else max(0.0, slow_s - waited_s))
+        except Exception as exc:  # any surprise means "not acknowledged"
+            log.exception("kafka publish crashed")
+            errors = [exc] * len(records)
+        return errors, reported
 
     # --- replay ---------------------------------------------------------------------------
 
@@ -140,14 +189,18 @@ class BusLog:
             except ValueError:
                 self.skipped += 1
                 log.error("undecodable spool record skipped")
-        errors = await self.bus.publish(records, max(self._timeout_s, 5.0))
+        # One call for the breaker, however many records: it is the half-open probe, and a
+        # big replay batch must not outweigh the webhooks' own calls.
+        errors, reported = await self._publish(records, max(self._timeout_s, 5.0), 1)
         failed = [e for e in errors if e is not None]
         if failed:
-            self.breaker.failure(failed[0])
+            if not reported:
+                self.breaker.failure(failed[0])
             log.warning("spool replay not acknowledged; will retry",
                         extra={"count": len(failed), "error": type(failed[0]).__name__})
             return False
-        self.breaker.success()
+        if not reported:
+            self.breaker.success()
         await self.spool.ack(upto)
         self.replayed += len(records)
         log.info("spool records replayed", extra={"count": len(records),

@@ -25,6 +25,7 @@ class FakeBus:
 
     def __init__(self) -> None:
         self.up = True
+        self.hung = False
         self.log: list[DeliveryRecord] = []
         self.calls = 0
 
@@ -34,10 +35,19 @@ class FakeBus:
     async def close(self, timeout_s: float = 10.0) -> None:
         pass
 
-    async def publish(self, records: Sequence[DeliveryRecord],
-                      timeout_s: float) -> list[BaseException | None]:
+    async def publish(self, records: Sequence[DeliveryRecord], timeout_s: float, *,
+                      slow_s: float | None = None, on_slow=None) -> list[BaseException | None]:
         self.calls += 1
         await asyncio.sleep(0)
+        if self.hung:  # like a SIGSTOPped broker: no report until the timeout
+            if on_slow is not None and slow_s is not None and slow_s < timeout_s:
+                await asyncio.sleep(slow_s)
+                if on_slow(slow_s):
+                    return [PublishTimeout("hung") for _ in records]
+                await asyncio.sleep(timeout_s - slow_s)
+            else:
+                await asyncio.sleep(timeout_s)
+            return [PublishTimeout("hung") for _ in records]
         if not self.up:
             return [PublishTimeout("down") for _ in records]
         self.log.extend(records)
@@ -150,3 +160,27 @@ async def test_each_process_claims_its_own_spool_slot(tmp_path):
         assert reopened.spool.directory.name == "0", "a freed slot is taken again"
     finally:
         await reopened.close()
+
+
+async def test_a_hung_bus_is_reported_slow_while_it_hangs_and_the_batch_spooled(tmp_path):
+    """Many small fast batches, then a hang: the hung batches weigh what they carry, the
+    breaker opens on the slow report (before the timeout), and that batch stops waiting."""
+    bus = FakeBus()
+    breaker = CircuitBreaker("kafka", min_calls=2, failure_rate=0.5, open_s=30, probes=1,
+                             slow_call_s=0.05)
+    log = BusLog(bus, Spool(tmp_path / "spool"), breaker,  # type: ignore[arg-type]
+                 timeout_s=5.0)
+    await log.open()
+    try:
+        for i in range(20):
+            await log.write_batch([delivery(f"ok{i}", "u", range(1))])
+        bus.hung = True
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await log.write_batch([delivery(f"h{i}", "u", range(1)) for i in range(25)])
+        assert loop.time() - started < 1.0, "the batch waited for the timeout"
+        assert breaker.state == OPEN
+        assert breaker.snapshot()["windowSlowCalls"] == 25
+        assert log.spool.pending_records == 25
+    finally:
+        await log.close()
