@@ -151,6 +151,8 @@ def convert(metric: Metric, value: float, unit: str) -> float:
     Raises:
         ValueError: the unit is unknown or measures another dimension.
     """
+    if unit == metric.unit:
+        return value  # the usual case: the sender already speaks the canonical unit
     source = _UNITS.get(unit.strip().lower()) if unit else None
     target = _UNITS[metric.unit.lower()]
     if source is None:

@@ -44,11 +44,15 @@ class BridgeMetrics:
                                     registry=r)
         self.batch_events = Histogram("auren_commit_batch_events", "Events per group commit",
                                       buckets=_BATCH_BUCKETS, registry=r)
+        self.commit_seconds = Histogram("auren_commit_seconds",
+                                        "Time to make one group commit durable",
+                                        buckets=_LATENCY_BUCKETS, registry=r)
         self.rejected = Counter("auren_admission_rejected", "Webhooks shed with 503", registry=r)
 
         # Label children looked up once: ``labels()`` takes a lock and builds a tuple per call.
         self._request_children: dict[tuple[str, int], Any] = {}
         self._latency_children: dict[str, Any] = {}
+        self._stored_children: dict[str, Any] = {}
 
     def observe_request(self, provider: str, status: int, seconds: float) -> None:
         counter = self._request_children.get((provider, status))
@@ -61,9 +65,16 @@ class BridgeMetrics:
             histogram = self._latency_children[provider] = self.latency.labels(provider)
         histogram.observe(seconds)
 
-    def observe_batch(self, deliveries: int, events: int) -> None:
+    def observe_stored(self, provider: str, items: int) -> None:
+        counter = self._stored_children.get(provider)
+        if counter is None:
+            counter = self._stored_children[provider] = self.events_stored.labels(provider)
+        counter.inc(items)
+
+    def observe_batch(self, deliveries: int, events: int, seconds: float) -> None:
         self.batch_size.observe(deliveries)
         self.batch_events.observe(events)
+        self.commit_seconds.observe(seconds)
 
 
 # Fields a log record may carry besides the message; everything else is dropped.

@@ -139,6 +139,9 @@ class WrkResult:
     wrapped: int = 0
     # CPU the server process used while wrk ran, in % of one core (Linux /proc; else None).
     server_cpu_pct: float | None = None
+    server_main_cpu_pct: float | None = None
+    commit_batch_mean: float | None = None  # deliveries per group commit (bridge only)
+    commit_ms_mean: float | None = None  # time to make one group commit durable
 
     @property
     def errors(self) -> int:
@@ -183,10 +186,11 @@ def parse_wrk(output: str) -> WrkResult:
     return result
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of ``pid`` (all its threads) so far."""
+def cpu_seconds(pid: int, *, main_thread: bool = False) -> float | None:
+    """User + system CPU time of ``pid`` (all its threads, or its main thread) so far."""
+    path = f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat"
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        fields = Path(path).read_text().rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
@@ -199,16 +203,21 @@ def run_wrk(url: str, *, server_pid: int, threads: int, connections: int, durati
         cmd += ["-s", script[0], url, "--", *script[1:]]
     else:
         cmd.append(url)
+    main_before = cpu_seconds(server_pid, main_thread=True)
     cpu_before, started = cpu_seconds(server_pid), time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120,
                           check=False)
     cpu_after, elapsed = cpu_seconds(server_pid), time.perf_counter() - started
+    main_after = cpu_seconds(server_pid, main_thread=True)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
     result = parse_wrk(done.stdout)
     if cpu_before is not None and cpu_after is not None:
         # Includes wrk's start-up and Lua loading, when the server idles: a slight underestimate.
         result.server_cpu_pct = round((cpu_after - cpu_before) / elapsed * 100, 1)
+    if main_before is not None and main_after is not None:
+        # The event loop's thread: at 100 % the server is CPU-bound on it.
+        result.server_main_cpu_pct = round((main_after - main_before) / elapsed * 100, 1)
     return result, done.stdout
 
 
@@ -295,6 +304,37 @@ class RunResult:
         return self.bridge.rps / self.ceiling.rps if self.ceiling.rps else 0.0
 
 
+def commit_stats(metrics_url: str) -> tuple[float | None, float | None]:
+    """Mean deliveries per group commit and mean ms per commit, from the bridge's /metrics."""
+    try:
+        text = httpx.get(metrics_url, timeout=10).text
+    except httpx.HTTPError:
+        return None, None
+    values = dict(re.findall(r"^(auren_commit_\w+_(?:sum|count)) (\S+)$", text, re.M))
+
+    def mean(name: str, scale: float = 1.0) -> float | None:
+        count = float(values.get(f"{name}_count", 0))
+        return round(float(values[f"{name}_sum"]) / count * scale, 2) if count else None
+
+    return mean("auren_commit_batch_deliveries"), mean("auren_commit_seconds", 1000.0)
+
+
+def start_profiler(pid: int, args: argparse.Namespace, number: int
+                   ) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the bridge while wrk drives it (``--profile``): collapsed stacks.
+
+    Sampling slows the server a little (a few per cent at 100 Hz), so a profiled run's figures
+    are for reading the profile, not for quoting.
+    """
+    if args.profile is None:
+        return None
+    out = args.profile.with_name(f"{args.profile.stem}-{number}{args.profile.suffix or '.txt'}")
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration",
+                             str(args.duration), "--rate", "100", "--format", "raw",
+                             "--nonblocking", "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def one_run(number: int, args: argparse.Namespace, work: Path, log: TextIO) -> RunResult:
     python = sys.executable
     # (a) the ceiling
@@ -327,10 +367,15 @@ def one_run(number: int, args: argparse.Namespace, work: Path, log: TextIO) -> R
         del deliveries
         print(f"run {number}: bridge for {args.duration} s with {count} unique webhooks "
               f"(signed {generate_s:.1f} s before) ...", file=log, flush=True)
+        profiler = start_profiler(proc.pid, args, number)
         bridge, _ = run_wrk(f"http://{HOST}:{port}/webhooks/auren", server_pid=proc.pid,
                             threads=args.threads,
                             connections=args.connections, duration=args.duration,
                             script=[str(LUA_SCRIPT), str(prefix)])
+        if profiler is not None:
+            profiler.wait(timeout=args.duration + 60)
+        bridge.commit_batch_mean, bridge.commit_ms_mean = commit_stats(
+            f"http://{HOST}:{port}/metrics")
         stop(proc)  # graceful: whatever was admitted is committed before the count
         if proc.returncode not in (0, -signal.SIGTERM):
             print(f"warning: bridge exited with {proc.returncode}", file=log)
@@ -360,6 +405,10 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
         "events_per_s": _median([r.bridge.rps * args.events_per_webhook for r in runs]),
         "ceiling_server_cpu_pct": _median([r.ceiling.server_cpu_pct or 0.0 for r in runs]),
         "bridge_server_cpu_pct": _median([r.bridge.server_cpu_pct or 0.0 for r in runs]),
+        "bridge_main_thread_cpu_pct": _median([r.bridge.server_main_cpu_pct or 0.0
+                                               for r in runs]),
+        "commit_batch_mean": _median([r.bridge.commit_batch_mean or 0.0 for r in runs]),
+        "commit_ms_mean": _median([r.bridge.commit_ms_mean or 0.0 for r in runs]),
     }
     errors = sum(r.bridge.errors for r in runs)
     checks = {
@@ -425,7 +474,10 @@ def print_report(report: dict[str, Any], runs: list[RunResult]) -> None:
           f"p50 {med['bridge_p50_ms']:.2f} ms, p99 {med['bridge_p99_ms']:.2f} ms; "
           f"ratio {med['ratio']:.1%}")
     print(f"server process CPU while measured, % of one core: "
-          f"ceiling {med['ceiling_server_cpu_pct']:.0f}, bridge {med['bridge_server_cpu_pct']:.0f}")
+          f"ceiling {med['ceiling_server_cpu_pct']:.0f}, bridge {med['bridge_server_cpu_pct']:.0f} "
+          f"(its event loop thread {med['bridge_main_thread_cpu_pct']:.0f}); "
+          f"group commits: {med['commit_batch_mean']:.1f} deliveries in "
+          f"{med['commit_ms_mean']:.2f} ms (means)")
     print()
     for check, passed in report["checks"].items():
         print(f"  [{'PASS' if passed else 'FAIL'}] {check}")
@@ -446,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-hint", type=int, default=8000,
                         help="unique webhooks generated per second of --duration")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--profile", type=Path,
+                        help="sample the bridge with py-spy into PROFILE-<run>.txt "
+                             "(collapsed stacks; figures of a profiled run are not for quoting)")
     args = parser.parse_args(argv)
     if not 1 <= args.runs <= 50 or not 1 <= args.duration <= MAX_DURATION_S:
         parser.error(f"--runs must be 1..50 and --duration 1..{MAX_DURATION_S} (signatures "
@@ -454,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need --threads >= 1, --connections >= --threads, --rate-hint >= 1")
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk)")
+    if args.profile is not None and shutil.which("py-spy") is None:
+        parser.error("--profile needs py-spy (pip install py-spy)")
 
     runs: list[RunResult] = []
     with tempfile.TemporaryDirectory(prefix="auren-bench-") as tmp:

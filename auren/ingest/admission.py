@@ -3,53 +3,110 @@
 Past the queue, or after waiting ``wait_s`` for a slot, the answer is 503 with ``Retry-After``:
 a provider retries a 503, while a request that hangs until the provider's own timeout (Fitbit
 5 s, Withings 2 s) looks like a dead endpoint and can get the subscription disabled.
+
+Every webhook passes through here, so the free-slot case is a plain counter (:meth:`try_enter`,
+no coroutine, no lock object) and only a webhook that must wait pays for a future and a timer.
+A slot is handed straight from the webhook that leaves to the first one waiting, so waiting
+webhooks are served in arrival order and a newcomer can never overtake them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import contextlib
+from collections import deque
+from types import TracebackType
 
 from auren.errors import Overloaded
 
 
 class Admission:
     def __init__(self, limit: int, queue_limit: int, wait_s: float) -> None:
+        if limit < 1 or queue_limit < 0 or wait_s < 0:
+            raise ValueError("need limit >= 1, queue_limit >= 0 and wait_s >= 0")
         self.limit = limit
         self.queue_limit = queue_limit
         self._wait_s = wait_s
-        self._slots = asyncio.Semaphore(limit)
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self.in_flight = 0
-        self.waiting = 0
         self.rejected = 0
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        if self._slots.locked():
-            if self.waiting >= self.queue_limit:
-                self.rejected += 1
-                raise Overloaded("too many webhooks in flight", retry_after_s=1)
-            self.waiting += 1
-            try:
-                # asyncio.timeout, not wait_for: no extra task per waiting webhook.
-                async with asyncio.timeout(self._wait_s):
-                    await self._slots.acquire()
-            except TimeoutError:
-                self.rejected += 1
-                raise Overloaded("no capacity within the admission wait",
-                                 retry_after_s=max(1, round(self._wait_s))) from None
-            finally:
-                self.waiting -= 1
-        else:
-            await self._slots.acquire()
-        self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
-            self._slots.release()
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
 
     @property
     def utilization(self) -> float:
         return self.in_flight / self.limit
+
+    def try_enter(self) -> bool:
+        """Take a free slot if there is one and nobody is waiting for it; never blocks."""
+        if self.in_flight < self.limit and not self._waiters:
+            self.in_flight += 1
+            return True
+        return False
+
+    async def enter(self) -> None:
+        """Take a slot, waiting in line for at most ``wait_s``.
+
+        Raises:
+            Overloaded: the line is full, or no slot came free in time (503 + Retry-After).
+        """
+        if self.try_enter():
+            return
+        if len(self._waiters) >= self.queue_limit:
+            self.rejected += 1
+            raise Overloaded("too many webhooks in flight", retry_after_s=1)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        timer = loop.call_later(self._wait_s, self._expire, waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self.leave()  # a slot was handed over just as the caller was cancelled
+            else:
+                self._forget(waiter)
+            raise
+        finally:
+            timer.cancel()
+
+    def leave(self) -> None:
+        """Give the slot back: to the first webhook waiting, else to the pool."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes on; in_flight stays the same
+                return
+        self.in_flight -= 1
+
+    def slot(self) -> _Slot:
+        """``async with admission.slot():`` around the durable phase."""
+        return _Slot(self)
+
+    def _expire(self, waiter: asyncio.Future[None]) -> None:
+        if waiter.done():
+            return
+        self._forget(waiter)
+        self.rejected += 1
+        waiter.set_exception(Overloaded("no capacity within the admission wait",
+                                        retry_after_s=max(1, round(self._wait_s))))
+
+    def _forget(self, waiter: asyncio.Future[None]) -> None:
+        with contextlib.suppress(ValueError):  # already handed a slot, or expired
+            self._waiters.remove(waiter)
+
+
+class _Slot:
+    __slots__ = ("_admission",)
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
+
+    async def __aenter__(self) -> None:
+        await self._admission.enter()
+
+    async def __aexit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        self._admission.leave()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from auren.adapters.base import DurableLog, WriteResult
@@ -18,12 +19,12 @@ from auren.providers.base import Delivery
 
 log = logging.getLogger("auren.ingest")
 
-_Pending = tuple[Delivery, asyncio.Future[WriteResult]]
+_Pending = tuple[Delivery, asyncio.Future[WriteResult], Callable[[], None] | None]
 
 
 class GroupCommitter:
     def __init__(self, store: DurableLog, *, max_batch: int = 256,
-                 on_batch: Callable[[int, int], None] | None = None) -> None:
+                 on_batch: Callable[[int, int, float], None] | None = None) -> None:
         self._store = store
         self._max_batch = max_batch
         self._pending: list[_Pending] = []
@@ -36,12 +37,23 @@ class GroupCommitter:
         self._task = asyncio.create_task(self._run(), name="group-committer")
 
     async def submit(self, delivery: Delivery) -> WriteResult:
+        return await self.enqueue(delivery)
+
+    def enqueue(self, delivery: Delivery, on_settled: Callable[[], None] | None = None
+                ) -> asyncio.Future[WriteResult]:
+        """Queue ``delivery`` for the next commit; the future settles when it is durable.
+
+        ``on_settled`` runs exactly once, as soon as the delivery's batch is committed or has
+        failed (or at shutdown), before the waiting task even resumes: the pipeline hands its
+        admission slot on from here, a loop iteration earlier than the task could. If this
+        raises, nothing was queued and ``on_settled`` will not run.
+        """
         if self._closing or self._task is None:
             raise StoreUnavailable("shutting down", retry_after_s=5)
         future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
-        self._pending.append((delivery, future))
+        self._pending.append((delivery, future, on_settled))
         self._wakeup.set()
-        return await future
+        return future
 
     @property
     def queue_depth(self) -> int:
@@ -71,31 +83,46 @@ class GroupCommitter:
                 return
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
         try:
-            results = await self._store.write_batch([d for d, _ in batch])
+            results = await self._store.write_batch([d for d, _, _ in batch])
         except AurenError as exc:
-            for _, future in batch:
+            _settle(batch)
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
             log.warning("store write failed", extra={"error": type(exc).__name__,
                                                      "batch": len(batch)})
             return
         except Exception as exc:
+            _settle(batch)
             log.exception("store write crashed", extra={"batch": len(batch)})
             error = StoreUnavailable("store write failed", retry_after_s=2)
             error.__cause__ = exc
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(error)
             return
+        except BaseException:  # cancelled at shutdown: the slots must not leak
+            _settle(batch)
+            raise
+        _settle(batch)
         if self._on_batch is not None:
-            self._on_batch(len(batch), sum(len(d.events) for d, _ in batch))
-        for (_, future), result in zip(batch, results, strict=True):
+            self._on_batch(len(batch), sum(len(d.events) for d, _, _ in batch),
+                           time.perf_counter() - started)
+        for (_, future, _), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
 
     def _fail_pending(self, error: AurenError) -> None:
-        for _, future in self._pending:
+        pending, self._pending = self._pending, []
+        _settle(pending)
+        for _, future, _ in pending:
             if not future.done():
                 future.set_exception(error)
-        self._pending.clear()
+
+
+def _settle(batch: list[_Pending]) -> None:
+    for _, _, on_settled in batch:
+        if on_settled is not None:
+            on_settled()

@@ -80,17 +80,24 @@ class IngestPipeline:
         if await self._cache.seen(cache_key):
             self._metrics.duplicates.labels(name).inc()
             return _duplicate(delivery, len(delivery.events) + len(delivery.fetch_jobs))
+        admission = self._admission
+        if not admission.try_enter():
+            try:
+                await admission.enter()
+            except Overloaded:
+                self._metrics.rejected.inc()
+                raise
         try:
-            async with self._admission.slot():
-                result = await self._committer.submit(delivery)
-        except Overloaded:
-            self._metrics.rejected.inc()
+            durable = self._committer.enqueue(delivery, admission.leave)
+        except BaseException:
+            admission.leave()
             raise
+        result = await durable
         await self._cache.remember((cache_key,))
         if result.duplicates:
             self._metrics.duplicates.labels(name).inc(result.duplicates)
         if result.accepted:
-            self._metrics.events_stored.labels(name).inc(result.accepted)
+            self._metrics.observe_stored(name, result.accepted)
         total = len(delivery.events) + len(delivery.fetch_jobs)
         if result.duplicate_delivery or (total and not result.accepted):
             return _duplicate(delivery, result.duplicates)

@@ -45,7 +45,7 @@ from auren.services import dataplane
 from auren.services.auth import ReadAuth
 from auren.services.body import receive_capped
 from auren.services.problem import install_problem_handlers, problem_for, problem_responses
-from auren.services.runtime import tune_gc_for_serving
+from auren.services.runtime import tune_runtime_for_serving
 from auren.settings import Settings
 
 log = logging.getLogger("auren.bridge")
@@ -239,7 +239,7 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tune_gc_for_serving()
+        tune_runtime_for_serving()
         await plane.open()
         committer.start()
         log.info("bridge started", extra={"mode": "embedded" if settings.embedded else "full"})

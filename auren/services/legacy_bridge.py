@@ -10,9 +10,10 @@ the v2 design buys, side by side.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -58,10 +59,19 @@ class DirectWriter(GroupCommitter):
     def start(self) -> None:
         self._open = True
 
-    async def submit(self, delivery: Delivery) -> WriteResult:
+    def enqueue(self, delivery: Delivery, on_settled: Callable[[], None] | None = None
+                ) -> asyncio.Future[WriteResult]:
         if not self._open:
             raise StoreUnavailable("shutting down", retry_after_s=5)
-        (result,) = await self._store.write_batch([delivery])
+        return asyncio.ensure_future(self._write(delivery, on_settled))
+
+    async def _write(self, delivery: Delivery, on_settled: Callable[[], None] | None
+                     ) -> WriteResult:
+        try:
+            (result,) = await self._store.write_batch([delivery])
+        finally:
+            if on_settled is not None:
+                on_settled()
         return result
 
     async def close(self, timeout_s: float) -> None:

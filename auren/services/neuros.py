@@ -59,7 +59,7 @@ from auren.services.problem import (
     problem_response,
     problem_responses,
 )
-from auren.services.runtime import tune_gc_for_serving
+from auren.services.runtime import tune_runtime_for_serving
 from auren.settings import Settings
 
 if TYPE_CHECKING:
@@ -374,7 +374,7 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tune_gc_for_serving()
+        tune_runtime_for_serving()
         await events.open()
         try:
             await conversations.open()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
@@ -57,3 +58,23 @@ async def test_a_failed_write_commits_nothing_and_raises_store_unavailable(store
     with sqlite3.connect(tmp_path / "db" / "auren.sqlite3") as conn:
         assert conn.execute("SELECT count(*) FROM deliveries WHERE delivery_key = 'c'"
                             ).fetchone()[0] == 0
+
+
+async def test_concurrent_direct_writers_are_serialized(store):
+    # A transaction spans the await for its COMMIT; writers that bypass the group committer
+    # (the legacy bridge) must each get their own.
+    results = await asyncio.gather(*(store.write_batch([delivery(f"w{i}", "u", range(i, i + 3))])
+                                     for i in range(20)))
+    assert sum(r.accepted + r.duplicates for (r,) in results) == 60
+    assert await store.count_events("u") == 22  # days 0..21, overlapping deliveries
+
+
+async def test_the_marker_moves_with_every_committed_event(store):
+    assert store.events_marker() == 0
+    await store.write_batch([delivery("m1", "u", range(3))])
+    first = store.events_marker()
+    assert first is not None and first >= 3
+    await store.write_batch([delivery("m1", "u", range(3))])  # a retry adds nothing
+    assert store.events_marker() == first
+    await store.write_batch([delivery("m2", "u", range(3, 4))])
+    assert (store.events_marker() or 0) > first

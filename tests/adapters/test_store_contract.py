@@ -157,3 +157,15 @@ async def test_sqlite_and_postgres_answer_identically(full_stack, tmp_path):
         finally:
             await s.close()
     assert answers[0] == answers[1]
+
+
+async def test_batches_larger_than_one_insert_statement_are_exact(store):
+    # More deliveries and more events than one multi-row statement holds (256 rows each).
+    batch = [delivery(f"many-{i}", f"u{i}", range(2)) for i in range(300)]
+    batch.append(delivery("wide", "u-wide", range(600)))
+    results = await store.write_batch(batch)
+    assert [r.accepted for r in results] == [2] * 300 + [600]
+    assert await store.count_events() == 1200
+    again = await store.write_batch(batch)
+    assert all(r.duplicate_delivery and r.accepted == 0 for r in again)
+    assert await store.count_events() == 1200

@@ -21,7 +21,7 @@ async def store(tmp_path):
 
 async def test_concurrent_submissions_share_transactions(store):
     batches: list[int] = []
-    committer = GroupCommitter(store, max_batch=64, on_batch=lambda d, e: batches.append(d))
+    committer = GroupCommitter(store, max_batch=64, on_batch=lambda d, e, s: batches.append(d))
     committer.start()
     results = await asyncio.gather(*(committer.submit(delivery(f"k{i}", f"u{i % 3}",
                                                                range(i, i + 2)))
@@ -55,3 +55,25 @@ async def test_close_drains_then_refuses(store):
     assert sum(r.accepted for r in await asyncio.gather(*pending)) == 50
     with pytest.raises(StoreUnavailable):
         await committer.submit(delivery("late", "u", range(1)))
+
+
+async def test_on_settled_runs_once_per_delivery_whatever_the_outcome(store, tmp_path):
+    settled: list[str] = []
+    committer = GroupCommitter(store)
+    committer.start()
+    ok = [committer.enqueue(delivery(f"s{i}", "u", range(i, i + 1)),
+                            lambda i=i: settled.append(f"s{i}")) for i in range(10)]
+    assert sum(r.accepted for r in await asyncio.gather(*ok)) == 10
+    assert sorted(settled) == sorted(f"s{i}" for i in range(10))
+
+    with sqlite3.connect(tmp_path / "auren.sqlite3") as conn:
+        conn.execute("DROP TABLE deliveries")
+    failing = [committer.enqueue(delivery(f"f{i}", "u", range(1)),
+                                 lambda i=i: settled.append(f"f{i}")) for i in range(5)]
+    outcomes = await asyncio.gather(*failing, return_exceptions=True)
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes)
+    assert sorted(s for s in settled if s[0] == "f") == [f"f{i}" for i in range(5)]
+    await committer.close(5)
+    with pytest.raises(StoreUnavailable):
+        committer.enqueue(delivery("late", "u", range(1)), lambda: settled.append("late"))
+    assert "late" not in settled and len(settled) == 15
