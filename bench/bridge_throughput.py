@@ -495,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="canonical events in each webhook")
     parser.add_argument("--workers", type=int, default=1,
                         help="server worker processes, the same for the ceiling and the bridge")
-    parser.add_argument("--rate-hint", type=int, default=8000,
+    parser.add_argument("--rate-hint", type=int, default=16000,
                         help="unique webhooks generated per second of --duration")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--profile", type=Path,

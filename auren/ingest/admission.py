@@ -5,7 +5,7 @@ a provider retries a 503, while a request that hangs until the provider's own ti
 5 s, Withings 2 s) looks like a dead endpoint and can get the subscription disabled.
 
 Every webhook passes through here, so the free-slot case is a plain counter (:meth:`try_enter`,
-no coroutine, no lock object) and only a webhook that must wait pays for a future and a timer.
+no coroutine, no lock object) and only a webhook that must wait pays for a future.
 A slot is handed straight from the webhook that leaves to the first one waiting, so waiting
 webhooks are served in arrival order and a newcomer can never overtake them.
 """
@@ -13,7 +13,6 @@ webhooks are served in arrival order and a newcomer can never overtake them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from types import TracebackType
 
@@ -27,7 +26,11 @@ class Admission:
         self.limit = limit
         self.queue_limit = queue_limit
         self._wait_s = wait_s
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        # (deadline, waiter) in arrival order. Every waiter waits the same wait_s, so the
+        # head always has the earliest deadline and one timer, armed for the head, serves
+        # the whole line.
+        self._waiters: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
         self.in_flight = 0
         self.rejected = 0
 
@@ -59,8 +62,9 @@ class Admission:
             raise Overloaded("too many webhooks in flight", retry_after_s=1)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(waiter)
-        timer = loop.call_later(self._wait_s, self._expire, waiter)
+        self._waiters.append((loop.time() + self._wait_s, waiter))
+        if self._timer is None:
+            self._arm(loop)
         try:
             await waiter
         except asyncio.CancelledError:
@@ -69,13 +73,11 @@ class Admission:
             else:
                 self._forget(waiter)
             raise
-        finally:
-            timer.cancel()
 
     def leave(self) -> None:
         """Give the slot back: to the first webhook waiting, else to the pool."""
         while self._waiters:
-            waiter = self._waiters.popleft()
+            _, waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)  # the slot passes on; in_flight stays the same
                 return
@@ -85,17 +87,25 @@ class Admission:
         """``async with admission.slot():`` around the durable phase."""
         return _Slot(self)
 
-    def _expire(self, waiter: asyncio.Future[None]) -> None:
-        if waiter.done():
-            return
-        self._forget(waiter)
-        self.rejected += 1
-        waiter.set_exception(Overloaded("no capacity within the admission wait",
-                                        retry_after_s=max(1, round(self._wait_s))))
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = loop.call_at(self._waiters[0][0], self._expire, loop) if self._waiters \
+            else None
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        while self._waiters and self._waiters[0][0] <= now:
+            _, waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.rejected += 1
+                waiter.set_exception(Overloaded("no capacity within the admission wait",
+                                                retry_after_s=max(1, round(self._wait_s))))
+        self._arm(loop)
 
     def _forget(self, waiter: asyncio.Future[None]) -> None:
-        with contextlib.suppress(ValueError):  # already handed a slot, or expired
-            self._waiters.remove(waiter)
+        for index, (_, queued) in enumerate(self._waiters):
+            if queued is waiter:
+                del self._waiters[index]
+                return
 
 
 class _Slot:

@@ -79,6 +79,11 @@ class GroupCommitter:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
                 await self._commit(batch)
+                # One turn of the loop before the next batch: the webhooks this commit handed
+                # admission slots to queue up first and ride along. Without it they missed
+                # every other batch, which settled at half of MAX_CONCURRENT_WEBHOOKS and cost
+                # a sixth of the bridge's throughput when measured.
+                await asyncio.sleep(0)
             if self._closing:
                 return
 

@@ -28,7 +28,9 @@ from auren.errors import MalformedPayload, SignatureInvalid
 from auren.events import CanonicalEvent, FetchJob
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, like CanonicalEvent: one is built per webhook on the hot path, and a frozen
+# dataclass sets every field through object.__setattr__. Treat as immutable.
+@dataclass(slots=True)
 class WebhookRequest:
     method: str
     headers: Mapping[str, str]  # lower-cased names
