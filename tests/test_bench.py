@@ -61,7 +61,7 @@ def _store(path: Path, deliveries: int) -> Path:
 
 def test_reconciliation_accepts_requests_cut_off_at_the_end_but_not_losses(
         tmp_path: Path) -> None:
-    wrk = parse_wrk("AUREN status 202 90\nAUREN accepted 450\n")
+    wrk = parse_wrk(f"AUREN status 202 90\nAUREN accepted {90 * EVENTS_PER_WEBHOOK}\n")
     ok = reconcile(wrk, _store(tmp_path, 95), connections=10)
     assert ok.ok, ok.detail
     lost_dir = tmp_path / "lost"
