@@ -7,10 +7,10 @@ Each run measures, back to back on the same machine:
 1. **ceiling**: a raw ASGI hello-world (``bench/hello_asgi.py``) served by uvicorn with exactly
    the options of ``auren serve bridge`` (uvloop, httptools, no access log, one worker);
 2. **bridge**: ``auren serve bridge`` in a fresh temporary ``AUREN_DATA_DIR`` with a generated
-   ``STANDARD_WEBHOOK_SECRET``, driven by ``bench/native_webhooks.lua`` with *unique* webhooks
-   signed moments before wrk starts (so none is absorbed by deduplication), then stopped
-   gracefully and reconciled against its SQLite store: the events of every 2xx answer must be
-   stored, exactly once.
+   ``STANDARD_WEBHOOK_SECRET``, driven by wrk (with the toolkit's script, ``auren.ops.wrk``)
+   with *unique* webhooks signed moments before wrk starts (so none is absorbed by
+   deduplication), then stopped gracefully and reconciled against its SQLite store: the
+   events of every 2xx answer must be stored, exactly once.
 
 The ratio bridge/ceiling is computed within each run, and the reported figures are medians over
 ``--runs``: a small shared machine is noisy, and only a ratio of two measurements taken moments
@@ -46,11 +46,11 @@ from typing import Any, TextIO
 
 import httpx
 
+from auren.ops import wrk as wrk_engine
 from auren.settings import Settings
 from auren.simulator import WebhookDelivery, render_unique_native
 
 ROOT = Path(__file__).resolve().parent.parent
-LUA_SCRIPT = Path(__file__).resolve().parent / "native_webhooks.lua"
 HOST = "127.0.0.1"  # loopback only, by construction: there is no option to change it
 # Events in each benchmark webhook (--events-per-webhook); a module default for reconcile().
 # One by default: request for request, the same unit of work as the hello-world it is compared
@@ -227,6 +227,13 @@ def run_wrk(url: str, *, server_pid: int, threads: int, connections: int, durati
 # --- requests -------------------------------------------------------------------------------
 
 
+def lua_script(directory: Path) -> Path:
+    """The toolkit's wrk script (``auren.ops.wrk.LUA``) as a file wrk can load."""
+    path = directory / "webhooks.lua"
+    path.write_text(wrk_engine.LUA)
+    return path
+
+
 def raw_request(delivery: WebhookDelivery, host: str) -> bytes:
     head = [f"POST {delivery.path} HTTP/1.1", f"Host: {host}"]
     head += [f"{name}: {value}" for name, value in delivery.headers.items()]
@@ -374,7 +381,7 @@ def one_run(number: int, args: argparse.Namespace, work: Path, log: TextIO) -> R
         bridge, _ = run_wrk(f"http://{HOST}:{port}/webhooks/auren", server_pid=proc.pid,
                             threads=args.threads,
                             connections=args.connections, duration=args.duration,
-                            script=[str(LUA_SCRIPT), str(prefix)])
+                            script=[str(lua_script(work)), str(prefix)])
         if profiler is not None:
             profiler.wait(timeout=args.duration + 60)
         bridge.commit_batch_mean, bridge.commit_ms_mean = commit_stats(

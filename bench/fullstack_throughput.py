@@ -10,7 +10,7 @@ bridge, the sink and wrk. Each run gets a fresh database, topics, consumer group
 prefix, then:
 
 1. ``auren sink`` and ``auren serve bridge`` start in full mode;
-2. wrk sends *unique* native webhooks signed moments before (``bench/native_webhooks.lua``, the
+2. wrk sends *unique* native webhooks signed moments before (the toolkit's wrk script, the
    same requests as ``bridge_throughput.py``) at ``--connections`` for ``--duration`` s, while
    the CPU of every process involved is sampled from /proc;
 3. the bridge is stopped gracefully (it drains what it admitted), the sink catches up, and the
@@ -260,7 +260,7 @@ def reconcile(wrk: base.WrkResult, url: str, connections: int, events: int) -> R
 
 def _wrk(url: str, args: argparse.Namespace, prefix: Path) -> tuple[base.WrkResult, float]:
     cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s",
-           "--latency", "-s", str(base.LUA_SCRIPT), url, "--", str(prefix)]
+           "--latency", "-s", str(base.lua_script(prefix.parent)), url, "--", str(prefix)]
     before = os.times()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 120,
                           check=False)

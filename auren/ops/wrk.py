@@ -21,6 +21,7 @@ from pathlib import Path
 
 from auren.ops.loadgen import RequestFactory, StepResult
 
+# The one wrk script for signed webhooks: the toolkit's wrk engine and bench/ both use it.
 LUA = r"""
 local threads = {}
 local next_id = 0
@@ -59,7 +60,9 @@ function done(summary, latency, requests)
       a = a + t:get("accepted")
    end
    for s, n in pairs(totals) do io.write(string.format("AUREN status %d %d\n", s, n)) end
-   io.write(string.format("AUREN wrapped %d\nAUREN accepted %d\n", w, a))
+   local l = 0
+   for _, t in ipairs(threads) do l = l + t:get("loaded") end
+   io.write(string.format("AUREN loaded %d\nAUREN wrapped %d\nAUREN accepted %d\n", l, w, a))
    for _, p in ipairs({50, 90, 95, 99, 99.9}) do
       io.write(string.format("AUREN latency_us p%s %d\n", p, latency:percentile(p)))
    end
