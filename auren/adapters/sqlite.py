@@ -250,7 +250,8 @@ class SQLiteStore:
                 # The usual batch, all new, in a few multi-row statements; otherwise (a
                 # provider's retry, or an item repeated within the batch) delivery by delivery,
                 # which attributes each item exactly. The transaction stays open for _commit.
-                results = _insert_all_new(conn, rows) or _insert(conn, rows)
+                new = _insert_all_new(conn, rows)
+                results = new if new is not None else _insert(conn, rows)
                 break
             except sqlite3.Error as exc:
                 if not _is_busy(exc):
@@ -277,7 +278,8 @@ class SQLiteStore:
                 # restarts (a later fsync could "succeed" without the lost pages).
                 self._failed = f"commit failed with an I/O error: {exc}"
                 raise StoreUnavailable(self._failed, retry_after_s=30) from exc
-            raise
+            raise StoreUnavailable(f"store error: {type(exc).__name__}",
+                                   retry_after_s=2) from exc
 
     def _release_after(self, fn: Callable[..., T], *args: Any) -> T:
         try:

@@ -78,3 +78,9 @@ async def test_the_marker_moves_with_every_committed_event(store):
     assert store.events_marker() == first
     await store.write_batch([delivery("m2", "u", range(3, 4))])
     assert (store.events_marker() or 0) > first
+
+
+async def test_an_empty_batch_writes_nothing_and_leaves_no_transaction_open(store):
+    assert await store.write_batch([]) == []
+    (result,) = await store.write_batch([delivery("after-empty", "u", range(2))])
+    assert result.accepted == 2
