@@ -90,7 +90,8 @@ class Settings(BaseSettings):
     # A call at least this slow counts as failed in the breaker's rate (0: never slow). Kafka:
     # a publish's delivery reports (a slow one is reported while still waiting, and when it
     # opens the breaker the batch goes to the spool at once); Redis: one batched round trip
-    # (abandoned anyway at REDIS_TIMEOUT_S); PostgreSQL: one store operation.
+    # (abandoned anyway at REDIS_TIMEOUT_S); PostgreSQL: one store operation. Also the stall
+    # threshold: calls in flight, the oldest this old, and no success within it: open at once.
     kafka_slow_call_s: float = Field(default=1.0, ge=0, le=600)
     redis_slow_call_s: float = Field(default=0.25, ge=0, le=60)
     postgres_slow_call_s: float = Field(default=5.0, ge=0, le=600)

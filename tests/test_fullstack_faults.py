@@ -85,7 +85,8 @@ def plane(full_stack: FullStack, tmp_path: Path) -> Iterator[Plane]:
 
 
 def run_load(plane: Plane, prefix: str, count: int, rate: float,
-             faults: list[tuple[float, Callable[[], None]]]) -> LoadResult:
+             faults: list[tuple[float, Callable[[], None]]], *,
+             concurrency: int = 64) -> LoadResult:
     """Send the load on a thread; run ``faults`` (seconds after the start, action) here."""
     result: list[LoadResult] = []
     errors: list[BaseException] = []
@@ -93,7 +94,7 @@ def run_load(plane: Plane, prefix: str, count: int, rate: float,
     def target() -> None:
         try:
             result.append(asyncio.run(send_load(plane.bridge.base_url, prefix, count,
-                                                rate=rate, concurrency=64)))
+                                                rate=rate, concurrency=concurrency)))
         except BaseException as exc:  # noqa: BLE001 - re-raised on the test's thread
             errors.append(exc)
 
@@ -385,3 +386,71 @@ def test_redis_paused_slow_calls_open_its_breaker_and_webhooks_do_not_wait(slow_
     assert_breaker_cycled(slow_plane.bridge, "redis")
     counts = check_exactly_once(slow_plane.url, "slowredis", load)
     assert len(counts) == 2800
+
+
+# --- default settings: a hang under closed-loop load is a stall --------------------------------
+
+
+@pytest.fixture
+def default_plane(full_stack: FullStack, tmp_path: Path) -> Iterator[Plane]:
+    """The production breaker settings: 10 s window, 5 calls, 50 %, 1 s Kafka slow threshold,
+    2 s bus timeout, 5 s open."""
+    full_stack.ensure_up()
+    env = full_stack.isolated()
+    bridge = BridgeProcess(env, tmp_path / "bridge-data", tmp_path)
+    bridge.start()
+    sink = start_sink(service_env(env, tmp_path / "sink-data"), tmp_path)
+    p = Plane(full_stack, env, bridge, sink, tmp_path)
+    try:
+        yield p
+    finally:
+        p.sink.stop()
+        bridge.stop()
+        full_stack.ensure_up()
+
+
+def test_kafka_paused_with_default_settings_the_stall_rule_opens_the_breaker(default_plane):
+    """What `auren faults --mode pause` does, with default settings: the broker SIGSTOPped under
+    150 webhooks/s over 32 connections. The hung publishes hold every connection, so almost
+    nothing completes and the failure rate over the 10 s window (full of fast calls) never gets
+    there; the stall rule opens the breaker about a slow threshold (1 s) after the pause, the
+    waiting batch goes to the spool, and no webhook waits out a bus timeout, let alone the
+    pause. Every 2xx is in PostgreSQL exactly once, and the breaker closes after the resume."""
+    plane = default_plane
+    cfg = plane.stack.cfg
+    paused_at: list[float] = []
+    pause_s = 4.0
+
+    def pause() -> None:
+        paused_at.append(time.time())
+        infra.pause_server(cfg, "kafka")
+
+    with BreakerWatch(plane.bridge, "kafka") as watch:
+        try:
+            # 9 s of load: it outlasts the open period (5 s), so webhooks are among the
+            # half-open probes (3 needed) that close the breaker again.
+            load = run_load(plane, "stall", 1350, 150, [
+                (1.5, pause),
+                (1.5 + pause_s, lambda: infra.resume_server(cfg, "kafka")),
+            ], concurrency=32)
+        finally:
+            infra.resume_server(cfg, "kafka")
+        watch.wait_closed(60)
+    opened = opened_after(plane.bridge, "kafka", paused_at[0])
+    p99, worst = _p99(load.latencies), max(load.latencies)
+    print(f"kafka pause, default settings: breaker open after {opened} s; p99 {p99:.3f} s, "
+          f"max {worst:.3f} s; path {[state for _, state in watch.path]}")
+    log = plane.bridge.log()
+    assert opened is not None and opened < 2.5, log[-3000:]
+    assert "circuit kafka: closed -> open (stalled:" in log, log[-3000:]
+    assert_all_answered(load, {202})
+    # Bounded by the slow threshold (1 s) plus an fsync, not the bus timeout (2 s).
+    assert p99 < 1.8 and worst < 2.0, (p99, worst)
+    wait_drained(plane.bridge)
+    assert_breaker_cycled(plane.bridge)
+    counts = check_exactly_once(plane.url, "stall", load)
+    assert len(counts) == 2700
+    stalls = plane.bridge.metric("auren_breaker_stalls_total")
+    assert stalls['{breaker="kafka"}'] >= 1, stalls
+    health = plane.bridge.health()["checks"]["breaker:kafka"][0]
+    assert health["stalls"] >= 1 and "inFlight" in health and "oldestInFlight_s" in health

@@ -24,9 +24,10 @@ publish's latency under load. A publish that does not settle within its timeout 
 missing records as failed: the caller then spools them, and if librdkafka does deliver them
 later, the copy is absorbed by the sink's unique key. A publish still waiting after its slow
 threshold tells the caller so at once (``on_slow``), which may end the wait early: a hung
-broker is seen as one while it hangs, not when the timeout finally fires. Every delivery error
-is treated the same way, whether librdkafka says the record was not persisted or possibly
-persisted (K2): it is sent again, and duplicates are harmless.
+broker is seen as one while it hangs, not when the timeout finally fires. The wait also ends as
+soon as ``abandon`` completes (the caller's breaker opened, e.g. on its stall rule). Every
+delivery error is treated the same way, whether librdkafka says the record was not persisted or
+possibly persisted (K2): it is sent again, and duplicates are harmless.
 """
 
 from __future__ import annotations
@@ -271,7 +272,8 @@ class KafkaBus:
 
     async def publish(self, records: Sequence[DeliveryRecord], timeout_s: float, *,
                       slow_s: float | None = None,
-                      on_slow: Callable[[float], bool] | None = None
+                      on_slow: Callable[[float], bool] | None = None,
+                      abandon: asyncio.Future[Any] | None = None
                       ) -> list[BaseException | None]:
         """Send every record; return, per record, None once Kafka acknowledged it (acks=all)
         or the error that stands in the way. Never raises for a record's failure.
@@ -279,6 +281,8 @@ class KafkaBus:
         The wait is bounded by ``timeout_s``. When the reports are not all in after ``slow_s``,
         ``on_slow(seconds waited)`` is called once (the breaker's slow-call report); if it
         returns True the wait ends there, and the records still unreported count as timed out.
+        The wait also ends when ``abandon`` completes (the breaker opened meanwhile), with the
+        same verdict.
         """
         if not records:
             return []
@@ -301,21 +305,23 @@ class KafkaBus:
                                                   retry_after_s=2))
         self._waiting += 1
         self._kick.set()
-        waited = timeout_s
+        waits: tuple[asyncio.Future[Any], ...] = \
+            (batch.future,) if abandon is None else (batch.future, abandon)
+        first = asyncio.FIRST_COMPLETED
+        started = time.monotonic()
         try:
+            # asyncio.wait leaves the futures alone on a timeout (no shield needed).
             if on_slow is not None and slow_s is not None and slow_s < timeout_s:
-                started = time.monotonic()
-                # asyncio.wait leaves the future alone on a timeout (no shield needed).
-                done, _ = await asyncio.wait((batch.future,), timeout=slow_s)
-                if not done:
+                await asyncio.wait(waits, timeout=slow_s, return_when=first)
+                if not batch.future.done() and not (abandon is not None and abandon.done()):
                     waited = time.monotonic() - started
                     if not on_slow(waited):
-                        await asyncio.wait((batch.future,), timeout=timeout_s - waited)
-                        waited = timeout_s
+                        await asyncio.wait(waits, timeout=timeout_s - waited, return_when=first)
             else:
-                await asyncio.wait((batch.future,), timeout=timeout_s)
+                await asyncio.wait(waits, timeout=timeout_s, return_when=first)
         finally:
             self._waiting -= 1
+        waited = time.monotonic() - started
         late = PublishTimeout(f"no delivery report within {waited:.3g} s", retry_after_s=2)
         with batch.lock:  # a snapshot: late reports must not change the verdict
             errors = [late if e is _PENDING else e for e in batch.errors]

@@ -3,6 +3,7 @@
 ::
 
     closed ──(≥ min_calls in the window and (failed + slow) / calls ≥ threshold)──▶ open
+    closed ──(stalled: see below)──▶ open
     open ──(open_s elapsed)──▶ half-open: ``probes`` calls let through, the rest refused
     half-open ──(``probes`` fast successes)──▶ closed
     half-open ──(any failure or slow call)──▶ open (for another open_s)
@@ -20,19 +21,39 @@ slow calls add to the failures. A caller that waits on a call in flight may repo
 as it has been slow (:meth:`slow`), without waiting for the outcome: that is how a breaker
 opens while the dependency is still hanging.
 
+**A stall opens it at once.** A rate over a time window cannot see a hang under closed-loop
+load: once the hung calls hold every client connection, almost nothing completes, so the few
+slow calls never outweigh the many fast ones made just before the hang (measured: Kafka
+SIGSTOPped for 8 s under 150 webhooks/s over 32 connections left ~128 slow deliveries against
+~1,500 fast ones in the 10 s window, and the breaker stayed closed). So, with a slow-call
+threshold set, the breaker also watches the calls in progress: when calls are outstanding, the
+oldest has been running for at least ``slow_call_s``, and no call has completed successfully
+within ``slow_call_s``, the dependency has stopped answering (rather than slowed a little) and
+the breaker opens right then, reason ``stalled: ...``, whatever the window's rate says. A
+dependency that is merely slow keeps completing calls, so the stall rule leaves it to the
+rate. A client error is an answer too (the dependency was fine). Callers announce a call with
+:meth:`begin` and end it with :meth:`end` (:meth:`call` does both). The rule is checked
+whenever the breaker's state is read (every :meth:`allow`), on every slow report, and by a
+watchdog timer on the running event loop, so it fires even when every caller is stuck waiting.
+Callers waiting on a call in flight can stop waiting when the breaker opens
+(:meth:`opened`). Bookkeeping is O(1) per call: calls in progress are counted in slots of
+``slow_call_s / 20`` by start time (oldest first), never listed one by one.
+
 **Weighted calls.** A batched caller (the group commit, Redis's batched lookups) makes one
 round trip for many webhooks; it reports the round trip with ``calls=`` the number of items
 in it. Otherwise the many small batches of a healthy dependency outweigh the few big ones of a
 hung dependency (one per timeout), and the rate never gets there while the fault lasts.
 
 A breaker only decides; callers that cannot use :meth:`CircuitBreaker.call` (the bus, which
-falls back to the spool instead of failing) use :meth:`allow` and then report exactly once
-with :meth:`success` or :meth:`failure`. Transitions are logged, kept (the last few) for
+falls back to the spool instead of failing) use :meth:`allow`, bracket the call with
+:meth:`begin` / :meth:`end`, and report exactly once with :meth:`success` or
+:meth:`failure`. Transitions are logged (with their reason), kept (the last few) for
 ``/health``, and exported to Prometheus by :class:`BreakerCollector`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -105,6 +126,17 @@ class CircuitBreaker:
         self.transition_counts: dict[tuple[str, str], int] = {}
         self.rejected = 0  # calls refused while open
         self.slow_calls = 0  # calls counted as slow since start (weighted)
+        # Calls in progress, for the stall rule: [first start, last start, outstanding] per
+        # slot of _grain seconds of start time, oldest first (a slot is the token begin() hands
+        # out). Empty slots at the head are dropped as calls end: O(1) amortized per call.
+        self._starts: deque[list[float]] = deque()
+        self._in_flight = 0
+        self._grain = (slow_call_s or 1.0) / 20
+        self._last_answer = clock()  # the last successful completion (or client error)
+        self.stalls = 0  # times the stall rule opened the breaker
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_loop: asyncio.AbstractEventLoop | None = None
+        self._opened: asyncio.Future[None] | None = None
 
     @classmethod
     def from_settings(cls, name: str, settings: Any, **kw: Any) -> CircuitBreaker:
@@ -121,8 +153,11 @@ class CircuitBreaker:
 
     @property
     def state(self) -> str:
-        if self._state == OPEN and self._clock() - self._opened_at >= self._open_s:
-            self._move(HALF_OPEN, f"{self._open_s:g} s open")
+        if self._state == OPEN:
+            if self._clock() - self._opened_at >= self._open_s:
+                self._move(HALF_OPEN, f"{self._open_s:g} s open")
+        elif self._in_flight and self._state == CLOSED and self.slow_call_s is not None:
+            self._check_stall()
         return self._state
 
     def retry_after_s(self) -> int:
@@ -143,12 +178,18 @@ class CircuitBreaker:
         self.rejected += 1
         return False
 
+    @property
+    def in_flight(self) -> int:
+        """Calls begun and not yet ended."""
+        return self._in_flight
+
     def is_slow(self, elapsed_s: float) -> bool:
         return self.slow_call_s is not None and elapsed_s >= self.slow_call_s
 
     def success(self, *, elapsed_s: float | None = None, calls: int = 1) -> None:
         """The call succeeded; one that took ``elapsed_s`` ≥ ``slow_call_s`` counts as slow.
         ``calls``: how many items the round trip carried (its weight in the rate)."""
+        self._last_answer = self._clock()
         if elapsed_s is not None and self.is_slow(elapsed_s):
             self.slow(elapsed_s, calls=calls)
             return
@@ -158,15 +199,20 @@ class CircuitBreaker:
             if self._probe_successes >= self._probes:
                 self._move(CLOSED, f"{self._probes} probe(s) succeeded")
 
-    def slow(self, elapsed_s: float, *, calls: int = 1) -> None:
+    def slow(self, elapsed_s: float, *, calls: int = 1, running: bool = False) -> None:
         """The call took (or has been running for) ``elapsed_s``, longer than ``slow_call_s``:
-        its report, whatever its outcome turns out to be. Counts like a failure."""
+        its report, whatever its outcome turns out to be. Counts like a failure.
+        ``running``: the call is still in progress, ``elapsed_s`` its age so far (queueing
+        before :meth:`begin` included), which the stall rule takes as the oldest call's age."""
         self.slow_calls += calls
         self._count(calls, failed=0, slow=calls)
         self._judge(f"slow call: {elapsed_s:.3g} s", "probe slow")
+        if self._state == CLOSED and self.slow_call_s is not None:
+            self._check_stall(elapsed_s if running else 0.0)
 
     def failure(self, error: BaseException | None = None, *, calls: int = 1) -> None:
         if isinstance(error, ClientError):
+            self._last_answer = self._clock()  # the dependency answered: it is not stalled
             self.release()
             return
         self._count(calls, failed=calls, slow=0)
@@ -182,30 +228,82 @@ class CircuitBreaker:
         if self._state != OPEN:
             self._trip(reason)
 
+    def begin(self) -> list[float]:
+        """A call to the dependency starts now; returns its token for :meth:`end`. O(1)."""
+        now = self._clock()
+        starts = self._starts
+        if starts and now - starts[-1][0] < self._grain:
+            slot = starts[-1]
+            slot[1] = now
+            slot[2] += 1
+        else:
+            slot = [now, now, 1]
+            starts.append(slot)
+        self._in_flight += 1
+        if self.slow_call_s is not None and (
+                self._watchdog is None or self._watchdog_loop is None
+                or self._watchdog_loop.is_closed()):
+            self._arm(self.slow_call_s)
+        return slot
+
+    def end(self, token: list[float], *, answered: bool = False) -> None:
+        """The call of ``token`` (from :meth:`begin`) is over, whatever its outcome.
+        ``answered``: it succeeded, though its report was already made (:meth:`slow` while it
+        ran), so only the stall rule needs to hear of it."""
+        if answered:
+            self._last_answer = self._clock()
+        if token[2] <= 0:
+            return  # ended twice: ignored
+        token[2] -= 1
+        self._in_flight -= 1
+        starts = self._starts
+        while starts and starts[0][2] <= 0:
+            starts.popleft()
+
+    def opened(self) -> asyncio.Future[None]:
+        """A future that completes when the breaker next opens (shared by every waiter): a
+        caller waiting on a call in flight can stop waiting then."""
+        loop = asyncio.get_running_loop()
+        future = self._opened
+        if future is None or future.done() or future.get_loop() is not loop:
+            future = self._opened = loop.create_future()
+        return future
+
     async def call(self, fn: Callable[[], Awaitable[T]], *, calls: int = 1) -> T:
         """Run ``fn`` through the breaker: refused with :class:`CircuitOpen` while open; a
         success slower than ``slow_call_s`` counts as slow. ``fn`` bounds its own wait."""
         if not self.allow():
             raise CircuitOpen(f"{self.name} circuit is open",
                               retry_after_s=self.retry_after_s())
-        started = self._clock()
+        token = self.begin()
+        started = token[1]
         try:
             result = await fn()
         except BaseException as exc:
+            self.end(token)
             if isinstance(exc, Exception):
                 self.failure(exc, calls=calls)
             else:  # cancelled: no verdict on the dependency
                 self.release()
             raise
+        self.end(token)
         self.success(elapsed_s=self._clock() - started, calls=calls)
         return result
 
     def snapshot(self) -> dict[str, Any]:
         calls, failures, slow = self._totals()
+        now = self._clock()
         body: dict[str, Any] = {"state": self.state, "windowCalls": calls,
                                 "windowFailures": failures, "windowSlowCalls": slow,
                                 "slowCallThreshold_s": self.slow_call_s,
-                                "slowCalls": self.slow_calls, "rejected": self.rejected}
+                                "slowCalls": self.slow_calls, "rejected": self.rejected,
+                                # The stall rule: open when the oldest call in flight and the
+                                # last success are both at least slowCallThreshold_s old.
+                                "inFlight": self._in_flight,
+                                "oldestInFlight_s": round(now - self._starts[0][1], 3)
+                                if self._in_flight and self._starts else 0.0,
+                                "sinceLastSuccess_s": round(now - self._last_answer, 3),
+                                "stalls": self.stalls}
         if self.transitions:
             last = self.transitions[-1]
             body["lastTransition"] = {"from": last.source, "to": last.target,
@@ -224,6 +322,49 @@ class CircuitBreaker:
             if calls >= self._min_calls and (failures + slow) / calls >= self._failure_rate:
                 self._trip(f"{failures} failed and {slow} slow of {calls} calls in "
                            f"{self._buckets} s ({reason})")
+
+    def _check_stall(self, running_s: float = 0.0) -> None:
+        """Closed, with a slow-call threshold: open now if the dependency stopped answering
+        (the oldest call in flight, or ``running_s`` reported by one, and the last success are
+        both at least ``slow_call_s`` old)."""
+        threshold = self.slow_call_s
+        if threshold is None or self._state != CLOSED:
+            return
+        now = self._clock()
+        silent = now - self._last_answer
+        if silent < threshold:
+            return
+        starts = self._starts
+        # The head slot's last start: the oldest call is at least this old (conservative).
+        oldest = now - starts[0][1] if self._in_flight and starts else 0.0
+        oldest = max(oldest, running_s)
+        if oldest < threshold:
+            return
+        self.stalls += 1
+        self._trip(f"stalled: the oldest of {self._in_flight} call(s) in flight has run "
+                   f"{oldest:.3g} s and none succeeded for {silent:.3g} s (threshold "
+                   f"{threshold:g} s)")
+
+    def _arm(self, delay_s: float) -> None:
+        """The watchdog: checks for a stall while calls are in flight, even when no caller
+        asks (they may all be stuck in the hung calls). One timer per breaker, at most."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous caller): the checks on reads suffice
+            return
+        self._watchdog_loop = loop
+        self._watchdog = loop.call_later(delay_s, self._watch)
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        threshold = self.slow_call_s
+        if threshold is None or not self._in_flight:
+            return  # the next begin() arms it again
+        _ = self.state  # checks the stall rule (and open -> half-open)
+        if self._in_flight and self._state == CLOSED and self._starts:
+            now = self._clock()
+            due = max(self._starts[0][1], self._last_answer) + threshold - now
+            self._arm(max(self._grain, due))
 
     def _count(self, calls: int, *, failed: int, slow: int) -> None:
         second = int(self._clock())
@@ -250,6 +391,9 @@ class CircuitBreaker:
     def _trip(self, reason: str) -> None:
         self._opened_at = self._clock()
         self._move(OPEN, reason)
+        future, self._opened = self._opened, None
+        if future is not None and not future.done() and not future.get_loop().is_closed():
+            future.set_result(None)
 
     def _move(self, target: str, reason: str) -> None:
         source, self._state = self._state, target
@@ -290,6 +434,12 @@ class BreakerCollector(Collector):
         threshold = GaugeMetricFamily("auren_breaker_slow_call_threshold_seconds",
                                       "The slow-call threshold (absent: none)",
                                       labels=["breaker"])
+        stalls = CounterMetricFamily("auren_breaker_stalls",
+                                     "Times the stall rule opened the breaker (calls in flight "
+                                     "past the slow-call threshold, no success within it)",
+                                     labels=["breaker"])
+        in_flight = GaugeMetricFamily("auren_breaker_calls_in_flight",
+                                      "Calls to the dependency in progress", labels=["breaker"])
         for breaker in self._breakers:
             state.add_metric([breaker.name], _STATE_VALUE[breaker.state])
             for (source, target), count in breaker.transition_counts.items():
@@ -298,8 +448,12 @@ class BreakerCollector(Collector):
             slow.add_metric([breaker.name], breaker.slow_calls)
             if breaker.slow_call_s is not None:
                 threshold.add_metric([breaker.name], breaker.slow_call_s)
+            stalls.add_metric([breaker.name], breaker.stalls)
+            in_flight.add_metric([breaker.name], breaker.in_flight)
         yield state
         yield transitions
         yield rejected
         yield slow
         yield threshold
+        yield stalls
+        yield in_flight

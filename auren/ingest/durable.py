@@ -6,6 +6,11 @@ did not acknowledge within ``BUS_TIMEOUT_S`` (or refused) are appended to the sp
 fsynced; only then does the committer answer 2xx. A publish still unacknowledged after
 ``KAFKA_SLOW_CALL_S`` is reported to the breaker as slow right then, weighted by its
 deliveries; if that opens the breaker, the batch stops waiting and goes to the spool at once.
+Every publish is a call in progress for the breaker's stall rule (``begin``/``end``): a broker
+that stopped answering (the oldest publish and the last acknowledgement both older than
+``KAFKA_SLOW_CALL_S``) opens the breaker at once, whatever the failure rate, and a publish
+still waiting when the breaker opens, for whatever reason, stops waiting then (its batch goes
+to the spool; the batches queued behind it find the breaker open and go there too).
 Both bounds count a delivery's whole wait: a batch queued behind a hung one gets what is left
 of ``BUS_TIMEOUT_S`` (nothing left: straight to the spool, counted slow), so no webhook waits
 on Kafka longer than ``BUS_TIMEOUT_S`` plus an fsync, even before the breaker opens.
@@ -137,23 +142,39 @@ class BusLog:
         """Publish within ``timeout_s``; the errors per record, and whether the breaker was
         already told (the records were slow, ``waited_s`` before the publish included:
         reported while they waited, and if that opened the breaker, the wait ended there and
-        the unacknowledged records count as failed)."""
+        the unacknowledged records count as failed). The wait also ends when the breaker opens
+        meanwhile (its stall rule, or another caller's failures)."""
         reported = False
+        breaker = self.breaker
 
         def on_slow(publish_s: float) -> bool:
             nonlocal reported
             reported = True
-            self.breaker.slow(waited_s + publish_s, calls=calls)
-            return self.breaker.state == OPEN
+            breaker.slow(waited_s + publish_s, calls=calls, running=True)
+            return breaker.state == OPEN
 
-        slow_s = self.breaker.slow_call_s
+        slow_s = breaker.slow_call_s
+        abandon = breaker.opened()
+        token = breaker.begin()
+        started = time.monotonic()
+        errors: list[BaseException | None] = []
         try:
             errors = await self.bus.publish(
-                records, timeout_s, on_slow=on_slow,
+                records, timeout_s, on_slow=on_slow, abandon=abandon,
                 slow_s=None if slow_s is None else max(0.0, slow_s - waited_s))
         except Exception as exc:  # any surprise means "not acknowledged"
             log.exception("kafka publish crashed")
             errors = [exc] * len(records)
+        finally:
+            # A slow publish that was acknowledged in the end: the broker answers (the stall
+            # rule must hear of it even though the breaker was told already).
+            breaker.end(token, answered=reported and bool(errors) and None in errors)
+        age = waited_s + time.monotonic() - started
+        if not reported and abandon.done() and None not in errors and breaker.is_slow(age):
+            # Abandoned because the breaker opened (its watchdog saw the stall a moment before
+            # on_slow would have): the report on_slow would have made.
+            reported = True
+            breaker.slow(age, calls=calls)
         return errors, reported
 
     # --- replay ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -261,6 +262,15 @@ def test_slow_calls_are_exported():
     text = generate_latest(registry).decode()
     assert 'auren_breaker_slow_calls_total{breaker="bus"} 7.0' in text
     assert 'auren_breaker_slow_call_threshold_seconds{breaker="bus"} 0.25' in text
+    assert 'auren_breaker_stalls_total{breaker="bus"} 0.0' in text
+    stalled = CircuitBreaker("hung", slow_call_s=0.25, clock=clock)
+    registry.register(BreakerCollector([stalled]))
+    stalled.begin()
+    clock.now += 0.25
+    assert stalled.state == OPEN
+    text = generate_latest(registry).decode()
+    assert 'auren_breaker_stalls_total{breaker="hung"} 1.0' in text
+    assert 'auren_breaker_calls_in_flight{breaker="hung"} 1.0' in text
 
 
 def test_thresholds_come_from_the_settings():
@@ -273,3 +283,178 @@ def test_thresholds_come_from_the_settings():
     defaults = Settings()
     assert CircuitBreaker.from_settings("kafka", defaults).slow_call_s == 1.0
     assert CircuitBreaker.from_settings("redis", defaults).slow_call_s == 0.25
+
+
+# --- the stall rule: calls in flight, nothing answering -----------------------------------------
+
+
+def test_a_stall_opens_it_at_once_whatever_the_window_says():
+    """A hang under closed-loop load: 1,500 fast calls in the window, then every connection
+    holds a hung call and nothing completes. The rate never gets there; the stall rule does,
+    as soon as the oldest call and the last success are slow_call_s old."""
+    clock = Clock()
+    b = breaker(clock, slow_call_s=1.0)
+    for _ in range(1500):
+        b.success(elapsed_s=0.005)
+        clock.now += 0.005
+    hung = [b.begin() for _ in range(32)]
+    clock.now += 0.5
+    assert b.allow() and b.state == CLOSED
+    clock.now += 0.49
+    assert b.state == CLOSED, "the oldest call is not yet slow"
+    clock.now += 0.02
+    assert b.state == OPEN
+    assert not b.allow()
+    reason = b.transitions[-1].reason
+    assert reason.startswith("stalled:") and "32 call(s) in flight" in reason, reason
+    snap = b.snapshot()
+    assert snap["windowFailures"] == snap["windowSlowCalls"] == 0, "the rate said nothing"
+    assert snap["stalls"] == 1 and snap["inFlight"] == 32 and snap["oldestInFlight_s"] >= 1.0
+    for token in hung:  # the hung calls end (timed out) while it is open
+        b.end(token)
+        b.failure(TimeoutError())
+    assert b.snapshot()["inFlight"] == 0
+    # Half-open probing and closing are unchanged.
+    clock.now += 5
+    assert b.allow() and b.allow()
+    b.success(elapsed_s=0.01)
+    b.success(elapsed_s=0.01)
+    assert b.state == CLOSED
+
+
+def test_a_slow_but_answering_dependency_is_left_to_the_rate():
+    """Every third call takes 1.5 s (slow) and calls overlap, so the oldest call in flight is
+    always older than the threshold; but calls keep completing, so it has not stalled, and a
+    third slow is below the failure rate: closed throughout."""
+    clock = Clock()
+    b = breaker(clock, slow_call_s=1.0)
+    in_flight: list[tuple[float, list[float], float]] = []  # (ends at, token, elapsed)
+    for step in range(400):  # 20 s, a call every 50 ms
+        clock.now += 0.05
+        for item in [c for c in in_flight if c[0] <= clock.now]:
+            in_flight.remove(item)
+            b.end(item[1])
+            b.success(elapsed_s=item[2])
+        assert b.allow()
+        elapsed = 1.5 if step % 3 == 0 else 0.03
+        in_flight.append((clock.now + elapsed, b.begin(), elapsed))
+        assert b.state == CLOSED, b.transitions
+    snap = b.snapshot()
+    assert snap["oldestInFlight_s"] >= 1.0 and snap["windowSlowCalls"] > 0
+    assert snap["stalls"] == 0 and not b.transitions
+
+
+def test_no_stall_without_a_call_in_flight_or_without_a_threshold():
+    clock = Clock()
+    b = breaker(clock, slow_call_s=1.0)
+    clock.now += 100  # idle: nothing answered for long, but nothing was asked either
+    assert b.state == CLOSED
+    token = b.begin()
+    clock.now += 0.9
+    assert b.state == CLOSED, "a call 0.9 s old is not slow"
+    clock.now += 0.1
+    assert b.state == OPEN and b.transitions[-1].reason.startswith("stalled")
+    b.end(token)
+    unbounded = breaker(clock)  # no slow-call threshold: no stall rule either
+    unbounded.begin()
+    clock.now += 600
+    assert unbounded.state == CLOSED
+
+
+def test_a_call_reported_slow_while_it_runs_carries_its_age():
+    """The bus reports a publish still waiting, its queueing before begin() included: that age
+    counts for the stall rule even when the call itself began more recently."""
+    clock = Clock()
+    b = breaker(clock, slow_call_s=1.0)
+    for _ in range(100):
+        b.success(elapsed_s=0.01)
+    clock.now += 1.0
+    token = b.begin()
+    clock.now += 0.4
+    b.slow(1.4, calls=1, running=True)  # waited 1 s behind another batch, then 0.4 s
+    assert b.state == OPEN and b.transitions[-1].reason.startswith("stalled")
+    b.end(token)
+
+
+def test_client_errors_never_count_and_are_answers():
+    """A dependency answering "your request is wrong" is not hung: a call in flight for long
+    while client errors keep coming back does not stall it, and they never count."""
+    clock = Clock()
+    b = breaker(clock, slow_call_s=1.0)
+    hung = b.begin()
+    for _ in range(20):
+        clock.now += 0.5
+        token = b.begin()
+        b.end(token)
+        b.failure(InvalidPayload("bad item"))
+        assert b.state == CLOSED
+    snap = b.snapshot()
+    assert snap["windowCalls"] == 0 and snap["stalls"] == 0
+    clock.now += 1.0  # ... but once nothing answers at all, it has stalled
+    assert b.state == OPEN
+    b.end(hung)
+
+
+async def test_client_errors_in_call_never_count_even_when_slow_and_overlapping():
+    clock = Clock()
+    b = breaker(clock, slow_call_s=1.0)
+
+    async def bad_request() -> None:
+        clock.now += 3
+        raise InvalidPayload("bad item")
+
+    for _ in range(10):
+        with pytest.raises(InvalidPayload):
+            await b.call(bad_request)
+        assert b.state == CLOSED
+    assert b.snapshot()["windowCalls"] == 0 and b.snapshot()["inFlight"] == 0
+
+
+def test_half_open_probing_is_unchanged_by_the_stall_rule():
+    clock = Clock()
+    b = breaker(clock, slow_call_s=1.0)
+    b.force_open("test")
+    clock.now += 5
+    assert b.allow()
+    probe = b.begin()
+    clock.now += 3  # a probe hanging: the slow report decides (as before), not the stall rule
+    assert b.state == HALF_OPEN
+    b.end(probe)
+    b.slow(3.0)
+    assert b.state == OPEN and b.transitions[-1].reason.startswith("probe slow")
+
+
+async def test_the_watchdog_opens_it_while_every_caller_waits():
+    """Nobody reads the state (every caller is stuck in a hung call): the breaker's own timer
+    applies the rule, and whoever waits on ``opened()`` is woken."""
+    seen: list[str] = []
+    b = CircuitBreaker("redis", slow_call_s=0.05, min_calls=4,
+                       on_transition=lambda _, t: seen.append(t.reason))
+    for _ in range(200):
+        token = b.begin()
+        b.end(token)
+        b.success(elapsed_s=0.001)
+    opened = b.opened()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    hung = [b.begin() for _ in range(5)]
+    await asyncio.wait_for(opened, 2.0)
+    assert loop.time() - started < 0.5
+    assert seen and seen[0].startswith("stalled"), seen
+    for token in hung:
+        b.end(token)
+
+
+async def test_call_in_progress_bookkeeping_stays_small():
+    """O(1) per call: calls are counted in slots of start time, not listed one by one."""
+    clock = Clock()
+    b = breaker(clock, slow_call_s=1.0)
+    stuck = b.begin()
+    for _ in range(20_000):  # 20,000 calls over 2 s behind one stuck call
+        token = b.begin()
+        clock.now += 0.0001
+        b.end(token)
+        b.success(elapsed_s=0.0001)
+    assert len(b._starts) <= 2 / (1.0 / 20) + 2
+    b.end(stuck)
+    assert len(b._starts) == 0 and b.snapshot()["inFlight"] == 0

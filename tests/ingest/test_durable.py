@@ -36,17 +36,25 @@ class FakeBus:
         pass
 
     async def publish(self, records: Sequence[DeliveryRecord], timeout_s: float, *,
-                      slow_s: float | None = None, on_slow=None) -> list[BaseException | None]:
+                      slow_s: float | None = None, on_slow=None,
+                      abandon: asyncio.Future | None = None) -> list[BaseException | None]:
         self.calls += 1
         await asyncio.sleep(0)
         if self.hung:  # like a SIGSTOPped broker: no report until the timeout
+            async def wait(seconds: float) -> bool:
+                """True when ``abandon`` ended the wait first."""
+                if abandon is None:
+                    await asyncio.sleep(seconds)
+                    return False
+                await asyncio.wait((abandon,), timeout=seconds)
+                return abandon.done()
+
             if on_slow is not None and slow_s is not None and slow_s < timeout_s:
-                await asyncio.sleep(slow_s)
-                if on_slow(slow_s):
+                if await wait(slow_s) or on_slow(slow_s):
                     return [PublishTimeout("hung") for _ in records]
-                await asyncio.sleep(timeout_s - slow_s)
+                await wait(timeout_s - slow_s)
             else:
-                await asyncio.sleep(timeout_s)
+                await wait(timeout_s)
             return [PublishTimeout("hung") for _ in records]
         if not self.up:
             return [PublishTimeout("down") for _ in records]
@@ -182,5 +190,56 @@ async def test_a_hung_bus_is_reported_slow_while_it_hangs_and_the_batch_spooled(
         assert breaker.state == OPEN
         assert breaker.snapshot()["windowSlowCalls"] == 25
         assert log.spool.pending_records == 25
+    finally:
+        await log.close()
+
+
+async def test_a_hung_bus_stalls_the_breaker_open_whatever_the_rate(tmp_path):
+    """Hundreds of fast batches in the window, then one small batch hangs: too few slow calls
+    for the rate, but nothing answers any more, so the stall rule opens the breaker at the
+    slow threshold and the batch goes to the spool without waiting for the timeout."""
+    bus = FakeBus()
+    breaker = CircuitBreaker("kafka", min_calls=5, failure_rate=0.5, open_s=30,
+                             slow_call_s=0.05)
+    log = BusLog(bus, Spool(tmp_path / "spool"), breaker,  # type: ignore[arg-type]
+                 timeout_s=5.0)
+    await log.open()
+    try:
+        for i in range(300):
+            await log.write_batch([delivery(f"ok{i}", "u", range(1))])
+        await asyncio.sleep(0.02)  # the next batch is not queued behind the last one
+        bus.hung = True
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await log.write_batch([delivery("h0", "u", range(1))])
+        assert loop.time() - started < 1.0, "the batch waited for the timeout"
+        assert breaker.state == OPEN
+        assert breaker.transitions[-1].reason.startswith("stalled"), breaker.transitions
+        assert breaker.snapshot()["windowSlowCalls"] == 1
+        assert log.spool.pending_records == 1
+        assert breaker.snapshot()["inFlight"] == 0
+    finally:
+        await log.close()
+
+
+async def test_a_publish_waiting_when_the_breaker_opens_stops_waiting(tmp_path):
+    """The breaker opens while a publish waits, for a reason that publish did not report:
+    the wait ends there and its deliveries go to the spool."""
+    bus = FakeBus()
+    breaker = CircuitBreaker("kafka", min_calls=5, open_s=30, slow_call_s=2.0)
+    log = BusLog(bus, Spool(tmp_path / "spool"), breaker,  # type: ignore[arg-type]
+                 timeout_s=5.0)
+    await log.open()
+    try:
+        bus.hung = True
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        write = asyncio.create_task(log.write_batch([delivery("w0", "u", range(2))]))
+        await asyncio.sleep(0.1)
+        assert not write.done()
+        breaker.force_open("opened elsewhere")
+        results = await asyncio.wait_for(write, 1.0)
+        assert loop.time() - started < 1.0
+        assert results[0].accepted == 2 and log.spool.pending_records == 1
     finally:
         await log.close()
