@@ -20,6 +20,7 @@ Every wait is bounded; every timeout is a parameter with a finite default.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import errno
@@ -71,6 +72,19 @@ _POLL_S = 0.1
 # Popen objects of the servers this process started: kept so that a server that dies is reaped
 # (no zombie keeps its pid "alive") and so that Python never warns about a dropped child.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@atexit.register
+def _leave_servers_running() -> None:
+    """Servers outlive the command (or test session) that started them, by design: ``down``
+    stops them later, by their recorded pid. Once this process is gone they are re-parented
+    and reaped by init, so their Popen objects are released here without Python's
+    "subprocess is still running" warning, which exists to catch children forgotten by
+    mistake."""
+    for pid, child in list(_CHILDREN.items()):
+        if child.poll() is None:
+            child.returncode = 0  # not an exit status: tells Popen it need not wait
+        del _CHILDREN[pid]
 
 
 @dataclass(frozen=True)

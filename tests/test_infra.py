@@ -178,6 +178,23 @@ def test_a_recycled_pid_is_never_signalled(tmp_path):
     assert not (cfg.server_dir("redis") / "state.json").exists()
 
 
+def test_a_server_left_running_at_exit_draws_no_warning(tmp_path):
+    """Servers outlive the process that started them by design (`down` stops them later), so
+    exiting with one running is not Python's "subprocess is still running" mistake."""
+    code = ("import sys; from pathlib import Path; from auren import infra; "
+            "from auren.infra_base import SpawnSpec; d = Path(sys.argv[1]); "
+            "print(infra._spawn(SpawnSpec(argv=['sleep', '30'], cwd=d, log=d / 'out.log')))")
+    done = subprocess.run([sys.executable, "-W", "default", "-c", code, str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    pid = int(done.stdout.strip())
+    try:
+        assert done.returncode == 0, done.stderr
+        assert "ResourceWarning" not in done.stderr
+        assert infra._stat(pid) is not None, "the server was stopped, not left running"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+
+
 def test_stop_is_graceful_then_kills(tmp_path):
     """The stop path on plain processes: one that exits on SIGTERM, one that ignores it."""
     cfg = _cfg(tmp_path)
