@@ -418,8 +418,8 @@ def _insert_all_new(conn: sqlite3.Connection, batch: list[_DeliveryRows]
     """BEGIN and insert the batch in a few multi-row statements, if every row is new.
 
     One statement per table instead of two per delivery: measured a seventh less CPU per
-    delivery on the loop. The counts of inserted rows tell whether every delivery and every item was new; if
-    not, nothing is kept (ROLLBACK) and the result is None.
+    delivery on the loop. The counts of inserted rows tell whether every delivery and every
+    item was new; if not, nothing is kept (ROLLBACK) and the result is None.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
