@@ -19,6 +19,20 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
+class LabelledChildren:
+    """A metric's child per label values, looked up once: ``labels()`` takes a lock and builds
+    a tuple on every call, which the hot paths (every webhook, every chat) do not pay."""
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def get(self, metric: Any, *labels: str) -> Any:
+        child = self._children.get((metric, labels))
+        if child is None:
+            child = self._children[(metric, labels)] = metric.labels(*labels)
+        return child
+
+
 class BridgeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -49,27 +63,14 @@ class BridgeMetrics:
                                         buckets=_LATENCY_BUCKETS, registry=r)
         self.rejected = Counter("auren_admission_rejected", "Webhooks shed with 503", registry=r)
 
-        # Label children looked up once: ``labels()`` takes a lock and builds a tuple per call.
-        self._request_children: dict[tuple[str, int], Any] = {}
-        self._latency_children: dict[str, Any] = {}
-        self._stored_children: dict[str, Any] = {}
+        self._children = LabelledChildren()
 
     def observe_request(self, provider: str, status: int, seconds: float) -> None:
-        counter = self._request_children.get((provider, status))
-        if counter is None:
-            counter = self._request_children[(provider, status)] = self.requests.labels(
-                provider, str(status))
-        counter.inc()
-        histogram = self._latency_children.get(provider)
-        if histogram is None:
-            histogram = self._latency_children[provider] = self.latency.labels(provider)
-        histogram.observe(seconds)
+        self._children.get(self.requests, provider, str(status)).inc()
+        self._children.get(self.latency, provider).observe(seconds)
 
     def observe_stored(self, provider: str, items: int) -> None:
-        counter = self._stored_children.get(provider)
-        if counter is None:
-            counter = self._stored_children[provider] = self.events_stored.labels(provider)
-        counter.inc(items)
+        self._children.get(self.events_stored, provider).inc(items)
 
     def observe_batch(self, deliveries: int, events: int, seconds: float) -> None:
         self.batch_size.observe(deliveries)

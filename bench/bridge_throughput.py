@@ -494,24 +494,24 @@ def print_report(report: dict[str, Any], runs: list[RunResult]) -> None:
     print(f"verdict: {report['verdict']}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def load_parser(doc: str, *, events_per_webhook: int, rate_hint: int
+                ) -> argparse.ArgumentParser:
+    """The options every wrk bench of signed webhooks shares (this one and the full stack's)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk measurement")
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--events-per-webhook", type=int, default=EVENTS_PER_WEBHOOK,
+    parser.add_argument("--events-per-webhook", type=int, default=events_per_webhook,
                         help="canonical events in each webhook")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="server worker processes, the same for the ceiling and the bridge")
-    parser.add_argument("--rate-hint", type=int, default=16000,
+    parser.add_argument("--rate-hint", type=int, default=rate_hint,
                         help="unique webhooks generated per second of --duration")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--profile", type=Path,
-                        help="sample the bridge with py-spy into PROFILE-<run>.txt "
-                             "(collapsed stacks; figures of a profiled run are not for quoting)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_load_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if not 1 <= args.runs <= 50 or not 1 <= args.duration <= MAX_DURATION_S:
         parser.error(f"--runs must be 1..50 and --duration 1..{MAX_DURATION_S} (signatures "
                      "expire after 300 s)")
@@ -519,6 +519,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need --threads >= 1, --connections >= --threads, --rate-hint >= 1")
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = load_parser(__doc__, events_per_webhook=EVENTS_PER_WEBHOOK, rate_hint=16000)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server worker processes, the same for the ceiling and the bridge")
+    parser.add_argument("--profile", type=Path,
+                        help="sample the bridge with py-spy into PROFILE-<run>.txt "
+                             "(collapsed stacks; figures of a profiled run are not for quoting)")
+    args = parser.parse_args(argv)
+    check_load_args(parser, args)
     if args.profile is not None and shutil.which("py-spy") is None:
         parser.error("--profile needs py-spy (pip install py-spy)")
 

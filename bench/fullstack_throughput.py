@@ -423,20 +423,12 @@ def print_report(report: dict[str, Any], runs: list[RunResult]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk measurement")
-    parser.add_argument("--connections", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    # Five events per webhook, the simulator's typical delivery: the target is in
+    # webhooks per second, and heavier webhooks are the harder test of the data plane.
+    parser = base.load_parser(__doc__, events_per_webhook=5, rate_hint=12000)
     parser.add_argument("--workers", type=int, default=1, help="bridge worker processes")
     parser.add_argument("--partitions", type=int, default=Settings().kafka_partitions,
                         help="partitions of the bench's topics")
-    # Five events per webhook, the simulator's typical delivery: the target is in
-    # webhooks per second, and heavier webhooks are the harder test of the data plane.
-    parser.add_argument("--events-per-webhook", type=int, default=5)
-    parser.add_argument("--rate-hint", type=int, default=12000,
-                        help="unique webhooks generated per second of --duration")
     parser.add_argument("--data-dir", type=Path,
                         help="use the stack `auren infra up --data-dir DIR` runs (ports from "
                              "AUREN_*_PORT) instead of a private one")
@@ -444,14 +436,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds of an uncounted first run (0: none): a fresh Kafka JVM "
                              "spends its first seconds compiling, which is not throughput")
     parser.add_argument("--keep", action="store_true", help="keep each run's database")
-    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
-    if not 1 <= args.runs <= 50 or not 1 <= args.duration <= base.MAX_DURATION_S:
-        parser.error(f"--runs must be 1..50 and --duration 1..{base.MAX_DURATION_S}")
-    if args.connections < args.threads or args.threads < 1 or args.rate_hint < 1:
-        parser.error("need --threads >= 1, --connections >= --threads, --rate-hint >= 1")
-    if shutil.which("wrk") is None:
-        parser.error("wrk is not installed (apt-get install wrk)")
+    base.check_load_args(parser, args)
 
     runs: list[RunResult] = []
     with tempfile.TemporaryDirectory(prefix="auren-bench-", dir="/var/tmp") as tmp, \

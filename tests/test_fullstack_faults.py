@@ -70,8 +70,14 @@ class Plane:
 
 @pytest.fixture
 def plane(full_stack: FullStack, tmp_path: Path) -> Iterator[Plane]:
+    yield from _running_plane(full_stack, tmp_path, **FAST)
+
+
+def _running_plane(full_stack: FullStack, tmp_path: Path, **settings: object
+                   ) -> Iterator[Plane]:
+    """Bridge and sink on an isolated slice of the stack with ``settings``; stopped after."""
     full_stack.ensure_up()
-    env = full_stack.isolated(**FAST)
+    env = full_stack.isolated(**settings)
     bridge = BridgeProcess(env, tmp_path / "bridge-data", tmp_path)
     bridge.start()
     sink = start_sink(service_env(env, tmp_path / "sink-data"), tmp_path)
@@ -259,18 +265,7 @@ PAUSE_S = 8.0
 
 @pytest.fixture
 def slow_plane(full_stack: FullStack, tmp_path: Path) -> Iterator[Plane]:
-    full_stack.ensure_up()
-    env = full_stack.isolated(**SLOW)
-    bridge = BridgeProcess(env, tmp_path / "bridge-data", tmp_path)
-    bridge.start()
-    sink = start_sink(service_env(env, tmp_path / "sink-data"), tmp_path)
-    p = Plane(full_stack, env, bridge, sink, tmp_path)
-    try:
-        yield p
-    finally:
-        p.sink.stop()
-        bridge.stop()
-        full_stack.ensure_up()
+    yield from _running_plane(full_stack, tmp_path, **SLOW)
 
 
 class BreakerWatch:
@@ -395,18 +390,7 @@ def test_redis_paused_slow_calls_open_its_breaker_and_webhooks_do_not_wait(slow_
 def default_plane(full_stack: FullStack, tmp_path: Path) -> Iterator[Plane]:
     """The production breaker settings: 10 s window, 5 calls, 50 %, 1 s Kafka slow threshold,
     2 s bus timeout, 5 s open."""
-    full_stack.ensure_up()
-    env = full_stack.isolated()
-    bridge = BridgeProcess(env, tmp_path / "bridge-data", tmp_path)
-    bridge.start()
-    sink = start_sink(service_env(env, tmp_path / "sink-data"), tmp_path)
-    p = Plane(full_stack, env, bridge, sink, tmp_path)
-    try:
-        yield p
-    finally:
-        p.sink.stop()
-        bridge.stop()
-        full_stack.ensure_up()
+    yield from _running_plane(full_stack, tmp_path)
 
 
 def test_kafka_paused_with_default_settings_the_stall_rule_opens_the_breaker(default_plane):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from types import TracebackType
 
 from auren.errors import Overloaded
 
@@ -83,10 +82,6 @@ class Admission:
                 return
         self.in_flight -= 1
 
-    def slot(self) -> _Slot:
-        """``async with admission.slot():`` around the durable phase."""
-        return _Slot(self)
-
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = loop.call_at(self._waiters[0][0], self._expire, loop) if self._waiters \
             else None
@@ -106,17 +101,3 @@ class Admission:
             if queued is waiter:
                 del self._waiters[index]
                 return
-
-
-class _Slot:
-    __slots__ = ("_admission",)
-
-    def __init__(self, admission: Admission) -> None:
-        self._admission = admission
-
-    async def __aenter__(self) -> None:
-        await self._admission.enter()
-
-    async def __aexit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                        traceback: TracebackType | None) -> None:
-        self._admission.leave()

@@ -36,9 +36,6 @@ class GroupCommitter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-committer")
 
-    async def submit(self, delivery: Delivery) -> WriteResult:
-        return await self.enqueue(delivery)
-
     def enqueue(self, delivery: Delivery, on_settled: Callable[[], None] | None = None
                 ) -> asyncio.Future[WriteResult]:
         """Queue ``delivery`` for the next commit; the future settles when it is durable.

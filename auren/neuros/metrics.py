@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from auren.observability import LabelledChildren
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -31,12 +31,7 @@ class NeurosMetrics:
                                      "Daily-series cache lookups (one per metric) by level: "
                                      "process, then redis for what the process missed",
                                      ["level", "result"], registry=r)
-        # Children resolved once: ``labels()`` per lookup is a lock and a lookup.
-        self._lookup_children: dict[tuple[str, str], Any] = {}
+        self._children = LabelledChildren()
 
     def count_cache_lookups(self, level: str, result: str, n: int) -> None:
-        child = self._lookup_children.get((level, result))
-        if child is None:
-            child = self._lookup_children[(level, result)] = self.cache_lookups.labels(
-                level, result)
-        child.inc(n)
+        self._children.get(self.cache_lookups, level, result).inc(n)

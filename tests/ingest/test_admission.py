@@ -15,9 +15,12 @@ async def test_limits_in_flight_and_queues_then_sheds():
 
     async def hold() -> str:
         nonlocal peak
-        async with admission.slot():
+        await admission.enter()
+        try:
             peak = max(peak, admission.in_flight)
             await release.wait()
+        finally:
+            admission.leave()
         return "done"
 
     holders = [asyncio.create_task(hold()) for _ in range(2)]
@@ -27,8 +30,7 @@ async def test_limits_in_flight_and_queues_then_sheds():
     assert admission.in_flight == 2
     assert admission.waiting == 1
     with pytest.raises(Overloaded) as shed:
-        async with admission.slot():
-            pass
+        await admission.enter()
     assert shed.value.headers() == {"Retry-After": "1"}
     release.set()
     assert await asyncio.gather(*holders, waiter) == ["done"] * 3
@@ -39,16 +41,16 @@ async def test_limits_in_flight_and_queues_then_sheds():
 
 async def test_waiting_is_bounded_in_time():
     admission = Admission(limit=1, queue_limit=10, wait_s=0.05)
-    async with admission.slot():
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        with pytest.raises(Overloaded):
-            async with admission.slot():
-                pass
-        assert loop.time() - started < 1
+    await admission.enter()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(Overloaded):
+        await admission.enter()
+    assert loop.time() - started < 1
+    admission.leave()
     assert admission.waiting == 0
-    async with admission.slot():  # the slot is usable again
-        assert admission.in_flight == 1
+    await admission.enter()  # the slot is usable again
+    assert admission.in_flight == 1
 
 
 async def test_slots_pass_to_waiters_in_arrival_order_and_newcomers_wait_behind():

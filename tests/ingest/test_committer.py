@@ -23,7 +23,7 @@ async def test_concurrent_submissions_share_transactions(store):
     batches: list[int] = []
     committer = GroupCommitter(store, max_batch=64, on_batch=lambda d, e, s: batches.append(d))
     committer.start()
-    results = await asyncio.gather(*(committer.submit(delivery(f"k{i}", f"u{i % 3}",
+    results = await asyncio.gather(*(committer.enqueue(delivery(f"k{i}", f"u{i % 3}",
                                                                range(i, i + 2)))
                                      for i in range(200)))
     await committer.close(5)
@@ -36,10 +36,10 @@ async def test_concurrent_submissions_share_transactions(store):
 async def test_a_failed_commit_fails_every_waiter_of_that_batch(store, tmp_path):
     committer = GroupCommitter(store)
     committer.start()
-    assert (await committer.submit(delivery("ok", "u", range(1)))).accepted == 1
+    assert (await committer.enqueue(delivery("ok", "u", range(1)))).accepted == 1
     with sqlite3.connect(tmp_path / "auren.sqlite3") as conn:
         conn.execute("DROP TABLE biometric_events")
-    outcomes = await asyncio.gather(*(committer.submit(delivery(f"x{i}", "u", range(1)))
+    outcomes = await asyncio.gather(*(committer.enqueue(delivery(f"x{i}", "u", range(1)))
                                       for i in range(5)), return_exceptions=True)
     assert all(isinstance(o, StoreUnavailable) for o in outcomes)
     await committer.close(5)
@@ -48,13 +48,11 @@ async def test_a_failed_commit_fails_every_waiter_of_that_batch(store, tmp_path)
 async def test_close_drains_then_refuses(store):
     committer = GroupCommitter(store)
     committer.start()
-    pending = [asyncio.create_task(committer.submit(delivery(f"d{i}", "u", range(i, i + 1))))
-               for i in range(50)]
-    await asyncio.sleep(0)
+    pending = [committer.enqueue(delivery(f"d{i}", "u", range(i, i + 1))) for i in range(50)]
     await committer.close(5)
     assert sum(r.accepted for r in await asyncio.gather(*pending)) == 50
     with pytest.raises(StoreUnavailable):
-        await committer.submit(delivery("late", "u", range(1)))
+        await committer.enqueue(delivery("late", "u", range(1)))
 
 
 async def test_on_settled_runs_once_per_delivery_whatever_the_outcome(store, tmp_path):
