@@ -272,7 +272,7 @@ class _CPUMeter:
 
     def percent(self) -> float:
         now = self._proc.cpu_times()
-        used = (now.user - self._start.user) + (now.system - self._start.system)
+        used: float = (now.user - self._start.user) + (now.system - self._start.system)
         return round(100 * used / max(time.perf_counter() - self._t0, 1e-9), 1)
 
 
