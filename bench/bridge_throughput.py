@@ -48,7 +48,8 @@ import httpx
 
 from auren.ops import wrk as wrk_engine
 from auren.settings import Settings
-from auren.simulator import WebhookDelivery, render_unique_native
+from auren.sim.load import render_unique_native
+from auren.sim.render import WebhookDelivery
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # loopback only, by construction: there is no option to change it

@@ -51,9 +51,9 @@ import asyncpg
 
 from auren import infra
 from auren.infra import InfraConfig
-from auren.infra_base import PG_USER, run_async
+from auren.infra.base import PG_USER, run_async
 from auren.settings import Settings
-from auren.simulator import render_unique_native
+from auren.sim.load import render_unique_native
 
 try:
     from bench import bridge_throughput as base

@@ -6,7 +6,7 @@
 One run:
 
 1. seeds a fresh temporary ``AUREN_DATA_DIR`` with ``--users`` simulated users x ``--days``
-   days (``auren.simulator``, written straight through ``SQLiteStore.write_batch``, the same
+   days (``auren.sim``, written straight through ``SQLiteStore.write_batch``, the same
    store the bridge fills, to keep set-up fast);
 2. starts ``auren serve neuros`` on a free loopback port (one worker, the CLI's server
    options), with the per-user rate limit raised so that the bench measures answers, not 429s;
@@ -49,10 +49,11 @@ from typing import Any
 import httpx
 import orjson
 
-from auren import simulator
 from auren.adapters.sqlite import SQLiteStore
 from auren.events import make_event, parse_time
 from auren.providers.base import Delivery
+from auren.sim.render import native_events
+from auren.sim.wearers import generate_users
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -92,7 +93,7 @@ async def seed(data_dir: Path, users: int, days: int) -> list[tuple[str, str]]:
     try:
         # End on the latest local date any offset has, so every user has "last night".
         end = (now + timedelta(hours=14)).date()
-        for history in simulator.generate_users(users, days, seed=11, end_date=end,
+        for history in generate_users(users, days, seed=11, end_date=end,
                                                 prefix="bench"):
             local_today = datetime.now(timezone(timedelta(
                 minutes=history.profile.utc_offset_min))).date()
@@ -105,7 +106,7 @@ async def seed(data_dir: Path, users: int, days: int) -> list[tuple[str, str]]:
                                      value=e["value"], unit=e["unit"],
                                      start=parse_time(e["start"]), end=parse_time(e["end"]),
                                      source_record_id=e["id"], received_at=now)
-                          for e in simulator.native_events(record)]
+                          for e in native_events(record)]
                 batch.append(Delivery("auren", f"bench-{history.user_id}-{record.day}", events))
             await store.write_batch(batch)
             out.append((history.user_id, _offset(history.profile.utc_offset_min)))

@@ -28,7 +28,7 @@ import asyncpg
 
 from auren import infra
 from auren.infra import InfraConfig
-from auren.infra_base import PG_USER, run_async
+from auren.infra.base import PG_USER, run_async
 from auren.settings import Settings
 
 START_TIMEOUT_S = 180.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from auren.simulator import render_unique_native
+from auren.sim.load import render_unique_native
 from bench.bridge_throughput import EVENTS_PER_WEBHOOK, parse_wrk, raw_request, reconcile
 from tests.helpers import NATIVE_SECRET
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from auren.infra_servers import kafka_version
+from auren.infra.servers import kafka_version
 from auren.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"

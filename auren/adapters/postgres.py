@@ -43,10 +43,10 @@ from typing import Any, TypeVar
 import asyncpg
 
 from auren.adapters.base import EventQuery, WriteResult
+from auren.adapters.breaker import CircuitBreaker
 from auren.adapters.wire import DeliveryRecord, record_of
 from auren.errors import InvalidPayload, MalformedPayload, StoreUnavailable
 from auren.events import CanonicalEvent
-from auren.ingest.breaker import CircuitBreaker
 from auren.providers.base import Delivery
 
 T = TypeVar("T")

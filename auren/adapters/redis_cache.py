@@ -42,8 +42,8 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from auren.adapters.breaker import CircuitBreaker
 from auren.errors import StoreUnavailable
-from auren.ingest.breaker import CircuitBreaker
 
 # Every key of a batch in one command, each with its TTL (ARGV[1] seconds).
 _SET_ALL_NX_EX = """

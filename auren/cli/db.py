@@ -1,7 +1,4 @@
-"""``auren db upgrade`` and ``auren sink``: thin over the PostgreSQL store and the sink.
-
-Registered on the main command by :func:`register` (one line in ``auren.cli``).
-"""
+"""``auren db upgrade`` and ``auren sink``: thin over the PostgreSQL store and the sink."""
 
 from __future__ import annotations
 
@@ -11,12 +8,10 @@ from typing import Annotated
 import typer
 
 from auren.adapters.postgres import PostgresStore
+from auren.cli.exit_codes import ExitCode
 from auren.errors import AurenError
 from auren.observability import configure_logging
 from auren.settings import Settings
-
-# The same numbers as auren.cli.ExitCode (not imported: auren.cli imports this module).
-_OK, _CHECK_FAILED, _USAGE, _ENVIRONMENT = 0, 1, 2, 3
 
 db_app = typer.Typer(help="The PostgreSQL schema of the full stack (POSTGRES_URL).",
                      no_args_is_help=True)
@@ -26,7 +21,7 @@ def _settings() -> Settings:
     settings = Settings()
     if settings.postgres_url is None:
         typer.echo("error: POSTGRES_URL is not set (see `auren infra up`)", err=True)
-        raise typer.Exit(_USAGE)
+        raise typer.Exit(ExitCode.USAGE)
     return settings
 
 
@@ -54,7 +49,7 @@ def upgrade_command() -> None:
         _, lines = asyncio.run(_schema(settings))
     except AurenError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
-        raise typer.Exit(_ENVIRONMENT) from exc
+        raise typer.Exit(ExitCode.ENVIRONMENT) from exc
     for line in lines:
         typer.echo(line)
 
@@ -68,20 +63,18 @@ def sink_command(
 ) -> None:
     """Run the sink: Kafka (biometric events and notifications) into PostgreSQL, exactly once
     in effect. SIGTERM finishes the batch in hand, commits its offsets and exits."""
-    from auren.sink import run_sink  # confluent-kafka is loaded only by commands that use it
+    from auren.services.sink import (
+        run_sink,  # confluent-kafka is loaded only by commands that use it
+    )
 
     settings = _settings()
     if not settings.kafka_bootstrap_servers:
         typer.echo("error: KAFKA_BOOTSTRAP_SERVERS is not set", err=True)
-        raise typer.Exit(_USAGE)
+        raise typer.Exit(ExitCode.USAGE)
     configure_logging(settings.log_level)
     try:
         asyncio.run(run_sink(settings, idle_exit_s=idle_exit if once else None))
     except AurenError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
-        raise typer.Exit(_ENVIRONMENT) from exc
+        raise typer.Exit(ExitCode.ENVIRONMENT) from exc
 
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(db_app, name="db")
-    app.command("sink")(sink_command)

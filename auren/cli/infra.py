@@ -14,11 +14,9 @@ from typing import Annotated
 import typer
 
 from auren import infra
-from auren.infra_base import InfraConfig, InfraError
+from auren.cli.exit_codes import ExitCode
+from auren.infra import InfraConfig, InfraError
 from auren.settings import Settings
-
-# The same numbers as auren.cli.ExitCode (not imported: auren.cli imports this module).
-_OK, _CHECK_FAILED, _USAGE, _ENVIRONMENT = 0, 1, 2, 3
 
 infra_app = typer.Typer(
     help="Real Kafka, PostgreSQL and Redis on the loopback for dev and CI, without Docker.",
@@ -57,7 +55,7 @@ def _config(data_dir: Path | None, kafka_port: int | None, kafka_controller_port
             redis_port=redis_port)
     except InfraError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(_USAGE) from exc
+        raise typer.Exit(ExitCode.USAGE) from exc
 
 
 def _names(servers: list[ServerName] | None) -> list[str] | None:
@@ -95,7 +93,7 @@ def up_command(
     except InfraError as exc:
         typer.echo(f"error: {exc}", err=True)
         _print(infra.status(cfg, _names(servers)))
-        raise typer.Exit(_ENVIRONMENT) from exc
+        raise typer.Exit(ExitCode.ENVIRONMENT) from exc
     _print(statuses)
     for line in infra.export_lines(cfg):
         typer.echo(line)
@@ -127,7 +125,7 @@ def status_command(
     else:
         for item in statuses:
             typer.echo(item.line())
-    raise typer.Exit(_OK if all(s.answering for s in statuses) else _CHECK_FAILED)
+    raise typer.Exit(ExitCode.OK if all(s.answering for s in statuses) else ExitCode.CHECK_FAILED)
 
 
 @infra_app.command("down")
@@ -147,6 +145,6 @@ def down_command(
         statuses = infra.down(cfg, _names(servers), timeout=timeout)
     except InfraError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(_ENVIRONMENT) from exc
+        raise typer.Exit(ExitCode.ENVIRONMENT) from exc
     for item in statuses:
         typer.echo(f"{item.name:<9} {item.action}")

@@ -23,9 +23,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from auren.cli.exit_codes import ExitCode
 from auren.ops.procs import EnvironmentBroken
 
-OK, CHECK_FAILED, USAGE, ENVIRONMENT = 0, 1, 2, 3  # auren.cli.ExitCode (not imported: cycle)
+# The exit codes (auren.cli.exit_codes) under the short names the commands below use.
+OK: int = ExitCode.OK
+CHECK_FAILED: int = ExitCode.CHECK_FAILED
+USAGE: int = ExitCode.USAGE
+ENVIRONMENT: int = ExitCode.ENVIRONMENT
 
 STYLE = {"pass": "green", "warn": "yellow", "fail": "red", "n/a": "dim"}
 
@@ -548,11 +553,3 @@ def _print_validation(run: dict[str, Any], paths: dict[str, Path]) -> None:
     console.print(f"report: {paths['html']}  (also report.md, report.json and the charts "
                   f"in {paths['html'].parent})")
 
-
-def register(app: typer.Typer) -> None:
-    """Add the toolkit's commands to the ``auren`` app."""
-    app.command("health")(health)
-    app.command("e2e")(e2e)
-    app.command("loadtest")(loadtest)
-    app.command("faults")(faults)
-    app.command("validate")(validate)

@@ -1,7 +1,7 @@
 """Shared pieces of ``auren infra``: its configuration, its error, and bounded subprocess helpers.
 
-Split out of :mod:`auren.infra` so that the server definitions (:mod:`auren.infra_servers`) and
-the orchestration (:mod:`auren.infra`) can both use them without importing each other.
+Split out so that the server definitions (:mod:`auren.infra.servers`) and the orchestration
+(:mod:`auren.infra.stack`) can both use them without importing each other.
 """
 
 from __future__ import annotations
@@ -29,10 +29,6 @@ HOST = "127.0.0.1"
 # The app's PostgreSQL role and database (the names the rest of AUREN expects).
 PG_USER = "auren"
 PG_DATABASE = "auren_production"
-
-# The repository's infra/ folder: it holds the Maven project that names the Kafka version.
-# ``scripts/install`` installs AUREN editable, so the package sits beside it.
-REPO_INFRA_DIR = Path(__file__).resolve().parent.parent / "infra"
 
 
 class InfraError(RuntimeError):

@@ -1,5 +1,6 @@
 """The three servers of ``auren infra``: how each is installed, configured, started and asked a
-real question. Process bookkeeping (pid files, signals, waiting) lives in :mod:`auren.infra`.
+real question. Process bookkeeping (pid files, signals, waiting) lives in
+:mod:`auren.infra.stack`.
 
 Every client call here has a finite timeout, and every probe is a real request over TCP on the
 loopback (Kafka: produce then fetch the same record; PostgreSQL: ``SELECT 1`` as the app's role
@@ -24,11 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
-from auren.infra_base import (
+from auren.infra.base import (
     HOST,
     PG_DATABASE,
     PG_USER,
-    REPO_INFRA_DIR,
     InfraConfig,
     InfraError,
     Probe,
@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KAFKA_POM = REPO_INFRA_DIR / "kafka" / "pom.xml"
+# The Maven project that names the Kafka version: package data, so an installed wheel has it.
+KAFKA_POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 # The topic `up` and `status` round-trip a record through. The bus creates its own topics, so
 # auto-creation is off and this one is created explicitly (1 partition, replication 1).
 HEALTH_TOPIC = "auren-infra-health"
@@ -55,7 +56,7 @@ _JAVA_PACKAGE = "openjdk-17-jre-headless"
 
 class Server(abc.ABC):
     """One server of the stack, bound to a config. Stateless: the record of a running process is
-    kept by :mod:`auren.infra` in the server's directory."""
+    kept by :mod:`auren.infra.stack` in the server's directory."""
 
     name: ClassVar[str]
     # The signal that asks for a clean, prompt shutdown.
@@ -110,8 +111,8 @@ def _read_pom() -> bytes:
     try:
         return KAFKA_POM.read_bytes()
     except OSError as exc:
-        raise InfraError(f"{KAFKA_POM} is missing: `auren infra` runs from a checkout of the "
-                         "repository (scripts/install installs it editable)") from exc
+        raise InfraError(f"{KAFKA_POM} is missing: the auren package was installed without "
+                         "its package data") from exc
 
 
 def _parse_kafka_version(pom: bytes) -> str:

@@ -1,4 +1,4 @@
-"""``auren infra``: real Kafka, PostgreSQL and Redis servers on the loopback, without Docker.
+"""The loopback stack's processes: start, watch and stop real Kafka, PostgreSQL and Redis.
 
 For development and CI. Each server runs as a plain process whose files live under
 ``<AUREN_DATA_DIR>/infra/<name>/``; this module records the pid (``<name>.pid``) and the
@@ -6,7 +6,7 @@ process's start time (``state.json``) and acts on a pid only while both still ma
 ``down`` and the fault helpers can never signal a process this module did not start, even after
 the kernel has reused the pid.
 
-Public API (also what the fault tests use)::
+Public API (re-exported by :mod:`auren.infra`; also what the fault tests use)::
 
     up(cfg)                      start what is not running, wait until each answers
     status(cfg)                  per server: pid, state, round trip, version
@@ -36,29 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auren.infra_base import HOST, InfraConfig, InfraError, Probe, SpawnSpec, tail_file, user_kwargs
-from auren.infra_servers import SERVER_TYPES, PostgresServer, Server
-
-__all__ = [
-    "SERVER_NAMES",
-    "InfraConfig",
-    "InfraError",
-    "ProcessRecord",
-    "ServerStatus",
-    "connection_env",
-    "down",
-    "export_lines",
-    "kill_server",
-    "pause_server",
-    "restart_server",
-    "resume_server",
-    "running_pid",
-    "signal_server",
-    "status",
-    "stop_server",
-    "up",
-    "write_env_file",
-]
+from auren.infra.base import HOST, InfraConfig, InfraError, Probe, SpawnSpec, tail_file, user_kwargs
+from auren.infra.servers import SERVER_TYPES, PostgresServer, Server
 
 # Start order: the slowest first, so the JVM warms up while the others start.
 SERVER_NAMES: tuple[str, ...] = ("kafka", "postgres", "redis")
@@ -298,7 +277,7 @@ def _spawn(spec: SpawnSpec) -> int:
         out.write(f"\n--- started by auren infra at {_now()} ---\n".encode())
         out.flush()
         try:
-            child = subprocess.Popen(  # noqa: S603 - argv is built by auren.infra_servers
+            child = subprocess.Popen(  # noqa: S603 - argv is built by auren.infra.servers
                 list(spec.argv), cwd=spec.cwd,
                 env=dict(spec.env) if spec.env is not None else None,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

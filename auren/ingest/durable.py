@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from auren.adapters.base import WriteResult
+from auren.adapters.breaker import CLOSED, OPEN, CircuitBreaker
 from auren.adapters.kafka import KafkaBus
 from auren.adapters.wire import DeliveryRecord, decode, encode, record_of
-from auren.ingest.breaker import CLOSED, OPEN, CircuitBreaker
 from auren.ingest.spool import Spool, claim_slot
 from auren.providers.base import Delivery
 

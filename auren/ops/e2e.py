@@ -22,10 +22,17 @@ from typing import Any
 
 import httpx
 
-from auren import simulator
 from auren.ops import deps
 from auren.ops.health import FAIL, NA, PASS
 from auren.ops.target import Target
+from auren.sim.render import (
+    PROVIDERS,
+    ProviderTarget,
+    WebhookDelivery,
+    render_deliveries,
+    resolve_providers,
+)
+from auren.sim.wearers import UserHistory, generate_users
 
 # How each provider's delivery is tampered with: its signature covers the body ("body"), or it
 # authenticates with a header value only ("header": that value is altered).
@@ -64,7 +71,7 @@ class E2EResult:
                 "steps": [s.as_dict() for s in self.steps]}
 
 
-def tampered(delivery: simulator.WebhookDelivery) -> simulator.WebhookDelivery | None:
+def tampered(delivery: WebhookDelivery) -> WebhookDelivery | None:
     """The same delivery with its authentication broken, or None when nothing authenticates it.
     """
     if delivery.provider in UNSIGNED:
@@ -76,11 +83,11 @@ def tampered(delivery: simulator.WebhookDelivery) -> simulator.WebhookDelivery |
         body = delivery.body
     else:
         body = delivery.body + b" "  # one byte more: every body signature breaks
-    return simulator.WebhookDelivery(delivery.provider, delivery.path, headers, body,
+    return WebhookDelivery(delivery.provider, delivery.path, headers, body,
                                      delivery.delivery_id, delivery.user_id, delivery.items)
 
 
-def _items(response: httpx.Response, delivery: simulator.WebhookDelivery) -> int:
+def _items(response: httpx.Response, delivery: WebhookDelivery) -> int:
     """Items the bridge newly made durable: its ``accepted``, or for Fitbit's empty 204 each
     notification (one fetch job each; the run's data is fresh, so none is a duplicate)."""
     if response.status_code == 204:
@@ -130,7 +137,7 @@ async def run_e2e(target: Target, *, timeout_s: float = 10.0, seed: int | None =
                               f"no answer: {type(exc).__name__}"))
 
         # 2. Baselines: the store, Kafka, and what NEUROS knows about the fresh user.
-        histories = simulator.generate_users(1, DAYS, seed if seed is not None
+        histories = generate_users(1, DAYS, seed if seed is not None
                                              else int(time.time()))
         user = histories[0].user_id
         before_answer: dict[str, Any] | None = None
@@ -143,8 +150,8 @@ async def run_e2e(target: Target, *, timeout_s: float = 10.0, seed: int | None =
         offsets_before = await _offsets(target)
 
         # 3. Every provider: tampered rejected, genuine accepted.
-        names = list(simulator.PROVIDERS)
-        providers, skipped = simulator.resolve_providers(target.settings, names)
+        names = list(PROVIDERS)
+        providers, skipped = resolve_providers(target.settings, names)
         for name, why in skipped.items():
             steps.append(Step(f"{name}: signed webhook accepted, tampered rejected", NA,
                               f"not configured here: {why}"))
@@ -165,10 +172,10 @@ async def run_e2e(target: Target, *, timeout_s: float = 10.0, seed: int | None =
 
 
 async def _provider_step(client: httpx.AsyncClient, bridge: str,
-                         provider: simulator.ProviderTarget,
-                         histories: list[simulator.UserHistory]) -> tuple[Step, int]:
+                         provider: ProviderTarget,
+                         histories: list[UserHistory]) -> tuple[Step, int]:
     name = f"{provider.name}: signed webhook accepted, tampered rejected"
-    deliveries = list(simulator.render_deliveries(histories, [provider]))
+    deliveries = list(render_deliveries(histories, [provider]))
     if not deliveries:
         return Step(name, NA, "the simulator renders nothing for this provider"), 0
     problems: list[str] = []

@@ -232,7 +232,7 @@ def dependency_faults(target: Target, *, fault_s: float = 8.0, recover_s: float 
                                         "breaker state, so breakers cannot be verified"))
         return result
     from auren import infra
-    from auren.infra_base import InfraConfig
+    from auren.infra.base import InfraConfig
 
     cfg = InfraConfig.from_settings(target.settings)
     for dependency in _configured(target):

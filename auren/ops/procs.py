@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from auren.demo import _GENERATED  # the demo's secret generators: one definition of "fresh"
+from auren.sim.credentials import fresh_secrets
 
 SERVICES: tuple[str, ...] = ("neuros", "legacy", "bridge", "gateway")
 DEFAULT_PORTS: dict[str, int] = {"neuros": 8000, "legacy": 8888, "bridge": 8889, "gateway": 9000}
@@ -43,7 +43,7 @@ def free_port() -> int:
 
 def generated_secrets(base: Mapping[str, str]) -> dict[str, str]:
     """A fresh secret for every provider setting ``base`` leaves unset (as ``auren demo``)."""
-    return {name: make() for name, make in _GENERATED.items() if not base.get(name)}
+    return fresh_secrets(base)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from auren.ops.loadgen import RequestFactory, raw_request
-from auren.simulator import render_unique_native
+from auren.sim.load import render_unique_native
 
 EVENTS_PER_WEBHOOK = 5
 CHAT_QUESTIONS = ("How did I sleep last week?", "What is my HRV?",

@@ -43,8 +43,8 @@ from auren.providers import PROVIDER_CLASSES, build_providers
 from auren.providers.base import WebhookRequest
 from auren.services import dataplane
 from auren.services.auth import ReadAuth
-from auren.services.body import receive_capped
-from auren.services.problem import install_problem_handlers, problem_for, problem_responses
+from auren.services.kernel.body import receive_capped
+from auren.services.kernel.problem import install_problem_handlers, problem_for, problem_responses
 from auren.services.runtime import tune_runtime_for_serving
 from auren.settings import Settings
 

@@ -24,10 +24,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from auren.adapters.base import Cache, DurableLog, EventStore
+from auren.adapters.breaker import OPEN, BreakerCollector, CircuitBreaker
 from auren.adapters.memory import MemoryCache
 from auren.adapters.sqlite import SQLiteStore
 from auren.errors import AurenError, RateLimited
-from auren.ingest.breaker import OPEN, BreakerCollector, CircuitBreaker
 from auren.settings import Settings
 
 PASS, WARN, FAIL = "pass", "warn", "fail"

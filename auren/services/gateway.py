@@ -36,7 +36,7 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 from auren import __version__
 from auren.errors import PayloadTooLarge
 from auren.events import iso
-from auren.services.problem import install_problem_handlers, problem_response
+from auren.services.kernel.problem import install_problem_handlers, problem_response
 from auren.settings import Settings
 
 log = logging.getLogger("auren.gateway")

@@ -35,7 +35,7 @@ from auren.observability import BridgeMetrics
 from auren.providers import build_providers
 from auren.providers.base import Delivery
 from auren.services.bridge import HEALTH, BridgeApp, WebhookEndpoint, build_store
-from auren.services.problem import install_problem_handlers
+from auren.services.kernel.problem import install_problem_handlers
 from auren.settings import Settings
 
 log = logging.getLogger("auren.legacy")

@@ -34,6 +34,7 @@ from starlette.types import Receive, Scope, Send
 
 from auren import __version__
 from auren.adapters.base import EventStore
+from auren.adapters.breaker import BreakerCollector, CircuitBreaker
 from auren.errors import (
     AurenError,
     InvalidPayload,
@@ -42,7 +43,6 @@ from auren.errors import (
     UnsupportedMediaType,
 )
 from auren.events import iso
-from auren.ingest.breaker import BreakerCollector, CircuitBreaker
 from auren.neuros.chat import ChatResult, Neuros, parse_timezone
 from auren.neuros.llm import build_provider
 from auren.neuros.memory import ConversationStore, SQLiteConversations
@@ -50,10 +50,10 @@ from auren.neuros.metrics import NeurosMetrics
 from auren.neuros.ratelimit import RateLimiter
 from auren.neuros.summaries import SharedSeries
 from auren.services.auth import ReadAuth
-from auren.services.body import receive_capped
 from auren.services.bridge import build_store
 from auren.services.dataplane import PASS, WARN, worst
-from auren.services.problem import (
+from auren.services.kernel.body import receive_capped
+from auren.services.kernel.problem import (
     install_problem_handlers,
     problem_for,
     problem_response,

@@ -36,15 +36,15 @@ from typing import Any, TypeVar
 import orjson
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from auren.adapters.breaker import CircuitBreaker
 from auren.adapters.kafka import ensure_topics
 from auren.adapters.postgres import PostgresStore
 from auren.adapters.wire import DeliveryRecord, decode
 from auren.errors import ClientError, StoreUnavailable
-from auren.ingest.breaker import CircuitBreaker
 from auren.settings import Settings
 
 T = TypeVar("T")
-log = logging.getLogger("auren.sink")
+log = logging.getLogger("auren.services.sink")
 
 _PARTITION_MAINTENANCE_S = 6 * 3600
 _SUMMARY_EVERY_S = 30.0

@@ -9,10 +9,8 @@ data back through the read API and checks that every accepted item is stored exa
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
-import secrets
 import signal
 import socket
 import sqlite3
@@ -20,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,30 +26,17 @@ from typing import Any
 
 import httpx
 
-from auren import simulator
 from auren.settings import Settings
-
-# Environment variables the demo fills with fresh random secrets when they are unset.
-_GENERATED: dict[str, Callable[[], str]] = {
-    "STANDARD_WEBHOOK_SECRET": lambda: "whsec_" + base64.b64encode(secrets.token_bytes(32))
-    .decode(),
-    "OURA_CLIENT_SECRET": lambda: secrets.token_hex(24),
-    "OURA_VERIFICATION_TOKEN": lambda: secrets.token_hex(12),
-    "WHOOP_CLIENT_SECRET": lambda: secrets.token_hex(24),
-    "TERRA_SIGNING_SECRET": lambda: secrets.token_hex(24),
-    "GARMIN_CLIENT_ID": lambda: secrets.token_hex(16),
-    "FITBIT_CLIENT_SECRET": lambda: secrets.token_hex(24),
-    "FITBIT_VERIFY_CODE": lambda: secrets.token_hex(8),
-    "POLAR_SIGNATURE_SECRET": lambda: secrets.token_hex(24),
-    "WITHINGS_ENABLED": lambda: "true",
-    "HAE_API_KEYS": lambda: "sk-" + secrets.token_hex(20),
-}
+from auren.sim.credentials import SECRET_GENERATORS, fresh_secrets
+from auren.sim.render import PROVIDERS, render_deliveries, resolve_providers
+from auren.sim.send import DeliverySummary, deliver
+from auren.sim.wearers import generate_users
 
 
 @dataclass
 class DemoResult:
     data_dir: Path
-    summary: simulator.DeliverySummary
+    summary: DeliverySummary
     stored_events: int
     stored_jobs: int
     accepted: int = 0
@@ -107,18 +92,16 @@ def run_demo(settings: Settings, *, users: int = 5, days: int = 30,
     data_dir = settings.auren_data_dir / "demo" / stamp
     data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    for name, make in _GENERATED.items():
-        if not env.get(name):
-            env[name] = make()
+    env.update(fresh_secrets(env))
     env["AUREN_DATA_DIR"] = str(data_dir)
     # The simulator signs with the same secrets the child bridge verifies with.
     sim_settings = Settings.model_validate({k.lower(): v for k, v in env.items()
-                                            if k in _GENERATED or k == "AUREN_DATA_DIR"})
-    targets, skipped = simulator.resolve_providers(sim_settings, list(simulator.PROVIDERS))
-    histories = simulator.generate_users(users, days, seed=int(time.time()))
+                                            if k in SECRET_GENERATORS or k == "AUREN_DATA_DIR"})
+    targets, skipped = resolve_providers(sim_settings, list(PROVIDERS))
+    histories = generate_users(users, days, seed=int(time.time()))
     with bridge_process(env, data_dir / "bridge.log") as url:
-        summary = asyncio.run(simulator.deliver(
-            url, simulator.render_deliveries(histories, targets), concurrency=concurrency,
+        summary = asyncio.run(deliver(
+            url, render_deliveries(histories, targets), concurrency=concurrency,
             timeout_s=10.0, max_duration_s=600.0, keep_results=True))
         first_user = histories[0].user_id
         events = httpx.get(f"{url}/api/v1/users/{first_user}/events",

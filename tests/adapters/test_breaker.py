@@ -6,8 +6,7 @@ import logging
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from auren.errors import InvalidPayload, StoreUnavailable
-from auren.ingest.breaker import (
+from auren.adapters.breaker import (
     CLOSED,
     HALF_OPEN,
     OPEN,
@@ -15,6 +14,7 @@ from auren.ingest.breaker import (
     CircuitBreaker,
     CircuitOpen,
 )
+from auren.errors import InvalidPayload, StoreUnavailable
 
 
 class Clock:

@@ -10,11 +10,11 @@ import asyncpg
 import pytest
 
 from auren.adapters.base import EventQuery
+from auren.adapters.breaker import CircuitBreaker, CircuitOpen
 from auren.adapters.postgres import MIGRATIONS, PostgresStore, partition_name, upgrade
 from auren.adapters.wire import record_of
 from auren.errors import MalformedPayload, StoreUnavailable
 from auren.events import make_event
-from auren.ingest.breaker import CircuitBreaker, CircuitOpen
 from auren.providers.base import Delivery
 from tests.adapters.test_sqlite import delivery
 

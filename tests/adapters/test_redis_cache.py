@@ -9,9 +9,9 @@ import uuid
 import pytest
 import redis
 
+from auren.adapters.breaker import CircuitBreaker
 from auren.adapters.redis_cache import RedisCache
 from auren.errors import StoreUnavailable
-from auren.ingest.breaker import CircuitBreaker
 
 pytestmark = pytest.mark.slow
 

@@ -34,10 +34,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from auren import infra
 from auren.infra import InfraConfig, InfraError
-from auren.infra_base import SpawnSpec, run_async
-from auren.infra_servers import (
+from auren.infra import stack as infra
+from auren.infra.base import SpawnSpec, run_async
+from auren.infra.servers import (
     KafkaServer,
     PostgresServer,
     RedisServer,
@@ -181,9 +181,9 @@ def test_a_recycled_pid_is_never_signalled(tmp_path):
 def test_a_server_left_running_at_exit_draws_no_warning(tmp_path):
     """Servers outlive the process that started them by design (`down` stops them later), so
     exiting with one running is not Python's "subprocess is still running" mistake."""
-    code = ("import sys; from pathlib import Path; from auren import infra; "
-            "from auren.infra_base import SpawnSpec; d = Path(sys.argv[1]); "
-            "print(infra._spawn(SpawnSpec(argv=['sleep', '30'], cwd=d, log=d / 'out.log')))")
+    code = ("import sys; from pathlib import Path; from auren.infra import stack; "
+            "from auren.infra.base import SpawnSpec; d = Path(sys.argv[1]); "
+            "print(stack._spawn(SpawnSpec(argv=['sleep', '30'], cwd=d, log=d / 'out.log')))")
     done = subprocess.run([sys.executable, "-W", "default", "-c", code, str(tmp_path)],
                           capture_output=True, text=True, timeout=60, check=False)
     pid = int(done.stdout.strip())

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import pytest
 
+from auren.adapters.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from auren.adapters.kafka import PublishTimeout
 from auren.adapters.wire import DeliveryRecord
 from auren.errors import ServiceUnavailable
-from auren.ingest.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from auren.ingest.durable import BusLog
 from auren.ingest.spool import Spool, SpoolFull
 from tests.adapters.test_sqlite import delivery

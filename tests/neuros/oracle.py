@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import date, timedelta
 from typing import Any
 
-from auren.simulator import DayRecord, UserHistory
+from auren.sim.wearers import DayRecord, UserHistory
 
 
 def days_back(today: date, first: int, last: int) -> list[date]:

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from auren.adapters.postgres import PostgresStore
 from auren.adapters.redis_cache import RedisCache
 from auren.events import make_event
-from auren.infra_base import run_async
+from auren.infra.base import run_async
 from auren.neuros import summaries
 from auren.neuros.summaries import Entry, SharedSeries
 from auren.providers.base import Delivery

@@ -22,9 +22,9 @@ import jwt
 import orjson
 import pytest
 
-from auren import simulator
 from auren.neuros.memory import MIGRATIONS as CONVERSATION_MIGRATIONS
-from auren.simulator import DayRecord, UserHistory
+from auren.sim.render import native_events
+from auren.sim.wearers import DayRecord, UserHistory, generate_users
 from tests.helpers import ServerProcess, native_body, native_headers, run_server
 from tests.neuros import oracle
 from tests.neuros.llm_server import FakeLLM
@@ -77,12 +77,12 @@ def _offset_text(minutes: int) -> str:
 
 
 def _users() -> tuple[SimUser, SimUser]:
-    profiles = simulator.generate_users(2, 1, seed=7, prefix="nx")
+    profiles = generate_users(2, 1, seed=7, prefix="nx")
     users = []
     for index, probe in enumerate(profiles):
         offset = probe.profile.utc_offset_min
         local_today = datetime.now(timezone(timedelta(minutes=offset))).date()
-        history = simulator.generate_users(index + 1, 60, seed=7, end_date=local_today,
+        history = generate_users(index + 1, 60, seed=7, end_date=local_today,
                                            prefix="nx")[index]
         users.append(SimUser(history, _offset_text(offset), offset))
     return users[0], users[1]
@@ -104,7 +104,7 @@ async def _ingest(base_url: str, bodies: list[bytes]) -> None:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("neuros")
     a, b = _users()
-    bodies = [native_body(u.user_id, simulator.native_events(r))
+    bodies = [native_body(u.user_id, native_events(r))
               for u in (a, b) for r in u.history.days]
     # Provider-supplied text that tries to instruct a model: it must never reach one.
     now = datetime.now(UTC)

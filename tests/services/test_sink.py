@@ -17,7 +17,7 @@ from auren.adapters.postgres import PostgresStore
 from auren.adapters.wire import record_of
 from auren.events import FetchJob, fetch_job_id
 from auren.providers.base import Delivery
-from auren.sink import Sink, run_sink
+from auren.services.sink import Sink, run_sink
 from tests.adapters.test_sqlite import delivery
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,36 @@
+"""The one place where every ``auren`` command is mounted.
+
+Each module of :mod:`auren.cli` holds the thin commands of one concern (options parse, settings
+build, the library runs); this one only puts them on the root command.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from auren.cli import db, infra, serve, sim, toolkit
+
+app = typer.Typer(help="AUREN: verified biometric ingestion, insights and validation.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+# auren serve bridge | neuros | legacy | gateway | all
+app.add_typer(serve.serve_app, name="serve")
+serve.serve_app.command("all")(toolkit.serve_all)
+# auren simulate, auren demo: synthetic wearers (auren.sim)
+app.command("simulate")(sim.simulate)
+app.command("demo")(sim.demo)
+# auren health | e2e | loadtest | faults | validate: the validation toolkit (auren.ops)
+app.command("health")(toolkit.health)
+app.command("e2e")(toolkit.e2e)
+app.command("loadtest")(toolkit.loadtest)
+app.command("faults")(toolkit.faults)
+app.command("validate")(toolkit.validate)
+# auren infra up | down | status: the loopback Kafka/PostgreSQL/Redis stack (auren.infra)
+app.add_typer(infra.infra_app, name="infra")
+# auren db upgrade, auren sink: the full stack's PostgreSQL side
+app.add_typer(db.db_app, name="db")
+app.command("sink")(db.sink_command)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
