@@ -1,4 +1,5 @@
-"""Canonical biometric events, the metric registry and unit conversion. Pure: no I/O.
+"""Canonical biometric events, fetch jobs, the delivery that carries them, the metric registry
+and unit conversion. Pure: no I/O.
 
 One record per measurement. ``event_id`` is a UUIDv5 over everything that identifies the
 measurement (provider, provider user, metric, time frame, source record), so a re-delivery of
@@ -348,6 +349,23 @@ def fetch_job_id(provider: str, *parts: object) -> str:
     """Deterministic id of a fetch job, so a re-sent notification is one job."""
     return str(uuid.uuid5(EVENT_NAMESPACE, "fetch|" + provider + "|" + "|".join(map(str, parts))))
 
+
+
+# Not frozen, like CanonicalEvent: one is built per webhook on the hot path. Treat as immutable.
+@dataclass(slots=True)
+class Delivery:
+    """One verified, parsed webhook: the unit that must become durable before the answer."""
+
+    provider: str
+    # Identifies this delivery across the provider's retries (webhook-id, trace id, or a body
+    # digest when the provider gives none).
+    delivery_key: str
+    events: list[CanonicalEvent] = field(default_factory=list)
+    fetch_jobs: list[FetchJob] = field(default_factory=list)
+    # Items the provider sent that AUREN has no metric for (counted, not stored).
+    ignored: int = 0
+    # The status a successful first delivery answers (Fitbit wants 204).
+    success_status: int = 202
 
 def item_error(index: int, message: str, *, path: str = "events") -> InvalidPayload:
     """A 422 that names the index of the bad item; nothing of the delivery is stored."""

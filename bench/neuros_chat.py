@@ -50,8 +50,7 @@ import httpx
 import orjson
 
 from auren.adapters.sqlite import SQLiteStore
-from auren.events import make_event, parse_time
-from auren.providers.base import Delivery
+from auren.events import Delivery, make_event, parse_time
 from auren.sim.render import native_events
 from auren.sim.wearers import generate_users
 

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from auren.events import CanonicalEvent
-from auren.providers.base import Delivery
+from auren.events import CanonicalEvent, Delivery
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,8 +46,7 @@ from auren.adapters.base import EventQuery, WriteResult
 from auren.adapters.breaker import CircuitBreaker
 from auren.adapters.wire import DeliveryRecord, record_of
 from auren.errors import InvalidPayload, MalformedPayload, StoreUnavailable
-from auren.events import CanonicalEvent
-from auren.providers.base import Delivery
+from auren.events import CanonicalEvent, Delivery
 
 T = TypeVar("T")
 log = logging.getLogger("auren.store")

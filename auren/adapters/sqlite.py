@@ -41,8 +41,7 @@ import orjson
 
 from auren.adapters.base import EventQuery, WriteResult
 from auren.errors import StoreUnavailable
-from auren.events import CanonicalEvent, iso
-from auren.providers.base import Delivery
+from auren.events import CanonicalEvent, Delivery, iso
 
 T = TypeVar("T")
 log = logging.getLogger("auren.store")

@@ -22,8 +22,7 @@ from typing import Any
 
 import orjson
 
-from auren.events import iso
-from auren.providers.base import Delivery
+from auren.events import Delivery, iso
 
 VERSION = 1
 

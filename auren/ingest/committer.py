@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from auren.adapters.base import DurableLog, WriteResult
 from auren.errors import AurenError, StoreUnavailable
-from auren.providers.base import Delivery
+from auren.events import Delivery
 
 log = logging.getLogger("auren.ingest")
 

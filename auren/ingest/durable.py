@@ -42,8 +42,8 @@ from auren.adapters.base import WriteResult
 from auren.adapters.breaker import CLOSED, OPEN, CircuitBreaker
 from auren.adapters.kafka import KafkaBus
 from auren.adapters.wire import DeliveryRecord, decode, encode, record_of
+from auren.events import Delivery
 from auren.ingest.spool import Spool, claim_slot
-from auren.providers.base import Delivery
 
 log = logging.getLogger("auren.bus")
 

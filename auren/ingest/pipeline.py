@@ -19,11 +19,12 @@ from auren.errors import (
     ProviderNotConfigured,
     SignatureInvalid,
 )
+from auren.events import Delivery
 from auren.ingest.admission import Admission
 from auren.ingest.committer import GroupCommitter
 from auren.observability import BridgeMetrics
 from auren.providers import PROVIDER_CLASSES
-from auren.providers.base import Delivery, Provider, WebhookRequest
+from auren.providers.base import Provider, WebhookRequest
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,10 +35,9 @@ from auren.errors import (
     SignatureInvalid,
     UnsupportedMediaType,
 )
-from auren.events import item_error, parse_time
+from auren.events import Delivery, item_error, parse_time
 from auren.providers._common import MAX_TEXT, EventBatch, Subject, array, encode, text
 from auren.providers.base import (
-    Delivery,
     HandshakeResponse,
     WebhookRequest,
     body_digest,

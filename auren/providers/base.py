@@ -5,7 +5,8 @@ A provider gets a :class:`WebhookRequest` (raw bytes, lower-cased headers) and:
 1. ``handshake(request)`` answers verification handshakes (GET/HEAD, Polar PING) or returns None;
 2. ``verify(request, now)`` checks the provider's own signature over the raw bytes, before any
    parsing, and raises :class:`~auren.errors.SignatureInvalid`;
-3. ``parse(request, received_at)`` turns the verified body into a :class:`Delivery` of canonical
+3. ``parse(request, received_at)`` turns the verified body into a
+   :class:`~auren.events.Delivery` of canonical
    events or fetch jobs, raising ``MalformedPayload`` (400) or ``InvalidPayload`` (422).
 
 ``signed_headers`` produces the headers a real sender would add; the simulator and the load
@@ -18,14 +19,14 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
 
 from auren.errors import MalformedPayload, SignatureInvalid
-from auren.events import CanonicalEvent, FetchJob
+from auren.events import Delivery
 
 
 # Not frozen, like CanonicalEvent: one is built per webhook on the hot path, and a frozen
@@ -50,22 +51,6 @@ class WebhookRequest:
 class HandshakeResponse:
     status: int
     body: Any = None  # JSON-serialisable, or None for an empty body
-
-
-@dataclass(slots=True)
-class Delivery:
-    """One verified, parsed webhook: what must become durable before the answer."""
-
-    provider: str
-    # Identifies this delivery across the provider's retries (webhook-id, trace id, or a body
-    # digest when the provider gives none).
-    delivery_key: str
-    events: list[CanonicalEvent] = field(default_factory=list)
-    fetch_jobs: list[FetchJob] = field(default_factory=list)
-    # Items the provider sent that AUREN has no metric for (counted, not stored).
-    ignored: int = 0
-    # The status a successful first delivery answers (Fitbit wants 204).
-    success_status: int = 202
 
 
 class Provider(Protocol):

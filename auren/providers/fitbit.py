@@ -26,10 +26,9 @@ from datetime import datetime
 from typing import Any
 
 from auren.errors import InvalidPayload, MalformedPayload, SignatureInvalid
-from auren.events import FetchJob, fetch_job_id, item_error
+from auren.events import Delivery, FetchJob, fetch_job_id, item_error
 from auren.providers._common import array, calendar_date, encode, ident, optional
 from auren.providers.base import (
-    Delivery,
     HandshakeResponse,
     WebhookRequest,
     any_matches,

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from auren.errors import InvalidPayload, SignatureInvalid
-from auren.events import FetchJob, fetch_job_id, item_error
+from auren.events import Delivery, FetchJob, fetch_job_id, item_error
 from auren.providers._common import (
     MAX_DURATION_S,
     EventBatch,
@@ -40,7 +40,6 @@ from auren.providers._common import (
     text,
 )
 from auren.providers.base import (
-    Delivery,
     HandshakeResponse,
     WebhookRequest,
     any_matches,

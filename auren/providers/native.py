@@ -22,9 +22,8 @@ from datetime import datetime
 from typing import Any
 
 from auren.errors import InvalidPayload, SignatureInvalid
-from auren.events import item_error, make_event, parse_time
+from auren.events import Delivery, item_error, make_event, parse_time
 from auren.providers.base import (
-    Delivery,
     HandshakeResponse,
     WebhookRequest,
     any_matches,

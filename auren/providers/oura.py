@@ -21,10 +21,9 @@ import hmac
 from datetime import datetime
 
 from auren.errors import InvalidPayload, MalformedPayload, SignatureInvalid
-from auren.events import FetchJob, fetch_job_id, iso
+from auren.events import Delivery, FetchJob, fetch_job_id, iso
 from auren.providers._common import MAX_TEXT, encode, header_time, ident, optional, timestamp
 from auren.providers.base import (
-    Delivery,
     HandshakeResponse,
     WebhookRequest,
     any_matches,

@@ -26,7 +26,7 @@ from datetime import datetime
 import orjson
 
 from auren.errors import InvalidPayload, SignatureInvalid
-from auren.events import FetchJob, fetch_job_id, iso
+from auren.events import Delivery, FetchJob, fetch_job_id, iso
 from auren.providers._common import (
     calendar_date,
     encode,
@@ -37,7 +37,6 @@ from auren.providers._common import (
     timestamp,
 )
 from auren.providers.base import (
-    Delivery,
     HandshakeResponse,
     WebhookRequest,
     any_matches,

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from auren.errors import InvalidPayload, SignatureInvalid
-from auren.events import item_error
+from auren.events import Delivery, item_error
 from auren.providers._common import (
     EventBatch,
     Subject,
@@ -39,7 +39,6 @@ from auren.providers._common import (
     timestamp,
 )
 from auren.providers.base import (
-    Delivery,
     HandshakeResponse,
     WebhookRequest,
     any_matches,

@@ -19,10 +19,9 @@ import base64
 from datetime import datetime
 
 from auren.errors import InvalidPayload, SignatureInvalid
-from auren.events import FetchJob, fetch_job_id
+from auren.events import Delivery, FetchJob, fetch_job_id
 from auren.providers._common import encode, ident, optional, text
 from auren.providers.base import (
-    Delivery,
     HandshakeResponse,
     WebhookRequest,
     any_matches,

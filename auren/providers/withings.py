@@ -23,9 +23,9 @@ from datetime import datetime
 from urllib.parse import parse_qsl
 
 from auren.errors import InvalidPayload, MalformedPayload, SignatureInvalid
-from auren.events import FetchJob, fetch_job_id
+from auren.events import Delivery, FetchJob, fetch_job_id
 from auren.providers._common import ip_allowed, ip_networks
-from auren.providers.base import Delivery, HandshakeResponse, WebhookRequest, body_digest
+from auren.providers.base import HandshakeResponse, WebhookRequest, body_digest
 from auren.settings import Settings
 
 _MAX_FIELDS = 32

@@ -27,13 +27,12 @@ from auren import __version__
 from auren.adapters.base import EventStore, WriteResult
 from auren.adapters.memory import MemoryCache
 from auren.errors import AurenError, StoreUnavailable
-from auren.events import iso
+from auren.events import Delivery, iso
 from auren.ingest.admission import Admission
 from auren.ingest.committer import GroupCommitter
 from auren.ingest.pipeline import IngestPipeline
 from auren.observability import BridgeMetrics
 from auren.providers import build_providers
-from auren.providers.base import Delivery
 from auren.services.bridge import HEALTH, BridgeApp, WebhookEndpoint, build_store
 from auren.services.kernel.problem import install_problem_handlers
 from auren.settings import Settings

@@ -13,8 +13,7 @@ from confluent_kafka.admin import AdminClient
 from auren.adapters.kafka import KafkaBus, check_producer_config, producer_config
 from auren.adapters.wire import decode, record_of
 from auren.errors import StoreUnavailable
-from auren.events import FetchJob, fetch_job_id
-from auren.providers.base import Delivery
+from auren.events import Delivery, FetchJob, fetch_job_id
 from tests.adapters.test_sqlite import delivery
 
 

@@ -14,8 +14,7 @@ from auren.adapters.breaker import CircuitBreaker, CircuitOpen
 from auren.adapters.postgres import MIGRATIONS, PostgresStore, partition_name, upgrade
 from auren.adapters.wire import record_of
 from auren.errors import MalformedPayload, StoreUnavailable
-from auren.events import make_event
-from auren.providers.base import Delivery
+from auren.events import Delivery, make_event
 from tests.adapters.test_sqlite import delivery
 
 

@@ -10,8 +10,7 @@ import pytest
 
 from auren.adapters.sqlite import SQLiteStore
 from auren.errors import StoreUnavailable
-from auren.events import FetchJob, fetch_job_id, make_event
-from auren.providers.base import Delivery
+from auren.events import Delivery, FetchJob, fetch_job_id, make_event
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -16,8 +16,7 @@ import pytest
 from auren.adapters.base import EventQuery, EventStore
 from auren.adapters.postgres import PostgresStore
 from auren.adapters.sqlite import SQLiteStore
-from auren.events import FetchJob, fetch_job_id, make_event
-from auren.providers.base import Delivery
+from auren.events import Delivery, FetchJob, fetch_job_id, make_event
 from tests.adapters.test_sqlite import delivery
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

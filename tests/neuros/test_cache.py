@@ -10,12 +10,11 @@ from unittest.mock import ANY
 import pytest
 
 from auren.adapters.sqlite import SQLiteStore
-from auren.events import make_event
+from auren.events import Delivery, make_event
 from auren.neuros import engine
 from auren.neuros.chat import Neuros
 from auren.neuros.memory import SQLiteConversations
 from auren.neuros.metrics import NeurosMetrics
-from auren.providers.base import Delivery
 
 
 class CountingStore(SQLiteStore):

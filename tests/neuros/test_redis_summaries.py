@@ -22,11 +22,10 @@ from hypothesis import strategies as st
 
 from auren.adapters.postgres import PostgresStore
 from auren.adapters.redis_cache import RedisCache
-from auren.events import make_event
+from auren.events import Delivery, make_event
 from auren.infra.base import run_async
 from auren.neuros import summaries
 from auren.neuros.summaries import Entry, SharedSeries
-from auren.providers.base import Delivery
 from tests.helpers import free_port, run_server
 from tests.stack import FullStack
 

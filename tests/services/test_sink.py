@@ -15,8 +15,7 @@ from confluent_kafka import Producer
 from auren.adapters.kafka import KafkaBus
 from auren.adapters.postgres import PostgresStore
 from auren.adapters.wire import record_of
-from auren.events import FetchJob, fetch_job_id
-from auren.providers.base import Delivery
+from auren.events import Delivery, FetchJob, fetch_job_id
 from auren.services.sink import Sink, run_sink
 from tests.adapters.test_sqlite import delivery
 
