@@ -1,4 +1,5 @@
-"""Typed helpers for tests: free ports, real server processes, signed native webhooks.
+"""Typed helpers for tests: free ports, real server processes, signed native webhooks,
+deliveries built in memory.
 
 Signatures here are computed with ``hmac`` directly from the Standard Webhooks definition, not
 with the code under test.
@@ -18,14 +19,18 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
+from auren.events import Delivery, FetchJob, fetch_job_id, make_event
+
 NATIVE_KEY = b"auren-test-key-0123456789abcdef!"
 NATIVE_SECRET = "whsec_" + base64.b64encode(NATIVE_KEY).decode()
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def free_port() -> int:
@@ -105,3 +110,16 @@ def run_server(service: str, tmp_path: Path, env: dict[str, str] | None = None,
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)
+
+
+def delivery(key: str, user: str, days: range, *, jobs: int = 0) -> Delivery:
+    """A parsed delivery: one HRV event per day of ``days`` after ``T0``, and ``jobs`` fetch
+    jobs."""
+    events = [make_event(provider="auren", user_id=user, provider_user_id=user,
+                         metric="hrv_rmssd", value=40 + d, unit="ms",
+                         start=T0 + timedelta(days=d), source_record_id=f"{user}-{d}",
+                         received_at=T0) for d in days]
+    fetch = [FetchJob(job_id=fetch_job_id("oura", key, n), provider="oura", user_id=user,
+                      provider_user_id=user, kind="sleep", object_id=str(n),
+                      params={"n": n}) for n in range(jobs)]
+    return Delivery(provider="auren", delivery_key=key, events=events, fetch_jobs=fetch)

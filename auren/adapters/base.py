@@ -1,16 +1,21 @@
-"""The I/O boundary: small Protocols, each with an embedded implementation beside the real ones.
+"""The I/O boundary: small Protocols, each with an in-memory twin in ``auren.adapters.memory``.
 
 ``EventStore`` is the durable truth (SQLite embedded, PostgreSQL in the full stack) and its
-unique key on ``event_id`` deduplicates exactly; ``Cache`` is only a fast path in front of it.
+unique key on ``event_id`` deduplicates exactly; ``DurableLog`` is where a webhook becomes
+durable before its answer (the store itself, or the bus with its spool); ``EventBus`` is the
+full stack's log (Kafka); ``Cache`` is only a fast path in front of the store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from auren.adapters.wire import DeliveryRecord
+from auren.errors import StoreUnavailable
 from auren.events import CanonicalEvent, Delivery
 
 
@@ -55,6 +60,11 @@ class EventStore(Protocol):
 
     async def count_fetch_jobs(self) -> int: ...
 
+    def events_marker(self) -> int | None:
+        """A number that changes whenever an event is added, if the store knows one cheaply
+        (NEUROS then skips re-counting a user's events); None: the caller counts."""
+        ...
+
     async def ping(self) -> dict[str, Any]:
         """A real round trip; returns facts for /health. Raises StoreUnavailable."""
         ...
@@ -64,9 +74,9 @@ class DurableLog(Protocol):
     """Where the bridge's group commit makes deliveries durable before answering 2xx.
 
     Embedded, and with PostgreSQL but no Kafka, that is the ``EventStore`` itself. With Kafka
-    it is the bus (with its breaker and spool: ``auren.ingest.durable.BusLog``), whose results
-    count the items *published*: exact duplicates are absorbed later by the sink's unique keys,
-    so a re-sent delivery the cache missed is answered 202 again, and stored once.
+    it is the ``EventBus`` with its breaker and spool (``auren.ingest.durable.BusLog``), whose
+    results count the items *published*: exact duplicates are absorbed later by the sink's
+    unique keys, so a re-sent delivery the cache missed is answered 202 again, and stored once.
     """
 
     async def write_batch(self, deliveries: Sequence[Delivery]) -> list[WriteResult]:
@@ -84,3 +94,53 @@ class Cache(Protocol):
     async def seen(self, key: str) -> bool: ...
 
     async def remember(self, keys: Sequence[str]) -> None: ...
+
+
+class PublishTimeout(StoreUnavailable):
+    """The bus did not report on a record within the publish timeout."""
+
+    title = "Event bus did not acknowledge in time"
+    slug = "bus-timeout"
+
+
+class PublishFailed(StoreUnavailable):
+    """The bus refused a record (a full local queue, or a broker error)."""
+
+    title = "Event bus refused the record"
+    slug = "bus-failed"
+
+
+class EventBus(Protocol):
+    """The full stack's log of deliveries (Kafka): publishes records and reports, per record,
+    whether it is durable. ``BusLog`` puts a breaker and the spool around it."""
+
+    async def open(self, timeout_s: float = 30.0) -> None:
+        """Connect and prove the producer's guarantees. Raises StoreUnavailable."""
+        ...
+
+    async def close(self, timeout_s: float = 10.0) -> None: ...
+
+    async def publish(self, records: Sequence[DeliveryRecord], timeout_s: float, *,
+                      slow_s: float | None = None,
+                      on_slow: Callable[[float], bool] | None = None,
+                      abandon: asyncio.Future[Any] | None = None
+                      ) -> list[BaseException | None]:
+        """Per record, None once the bus acknowledged it or the error in the way; never raises
+        for a record's failure. Bounded by ``timeout_s``. After ``slow_s`` without every report,
+        ``on_slow(seconds waited)`` is called once and ends the wait when it returns True; the
+        wait also ends when ``abandon`` completes. Unreported records count as timed out."""
+        ...
+
+    @property
+    def queue_depth(self) -> int:
+        """Records handed over and not yet reported on."""
+        ...
+
+    @property
+    def failures(self) -> Mapping[str, int]:
+        """Records not acknowledged, by error name, since start."""
+        ...
+
+    async def ping(self, timeout_s: float = 2.0) -> dict[str, Any]:
+        """A real round trip; returns facts for /health. Raises StoreUnavailable."""
+        ...

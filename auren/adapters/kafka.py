@@ -47,6 +47,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from auren.adapters.base import PublishFailed, PublishTimeout
 from auren.adapters.wire import DeliveryRecord, encode
 from auren.errors import StoreUnavailable
 
@@ -54,18 +55,6 @@ log = logging.getLogger("auren.bus")
 
 # The producer settings AUREN relies on, checked against the idempotence requirements below.
 MAX_IN_FLIGHT = 5
-
-
-class PublishTimeout(StoreUnavailable):
-    """Kafka did not report on a record within the publish timeout."""
-
-    title = "Event bus did not acknowledge in time"
-    slug = "bus-timeout"
-
-
-class PublishFailed(StoreUnavailable):
-    title = "Event bus refused the record"
-    slug = "bus-failed"
 
 
 def producer_config(bootstrap: str, *, message_timeout_s: float, client_id: str,

@@ -470,6 +470,10 @@ class PostgresStore:
                                 retry=True)
         return int(value)
 
+    def events_marker(self) -> int | None:
+        # No cheap, exact marker across processes and partitions: NEUROS counts instead.
+        return None
+
     async def ping(self) -> dict[str, Any]:
         started = time.perf_counter()
         await self._run(lambda conn: conn.fetchval("SELECT 1"), retry=True)

@@ -1,4 +1,6 @@
-"""Group commit: concurrent deliveries share one store transaction.
+"""Committing deliveries: the ``Committer`` Protocol the pipeline uses, and group commit.
+
+``GroupCommitter``: concurrent deliveries share one store transaction.
 
 There is no timer. While one transaction is being written and fsynced, every delivery that
 arrives waits in ``_pending``; when the write finishes, the next transaction takes all of them
@@ -12,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from auren.adapters.base import DurableLog, WriteResult
 from auren.errors import AurenError, StoreUnavailable
@@ -22,7 +25,32 @@ log = logging.getLogger("auren.ingest")
 _Pending = tuple[Delivery, asyncio.Future[WriteResult], Callable[[], None] | None]
 
 
+class Committer(Protocol):
+    """Makes a delivery durable and settles its future: the pipeline's durable step."""
+
+    def start(self) -> None: ...
+
+    def enqueue(self, delivery: Delivery, on_settled: Callable[[], None] | None = None
+                ) -> asyncio.Future[WriteResult]:
+        """Queue ``delivery``; the future settles once it is durable (or failed).
+
+        ``on_settled`` runs exactly once, as soon as the delivery's write is committed or has
+        failed (or at shutdown), before the waiting task resumes. If this raises, nothing was
+        queued and ``on_settled`` will not run.
+        """
+        ...
+
+    @property
+    def queue_depth(self) -> int: ...
+
+    async def close(self, timeout_s: float) -> None:
+        """Stop taking new work; finish what was submitted within ``timeout_s``."""
+        ...
+
+
 class GroupCommitter:
+    """``Committer`` that writes every delivery waiting at that moment in one batch."""
+
     def __init__(self, store: DurableLog, *, max_batch: int = 256,
                  on_batch: Callable[[int, int, float], None] | None = None) -> None:
         self._store = store

@@ -38,9 +38,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from auren.adapters.base import WriteResult
+from auren.adapters.base import EventBus, WriteResult
 from auren.adapters.breaker import CLOSED, OPEN, CircuitBreaker
-from auren.adapters.kafka import KafkaBus
 from auren.adapters.wire import DeliveryRecord, decode, encode, record_of
 from auren.events import Delivery
 from auren.ingest.spool import Spool, claim_slot
@@ -52,7 +51,9 @@ _BACK_TO_BACK_S = 0.01
 
 
 class BusLog:
-    def __init__(self, bus: KafkaBus, spool: Spool | Path, breaker: CircuitBreaker, *,
+    """``DurableLog`` over an ``EventBus``: the bus first, the fsynced spool when it cannot."""
+
+    def __init__(self, bus: EventBus, spool: Spool | Path, breaker: CircuitBreaker, *,
                  timeout_s: float = 2.0, replay_batch: int = 500,
                  max_spool_bytes: int = 256 * 1_048_576) -> None:
         """``spool``: a spool, or the directory under which this process claims a spool slot

@@ -21,7 +21,7 @@ from auren.errors import (
 )
 from auren.events import Delivery
 from auren.ingest.admission import Admission
-from auren.ingest.committer import GroupCommitter
+from auren.ingest.committer import Committer
 from auren.observability import BridgeMetrics
 from auren.providers import PROVIDER_CLASSES
 from auren.providers.base import Provider, WebhookRequest
@@ -39,7 +39,7 @@ class IngestPipeline:
         providers: Mapping[str, Provider],
         cache: Cache,
         admission: Admission,
-        committer: GroupCommitter,
+        committer: Committer,
         metrics: BridgeMetrics,
         clock: Callable[[], float] = time.time,
         gate: Callable[[str, str | None], Awaitable[None]] | None = None,

@@ -393,7 +393,7 @@ class Neuros:
         self._metrics = metrics
         self._llm_timeout_s = llm_timeout_s
         self._history = history_messages
-        self.cache = SeriesCache(marker=getattr(events, "events_marker", None),
+        self.cache = SeriesCache(marker=events.events_marker,
                                  shared=shared_cache, lookups=metrics.count_cache_lookups)
         # For /health: the outcome of the latest LLM call ("ok" or why it fell back).
         self.llm_last: tuple[str, float] | None = None

@@ -24,12 +24,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from auren import __version__
-from auren.adapters.base import EventStore, WriteResult
+from auren.adapters.base import DurableLog, WriteResult
 from auren.adapters.memory import MemoryCache
 from auren.errors import AurenError, StoreUnavailable
 from auren.events import Delivery, iso
 from auren.ingest.admission import Admission
-from auren.ingest.committer import GroupCommitter
 from auren.ingest.pipeline import IngestPipeline
 from auren.observability import BridgeMetrics
 from auren.providers import build_providers
@@ -44,16 +43,14 @@ log = logging.getLogger("auren.legacy")
 _UNBOUNDED = 100_000
 
 
-class DirectWriter(GroupCommitter):
-    """v1's write path: each delivery is its own store transaction, written on arrival.
+class DirectWriter:
+    """v1's write path, a ``Committer``: each delivery is its own store transaction, written on
+    arrival. No batching task runs and nothing waits for other deliveries."""
 
-    It is a ``GroupCommitter`` only by interface (the pipeline's dependency); no batching
-    task runs and nothing waits for other deliveries.
-    """
-
-    def __init__(self, store: EventStore) -> None:
-        super().__init__(store, max_batch=1)
+    def __init__(self, store: DurableLog) -> None:
+        self._store = store
         self._open = False
+        self._writing = 0
 
     def start(self) -> None:
         self._open = True
@@ -64,11 +61,17 @@ class DirectWriter(GroupCommitter):
             raise StoreUnavailable("shutting down", retry_after_s=5)
         return asyncio.ensure_future(self._write(delivery, on_settled))
 
+    @property
+    def queue_depth(self) -> int:
+        return self._writing
+
     async def _write(self, delivery: Delivery, on_settled: Callable[[], None] | None
                      ) -> WriteResult:
+        self._writing += 1
         try:
             (result,) = await self._store.write_batch([delivery])
         finally:
+            self._writing -= 1
             if on_settled is not None:
                 on_settled()
         return result

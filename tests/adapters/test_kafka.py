@@ -14,7 +14,7 @@ from auren.adapters.kafka import KafkaBus, check_producer_config, producer_confi
 from auren.adapters.wire import decode, record_of
 from auren.errors import StoreUnavailable
 from auren.events import Delivery, FetchJob, fetch_job_id
-from tests.adapters.test_sqlite import delivery
+from tests.helpers import delivery
 
 
 def test_the_producer_config_is_idempotent_acks_all_and_bounded():

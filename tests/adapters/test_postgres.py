@@ -15,7 +15,7 @@ from auren.adapters.postgres import MIGRATIONS, PostgresStore, partition_name, u
 from auren.adapters.wire import record_of
 from auren.errors import MalformedPayload, StoreUnavailable
 from auren.events import Delivery, make_event
-from tests.adapters.test_sqlite import delivery
+from tests.helpers import delivery
 
 
 @pytest.fixture

@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from auren.adapters.sqlite import SQLiteStore
 from auren.errors import StoreUnavailable
-from auren.events import Delivery, FetchJob, fetch_job_id, make_event
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def delivery(key: str, user: str, days: range, *, jobs: int = 0) -> Delivery:
-    events = [make_event(provider="auren", user_id=user, provider_user_id=user,
-                         metric="hrv_rmssd", value=40 + d, unit="ms",
-                         start=T0 + timedelta(days=d), source_record_id=f"{user}-{d}",
-                         received_at=T0) for d in days]
-    fetch = [FetchJob(job_id=fetch_job_id("oura", key, n), provider="oura", user_id=user,
-                      provider_user_id=user, kind="sleep", object_id=str(n),
-                      params={"n": n}) for n in range(jobs)]
-    return Delivery(provider="auren", delivery_key=key, events=events, fetch_jobs=fetch)
+from tests.helpers import delivery
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""The ``EventStore`` contract, run against every implementation: SQLite (embedded) and
-PostgreSQL (full stack, a fresh database on the real server per test).
+"""The ``EventStore`` contract, run against every implementation: SQLite (embedded),
+PostgreSQL (full stack, a fresh database on the real server per test) and the in-memory twin
+the in-process tests use.
 
 Same writes, same assertions: per-delivery results of a group write, deduplication by event id
 and by delivery key, and keyset pagination whose pages concatenate to the full ordered result.
@@ -14,19 +15,22 @@ from typing import Any
 import pytest
 
 from auren.adapters.base import EventQuery, EventStore
+from auren.adapters.memory import MemoryStore
 from auren.adapters.postgres import PostgresStore
 from auren.adapters.sqlite import SQLiteStore
 from auren.events import Delivery, FetchJob, fetch_job_id, make_event
-from tests.adapters.test_sqlite import delivery
+from tests.helpers import delivery
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
+@pytest.fixture(params=["sqlite", "memory", pytest.param("postgres", marks=pytest.mark.slow)])
 async def store(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[EventStore]:
     s: EventStore
     if request.param == "sqlite":
         s = SQLiteStore(tmp_path / "auren.sqlite3")
+    elif request.param == "memory":
+        s = MemoryStore()
     else:
         s = PostgresStore(request.getfixturevalue("full_stack").new_database())
     await s.open()
@@ -125,7 +129,7 @@ async def test_events_round_trip_every_field(store):
 
 async def test_ping_reports_a_round_trip(store):
     facts = await store.ping()
-    assert facts["engine"] in ("sqlite", "postgresql")
+    assert facts["engine"] in ("sqlite", "postgresql", "memory")
     assert facts["responseTime_ms"] >= 0
 
 

@@ -8,7 +8,7 @@ import pytest
 from auren.adapters.sqlite import SQLiteStore
 from auren.errors import StoreUnavailable
 from auren.ingest.committer import GroupCommitter
-from tests.adapters.test_sqlite import delivery
+from tests.helpers import delivery
 
 
 @pytest.fixture

@@ -1,76 +1,33 @@
 """BusLog: Kafka first, the spool when Kafka cannot, replay when it can again.
 
-The bus here is an in-memory twin with the real one's contract (``publish`` reports per
-record); the real broker under kill -9 and SIGSTOP is in ``tests/test_fullstack_faults.py``.
+The bus here is the shipped in-memory twin (``auren.adapters.memory.MemoryBus``, the real one's
+contract: ``publish`` reports per record); the real broker under kill -9 and SIGSTOP is in
+``tests/test_fullstack_faults.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 import pytest
 
 from auren.adapters.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from auren.adapters.kafka import PublishTimeout
-from auren.adapters.wire import DeliveryRecord
+from auren.adapters.memory import MemoryBus
 from auren.errors import ServiceUnavailable
 from auren.ingest.durable import BusLog
 from auren.ingest.spool import Spool, SpoolFull
-from tests.adapters.test_sqlite import delivery
+from tests.helpers import delivery
 
 
-class FakeBus:
-    """Acknowledges what it is given while ``up``; otherwise every record times out."""
-
-    def __init__(self) -> None:
-        self.up = True
-        self.hung = False
-        self.log: list[DeliveryRecord] = []
-        self.calls = 0
-
-    async def open(self, timeout_s: float = 30.0) -> None:
-        pass
-
-    async def close(self, timeout_s: float = 10.0) -> None:
-        pass
-
-    async def publish(self, records: Sequence[DeliveryRecord], timeout_s: float, *,
-                      slow_s: float | None = None, on_slow=None,
-                      abandon: asyncio.Future | None = None) -> list[BaseException | None]:
-        self.calls += 1
-        await asyncio.sleep(0)
-        if self.hung:  # like a SIGSTOPped broker: no report until the timeout
-            async def wait(seconds: float) -> bool:
-                """True when ``abandon`` ended the wait first."""
-                if abandon is None:
-                    await asyncio.sleep(seconds)
-                    return False
-                await asyncio.wait((abandon,), timeout=seconds)
-                return abandon.done()
-
-            if on_slow is not None and slow_s is not None and slow_s < timeout_s:
-                if await wait(slow_s) or on_slow(slow_s):
-                    return [PublishTimeout("hung") for _ in records]
-                await wait(timeout_s - slow_s)
-            else:
-                await wait(timeout_s)
-            return [PublishTimeout("hung") for _ in records]
-        if not self.up:
-            return [PublishTimeout("down") for _ in records]
-        self.log.extend(records)
-        return [None] * len(records)
-
-    @property
-    def keys(self) -> list[str]:
-        return [r.delivery_key for r in self.log]
+def keys(bus: MemoryBus) -> list[str]:
+    return [r.delivery_key for r in bus.records]
 
 
 @pytest.fixture
 async def setup(tmp_path):
-    bus = FakeBus()
+    bus = MemoryBus()
     breaker = CircuitBreaker("kafka", min_calls=2, failure_rate=0.5, open_s=0.3, probes=1)
-    log = BusLog(bus, Spool(tmp_path / "spool", max_bytes=20_000), breaker,  # type: ignore[arg-type]
+    log = BusLog(bus, Spool(tmp_path / "spool", max_bytes=20_000), breaker,
                  timeout_s=0.1)
     await log.open()
     yield bus, breaker, log
@@ -91,7 +48,7 @@ async def test_published_batches_report_the_items_they_carry(setup):
                                      delivery("b", "u", range(2))])
     assert [(r.accepted, r.duplicates, r.duplicate_delivery) for r in results] == [
         (4, 0, False), (2, 0, False)]
-    assert bus.keys == ["a", "b"] and log.spool.empty and breaker.state == CLOSED
+    assert keys(bus) == ["a", "b"] and log.spool.empty and breaker.state == CLOSED
 
 
 async def test_unacknowledged_records_are_spooled_then_replayed_in_order(setup):
@@ -110,7 +67,7 @@ async def test_unacknowledged_records_are_spooled_then_replayed_in_order(setup):
     bus.up = True
     await _until(lambda: log.spool.empty)
     await _until(lambda: breaker.state == CLOSED)
-    spooled = [k for k in bus.keys if k.startswith("s")]
+    spooled = [k for k in keys(bus) if k.startswith("s")]
     assert spooled == sorted(spooled), "replayed in the order written"
     assert set(spooled) >= {"s0", "s1", "s2", "s3"}
     transitions = [(t.source, t.target) for t in breaker.transitions]
@@ -130,30 +87,30 @@ async def test_a_full_spool_refuses_with_503_and_never_drops(setup):
     assert log.spool.pending_records == accepted
     bus.up = True
     await _until(lambda: log.spool.empty)
-    assert bus.keys == [f"f{i}" for i in range(accepted)]
+    assert keys(bus) == [f"f{i}" for i in range(accepted)]
 
 
 async def test_spooled_records_survive_a_restart(tmp_path):
-    bus = FakeBus()
+    bus = MemoryBus()
     bus.up = False
     breaker = CircuitBreaker("kafka", min_calls=1, open_s=60)
-    first = BusLog(bus, Spool(tmp_path / "spool"), breaker, timeout_s=0.05)  # type: ignore[arg-type]
+    first = BusLog(bus, Spool(tmp_path / "spool"), breaker, timeout_s=0.05)
     await first.open()
     await first.write_batch([delivery("r1", "u", range(2)), delivery("r2", "v", range(1))])
     await first.close()  # the process goes away with the records spooled
     bus.up = True
-    second = BusLog(bus, Spool(tmp_path / "spool"), CircuitBreaker("kafka"),  # type: ignore[arg-type]
+    second = BusLog(bus, Spool(tmp_path / "spool"), CircuitBreaker("kafka"),
                     timeout_s=0.05)
     await second.open()
     try:
         await _until(lambda: second.spool.empty)
-        assert bus.keys == ["r1", "r2"]
+        assert keys(bus) == ["r1", "r2"]
     finally:
         await second.close()
 
 
 async def test_each_process_claims_its_own_spool_slot(tmp_path):
-    logs = [BusLog(FakeBus(), tmp_path / "spool", CircuitBreaker("kafka"))  # type: ignore[arg-type]
+    logs = [BusLog(MemoryBus(), tmp_path / "spool", CircuitBreaker("kafka"))
             for _ in range(3)]
     for log in logs:
         await log.open()
@@ -162,7 +119,7 @@ async def test_each_process_claims_its_own_spool_slot(tmp_path):
     finally:
         for log in logs:
             await log.close()
-    reopened = BusLog(FakeBus(), tmp_path / "spool", CircuitBreaker("kafka"))  # type: ignore[arg-type]
+    reopened = BusLog(MemoryBus(), tmp_path / "spool", CircuitBreaker("kafka"))
     await reopened.open()
     try:
         assert reopened.spool.directory.name == "0", "a freed slot is taken again"
@@ -173,10 +130,10 @@ async def test_each_process_claims_its_own_spool_slot(tmp_path):
 async def test_a_hung_bus_is_reported_slow_while_it_hangs_and_the_batch_spooled(tmp_path):
     """Many small fast batches, then a hang: the hung batches weigh what they carry, the
     breaker opens on the slow report (before the timeout), and that batch stops waiting."""
-    bus = FakeBus()
+    bus = MemoryBus()
     breaker = CircuitBreaker("kafka", min_calls=2, failure_rate=0.5, open_s=30, probes=1,
                              slow_call_s=0.05)
-    log = BusLog(bus, Spool(tmp_path / "spool"), breaker,  # type: ignore[arg-type]
+    log = BusLog(bus, Spool(tmp_path / "spool"), breaker,
                  timeout_s=5.0)
     await log.open()
     try:
@@ -198,10 +155,10 @@ async def test_a_hung_bus_stalls_the_breaker_open_whatever_the_rate(tmp_path):
     """Hundreds of fast batches in the window, then one small batch hangs: too few slow calls
     for the rate, but nothing answers any more, so the stall rule opens the breaker at the
     slow threshold and the batch goes to the spool without waiting for the timeout."""
-    bus = FakeBus()
+    bus = MemoryBus()
     breaker = CircuitBreaker("kafka", min_calls=5, failure_rate=0.5, open_s=30,
                              slow_call_s=0.05)
-    log = BusLog(bus, Spool(tmp_path / "spool"), breaker,  # type: ignore[arg-type]
+    log = BusLog(bus, Spool(tmp_path / "spool"), breaker,
                  timeout_s=5.0)
     await log.open()
     try:
@@ -225,9 +182,9 @@ async def test_a_hung_bus_stalls_the_breaker_open_whatever_the_rate(tmp_path):
 async def test_a_publish_waiting_when_the_breaker_opens_stops_waiting(tmp_path):
     """The breaker opens while a publish waits, for a reason that publish did not report:
     the wait ends there and its deliveries go to the spool."""
-    bus = FakeBus()
+    bus = MemoryBus()
     breaker = CircuitBreaker("kafka", min_calls=5, open_s=30, slow_call_s=2.0)
-    log = BusLog(bus, Spool(tmp_path / "spool"), breaker,  # type: ignore[arg-type]
+    log = BusLog(bus, Spool(tmp_path / "spool"), breaker,
                  timeout_s=5.0)
     await log.open()
     try:

@@ -17,7 +17,7 @@ from auren.adapters.postgres import PostgresStore
 from auren.adapters.wire import record_of
 from auren.events import Delivery, FetchJob, fetch_job_id
 from auren.services.sink import Sink, run_sink
-from tests.adapters.test_sqlite import delivery
+from tests.helpers import delivery
 
 pytestmark = pytest.mark.slow
 
