@@ -47,13 +47,14 @@ from auren.adapters.breaker import CircuitBreaker
 from auren.adapters.wire import DeliveryRecord, record_of
 from auren.errors import InvalidPayload, MalformedPayload, StoreUnavailable
 from auren.events import CanonicalEvent, Delivery
+from auren.settings import Settings
 
 T = TypeVar("T")
 log = logging.getLogger("auren.store")
 
 COMPONENT = "events"
 # pg_advisory_xact_lock key of every schema change AUREN makes ("AUREN" in ASCII).
-_LOCK_KEY = 0x4155_5245_4E
+MIGRATION_LOCK_KEY = 0x4155_5245_4E
 _CONNECTION_LOST = (asyncpg.InterfaceError, asyncpg.exceptions.PostgresConnectionError,
                     asyncpg.exceptions.InternalClientError, OSError)
 
@@ -146,32 +147,40 @@ class SchemaInfo:
     partitions_created: tuple[str, ...] = ()
 
 
+async def migrate(conn: Any, component: str,
+                  migrations: Sequence[Callable[[Any], Awaitable[Any]]]) -> int:
+    """Apply ``component``'s pending ``migrations`` (inside the caller's transaction, under the
+    advisory lock every schema change of AUREN takes); returns how many were applied."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+    await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                       "component text PRIMARY KEY, version integer NOT NULL, "
+                       "updated_at timestamptz NOT NULL DEFAULT now())")
+    current = int(await conn.fetchval(
+        "SELECT version FROM schema_migrations WHERE component = $1", component) or 0)
+    if current > len(migrations):
+        raise StoreUnavailable(f"the database schema ({component} v{current}) is newer "
+                               f"than this code (v{len(migrations)})")
+    for number, migration in enumerate(migrations[current:], start=current + 1):
+        await migration(conn)
+        await conn.execute(
+            "INSERT INTO schema_migrations (component, version) VALUES ($1, $2) "
+            "ON CONFLICT (component) DO UPDATE SET version = $2, updated_at = now()",
+            component, number)
+    return len(migrations) - current
+
+
 async def upgrade(conn: Any, *, months_back: int = 12, months_ahead: int = 3,
                   now: datetime | None = None) -> SchemaInfo:
     """Apply the pending migrations, then make sure the partitions around ``now`` exist."""
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
-        await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
-                           "component text PRIMARY KEY, version integer NOT NULL, "
-                           "updated_at timestamptz NOT NULL DEFAULT now())")
-        current = await conn.fetchval(
-            "SELECT version FROM schema_migrations WHERE component = $1", COMPONENT) or 0
-        if current > len(MIGRATIONS):
-            raise StoreUnavailable(f"the database schema ({COMPONENT} v{current}) is newer "
-                                   f"than this code (v{len(MIGRATIONS)})")
-        for number, migration in enumerate(MIGRATIONS[current:], start=current + 1):
-            await migration(conn)
-            await conn.execute(
-                "INSERT INTO schema_migrations (component, version) VALUES ($1, $2) "
-                "ON CONFLICT (component) DO UPDATE SET version = $2, updated_at = now()",
-                COMPONENT, number)
+        applied = await migrate(conn, COMPONENT, MIGRATIONS)
         mode = await conn.fetchval(
             "SELECT value FROM auren_meta WHERE key = 'events_partitioning'")
     created: tuple[str, ...] = ()
     if mode == "native":
         created = await ensure_partitions(conn, months_back=months_back,
                                           months_ahead=months_ahead, now=now)
-    return SchemaInfo(len(MIGRATIONS), len(MIGRATIONS) - current, str(mode), created)
+    return SchemaInfo(len(MIGRATIONS), applied, str(mode), created)
 
 
 def _month(year: int, month: int) -> datetime:
@@ -206,7 +215,7 @@ async def ensure_partitions(conn: Any, *, months_back: int = 12, months_ahead: i
         if await _table_exists(conn, name):
             continue
         async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
             if await _table_exists(conn, name):
                 continue  # another process made it while we waited for the lock
             # Inserts routed to the default partition wait for this transaction, so no row of
@@ -256,68 +265,60 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return [[row[i] for row in rows] for i in range(width)]
 
 
-class PostgresStore:
-    """``EventStore`` (and ``DurableLog``) on PostgreSQL."""
+class PostgresPool:
+    """An asyncpg pool with AUREN's rules, shared by every PostgreSQL adapter (the event store,
+    NEUROS's conversations): finite timeouts on every call, every failure turned into
+    ``StoreUnavailable`` (or ``InvalidPayload`` for data the server refuses), calls through the
+    dependency's circuit breaker, and a connection cut off mid-operation never handed out again.
+    """
 
     def __init__(self, url: str, *, timeout_s: float = 10.0, pool_size: int = 10,
-                 breaker: CircuitBreaker | None = None, months_back: int = 12,
-                 months_ahead: int = 3, application_name: str = "auren") -> None:
+                 breaker: CircuitBreaker | None = None, application_name: str = "auren") -> None:
         self._url = url
-        self._timeout_s = timeout_s
+        self.timeout_s = timeout_s
         self._pool_size = pool_size
         self.breaker = breaker
-        self._months = (months_back, months_ahead)
         self._application_name = application_name
         self._pool: Any = None
-        self.schema: SchemaInfo | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any, *, application_name: str = "auren",
-                      breaker: CircuitBreaker | None = None) -> PostgresStore:
+    def from_settings(cls, settings: Settings, *, application_name: str = "auren",
+                      breaker: CircuitBreaker | None = None) -> PostgresPool:
         if settings.postgres_url is None:
             raise ValueError("POSTGRES_URL is not set")
         return cls(settings.postgres_url.get_secret_value(), timeout_s=settings.store_timeout_s,
                    pool_size=settings.postgres_pool_size, breaker=breaker,
-                   months_back=settings.postgres_partition_months_back,
-                   months_ahead=settings.postgres_partition_months_ahead,
                    application_name=application_name)
 
-    async def open(self) -> None:
+    async def open(self, prepare: Callable[[Any], Awaitable[T]]) -> T:
+        """Connect, then run ``prepare(conn)`` (the adapter's migrations) on one connection.
+
+        Raises:
+            StoreUnavailable: the server could not be reached or ``prepare`` failed.
+        """
         try:
             self._pool = await asyncio.wait_for(asyncpg.create_pool(
-                self._url, min_size=1, max_size=self._pool_size, timeout=self._timeout_s,
-                command_timeout=self._timeout_s, max_inactive_connection_lifetime=300,
+                self._url, min_size=1, max_size=self._pool_size, timeout=self.timeout_s,
+                command_timeout=self.timeout_s, max_inactive_connection_lifetime=300,
                 server_settings={"application_name": self._application_name,
-                                 "timezone": "UTC"}), self._timeout_s * 2)
-            async with self._pool.acquire(timeout=self._timeout_s) as conn:
-                self.schema = await upgrade(conn, months_back=self._months[0],
-                                            months_ahead=self._months[1])
+                                 "timezone": "UTC"}), self.timeout_s * 2)
+            async with self._pool.acquire(timeout=self.timeout_s) as conn:
+                return await prepare(conn)
         except (asyncpg.PostgresError, *_CONNECTION_LOST, TimeoutError) as exc:
             await self.close()
             raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}: {exc}",
                                    retry_after_s=5) from exc
-        if self.schema.applied:
-            log.info("schema upgraded", extra={"count": self.schema.applied,
-                                               "detail": self.schema.partitioning})
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is None:
             return
         try:
-            await asyncio.wait_for(pool.close(), self._timeout_s)
+            await asyncio.wait_for(pool.close(), self.timeout_s)
         except (TimeoutError, *_CONNECTION_LOST, asyncpg.PostgresError):
             pool.terminate()
 
-    async def ensure_partitions(self, now: datetime | None = None) -> tuple[str, ...]:
-        if self.schema is None or self.schema.partitioning != "native":
-            return ()
-        return await self._run(lambda conn: ensure_partitions(
-            conn, months_back=self._months[0], months_ahead=self._months[1], now=now))
-
-    # --- plumbing ---------------------------------------------------------------------------
-
-    async def _run(self, fn: Callable[[Any], Awaitable[T]], *, retry: bool = False) -> T:
+    async def run(self, fn: Callable[[Any], Awaitable[T]], *, retry: bool = False) -> T:
         """``fn(conn)`` on a pooled connection, through the breaker, with every failure turned
         into StoreUnavailable. ``retry``: a read that met a connection the server had closed
         (it restarted) is tried once more on a fresh one."""
@@ -325,7 +326,7 @@ class PostgresStore:
             raise StoreUnavailable("store is not open")
 
         async def attempt() -> T:
-            async with self._pool.acquire(timeout=self._timeout_s) as conn:
+            async with self._pool.acquire(timeout=self.timeout_s) as conn:
                 try:
                     return await fn(conn)
                 except asyncpg.PostgresError as exc:
@@ -358,6 +359,59 @@ class PostgresStore:
         if self.breaker is None:
             return await guarded()
         return await self.breaker.call(guarded)
+
+    async def ping(self, engine: str = "postgresql") -> dict[str, Any]:
+        """``SELECT 1``: the facts every adapter's ``ping`` starts from."""
+        started = time.perf_counter()
+        await self.run(lambda conn: conn.fetchval("SELECT 1"), retry=True)
+        facts: dict[str, Any] = {"engine": engine,
+                                 "responseTime_ms": (time.perf_counter() - started) * 1000}
+        if self.breaker is not None:
+            facts["breaker"] = self.breaker.state
+        return facts
+
+
+class PostgresStore:
+    """``EventStore`` (and ``DurableLog``) on PostgreSQL."""
+
+    def __init__(self, url: str, *, timeout_s: float = 10.0, pool_size: int = 10,
+                 breaker: CircuitBreaker | None = None, months_back: int = 12,
+                 months_ahead: int = 3, application_name: str = "auren") -> None:
+        self.pool = PostgresPool(url, timeout_s=timeout_s, pool_size=pool_size,
+                                 breaker=breaker, application_name=application_name)
+        self.breaker = breaker
+        self._months = (months_back, months_ahead)
+        self.schema: SchemaInfo | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, application_name: str = "auren",
+                      breaker: CircuitBreaker | None = None) -> PostgresStore:
+        if settings.postgres_url is None:
+            raise ValueError("POSTGRES_URL is not set")
+        return cls(settings.postgres_url.get_secret_value(), timeout_s=settings.store_timeout_s,
+                   pool_size=settings.postgres_pool_size, breaker=breaker,
+                   months_back=settings.postgres_partition_months_back,
+                   months_ahead=settings.postgres_partition_months_ahead,
+                   application_name=application_name)
+
+    async def open(self) -> None:
+        self.schema = await self.pool.open(lambda conn: upgrade(
+            conn, months_back=self._months[0], months_ahead=self._months[1]))
+        if self.schema.applied:
+            log.info("schema upgraded", extra={"count": self.schema.applied,
+                                               "detail": self.schema.partitioning})
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def ensure_partitions(self, now: datetime | None = None) -> tuple[str, ...]:
+        if self.schema is None or self.schema.partitioning != "native":
+            return ()
+        return await self._run(lambda conn: ensure_partitions(
+            conn, months_back=self._months[0], months_ahead=self._months[1], now=now))
+
+    async def _run(self, fn: Callable[[Any], Awaitable[T]], *, retry: bool = False) -> T:
+        return await self.pool.run(fn, retry=retry)
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -475,12 +529,7 @@ class PostgresStore:
         return None
 
     async def ping(self) -> dict[str, Any]:
-        started = time.perf_counter()
-        await self._run(lambda conn: conn.fetchval("SELECT 1"), retry=True)
-        facts: dict[str, Any] = {"engine": "postgresql",
-                                 "responseTime_ms": (time.perf_counter() - started) * 1000}
+        facts = await self.pool.ping()
         if self.schema is not None:
             facts["partitioning"] = self.schema.partitioning
-        if self.breaker is not None:
-            facts["breaker"] = self.breaker.state
         return facts

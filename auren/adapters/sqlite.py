@@ -31,7 +31,7 @@ import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,37 +104,60 @@ _COLUMNS = ('event_id, user_id, provider, provider_user_id, metric, value, unit,
             "source_record_id, received_at")
 
 
-def _connect(path: Path, timeout_s: float, *, statements: int = 128) -> sqlite3.Connection:
+def connect(path: Path, timeout_s: float, *, synchronous: str = "FULL",
+            statements: int = 128) -> sqlite3.Connection:
+    """The one way AUREN opens its SQLite file: autocommit (transactions are explicit), usable
+    from the thread the caller hands it to, WAL, and ``synchronous`` (FULL: the WAL is fsynced at
+    every commit, so an acknowledged write is durable)."""
     conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None,
                            check_same_thread=False, cached_statements=statements)
     conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
     conn.execute("PRAGMA journal_mode=WAL")
-    # FULL: the WAL is fsynced at every commit, so an acknowledged write is durable.
-    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
     return conn
 
 
 _SQLITE_IOERR = 10  # the primary result code of every SQLITE_IOERR_* (fsync, write, ...)
 
 
-def _is_busy(exc: sqlite3.Error) -> bool:
+def is_busy(exc: sqlite3.Error) -> bool:
+    """Another connection holds the lock: worth retrying, unlike every other error."""
     return isinstance(exc, sqlite3.OperationalError) and (
         "locked" in str(exc) or "busy" in str(exc))
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
+@contextlib.contextmanager
+def immediate_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` (the write lock up front) ... ``COMMIT``, rolled back on any error."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            for statement in filter(str.strip, script.split(";")):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={number}")
+        yield conn
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def run_migrations(conn: sqlite3.Connection, scripts: Sequence[str], *,
+                   current: Callable[[sqlite3.Connection], int],
+                   record: Callable[[sqlite3.Connection, int], object]) -> None:
+    """Apply ``scripts[current:]`` in one transaction, ``record``ing each version applied.
+    (Scripts are split on ";", so their SQL carries no comments.)"""
+    with immediate_transaction(conn):
+        version = current(conn)
+        for number, script in enumerate(scripts[version:], start=version + 1):
+            for statement in filter(str.strip, script.split(";")):
+                conn.execute(statement)
+            record(conn, number)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    # The event store's version is PRAGMA user_version; other components keep theirs in
+    # schema_migrations (NEUROS's conversations), so the schemas evolve without colliding.
+    run_migrations(conn, MIGRATIONS,
+                   current=lambda c: int(c.execute("PRAGMA user_version").fetchone()[0]),
+                   record=lambda c, number: c.execute(f"PRAGMA user_version={number}"))
 
 
 def _row_to_event(row: tuple[Any, ...]) -> CanonicalEvent:
@@ -170,7 +193,7 @@ class SQLiteStore:
         self._path.parent.mkdir(parents=True, exist_ok=True)
 
         def _open() -> sqlite3.Connection:
-            conn = _connect(self._path, self._timeout_s, statements=WRITER_STATEMENT_CACHE)
+            conn = connect(self._path, self._timeout_s, statements=WRITER_STATEMENT_CACHE)
             _migrate(conn)  # may wait for another worker's migration: off the loop
             conn.execute("PRAGMA busy_timeout=0")  # from now on, waits are awaited
             conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -182,9 +205,9 @@ class SQLiteStore:
 
         self._writer = await self._run(self._read_thread, _open)
         self._reader = await self._run(self._read_thread,
-                                       lambda: _connect(self._path, self._timeout_s))
+                                       lambda: connect(self._path, self._timeout_s))
         self._checkpointer = await self._run(self._checkpoint_thread,
-                                             lambda: _connect(self._path, self._timeout_s))
+                                             lambda: connect(self._path, self._timeout_s))
         self._checkpoint_task = asyncio.create_task(self._checkpoint_loop(),
                                                     name="sqlite-checkpoint")
 
@@ -253,7 +276,7 @@ class SQLiteStore:
                 results = new if new is not None else _insert(conn, rows)
                 break
             except sqlite3.Error as exc:
-                if not _is_busy(exc):
+                if not is_busy(exc):
                     raise StoreUnavailable(f"store error: {type(exc).__name__}",
                                            retry_after_s=2) from exc
                 if loop.time() + delay > deadline:

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from auren.adapters.postgres import PostgresStore
 from auren.cli.exit_codes import ExitCode
 from auren.errors import AurenError
 from auren.observability import configure_logging
+from auren.services.dataplane import postgres_store
 from auren.settings import Settings
 
 db_app = typer.Typer(help="The PostgreSQL schema of the full stack (POSTGRES_URL).",
@@ -26,7 +26,7 @@ def _settings() -> Settings:
 
 
 async def _schema(settings: Settings) -> tuple[str, list[str]]:
-    store = PostgresStore.from_settings(settings, application_name="auren-db")
+    store = postgres_store(settings, application_name="auren-db")
     await store.open()  # applies pending migrations and creates the partitions ahead
     try:
         assert store.schema is not None  # noqa: S101 - set by open()

@@ -14,25 +14,22 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import FastAPI, Path, Query, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from auren import __version__
-from auren.adapters.base import EventQuery, EventStore
+from auren.adapters.base import EventQuery
 from auren.errors import (
     AurenError,
     InvalidPayload,
     MalformedPayload,
-    PayloadTooLarge,
-    UnsupportedMediaType,
 )
 from auren.events import METRICS, iso, parse_time
 from auren.ingest.admission import Admission
@@ -41,16 +38,17 @@ from auren.ingest.pipeline import IngestPipeline
 from auren.observability import BridgeMetrics
 from auren.providers import PROVIDER_CLASSES, build_providers
 from auren.providers.base import WebhookRequest
-from auren.services import dataplane
 from auren.services.auth import ReadAuth
-from auren.services.kernel.body import receive_capped
+from auren.services.dataplane import DataPlane, build_dataplane
+from auren.services.kernel.body import check_declared, receive_capped
+from auren.services.kernel.health import PASS, WARN, health_response, now_text, worst
 from auren.services.kernel.problem import install_problem_handlers, problem_for, problem_responses
+from auren.services.kernel.responses import json_response, metrics_response
 from auren.services.runtime import tune_runtime_for_serving
 from auren.settings import Settings
 
 log = logging.getLogger("auren.bridge")
 
-HEALTH = "application/health+json"
 WEBHOOK_PATHS = ("/webhooks/{provider}", "/api/v1/webhooks/{provider}")
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -99,16 +97,9 @@ class WebhookEndpoint:
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
         """The raw body, capped while it streams: a huge upload costs ``limit`` bytes at most."""
-        limit = self._max_bytes
-        if headers.get("content-encoding", "identity").lower() not in ("identity", ""):
-            raise UnsupportedMediaType("compressed bodies are not accepted")
-        declared = headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit() or not declared.isascii():
-                raise MalformedPayload("invalid Content-Length")
-            if int(declared) > limit:
-                raise PayloadTooLarge(f"body exceeds {limit} bytes")
-        return await receive_capped(receive, limit)
+        check_declared(headers.get("content-encoding"), headers.get("content-length"),
+                       self._max_bytes)
+        return await receive_capped(receive, self._max_bytes)
 
 
 def webhook_provider(path: str) -> str | None:
@@ -178,25 +169,13 @@ def _document_webhooks(app: FastAPI) -> None:
 @dataclass(slots=True)
 class BridgeState:
     settings: Settings
-    store: EventStore
+    plane: DataPlane
     pipeline: IngestPipeline
     admission: Admission
     committer: GroupCommitter
     metrics: BridgeMetrics
     auth: ReadAuth
     started: float
-    plane: dataplane.DataPlane | None = None
-
-
-def build_store(settings: Settings) -> EventStore:
-    """SQLite embedded; PostgreSQL when POSTGRES_URL is set (see ``services.dataplane``)."""
-    return dataplane.build_store(settings)
-
-
-def _json(body: Any, status: int = 200, media_type: str = "application/json") -> Response:
-    if body is None:
-        return Response(status_code=status)
-    return Response(orjson.dumps(body), status_code=status, media_type=media_type)
 
 
 def _encode_cursor(start: datetime, event_id: str) -> str:
@@ -224,7 +203,7 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     settings = settings or Settings()
     metrics = BridgeMetrics()
     # Store, durable step (the store, or Kafka + spool) and cache, chosen once from settings.
-    plane = dataplane.build_dataplane(settings)
+    plane = build_dataplane(settings, service="bridge")
     for collector in plane.collectors():
         metrics.registry.register(collector)
     store = plane.store
@@ -234,15 +213,15 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
                                on_batch=metrics.observe_batch)
     pipeline = IngestPipeline(build_providers(settings), plane.cache, admission, committer,
                               metrics, gate=plane.rate_gate if plane.rate_limited else None)
-    state = BridgeState(settings, store, pipeline, admission, committer, metrics,
-                        ReadAuth.from_settings(settings), time.time(), plane)
+    state = BridgeState(settings, plane, pipeline, admission, committer, metrics,
+                        ReadAuth.from_settings(settings), time.time())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tune_runtime_for_serving()
         await plane.open()
         committer.start()
-        log.info("bridge started", extra={"mode": "embedded" if settings.embedded else "full"})
+        log.info("bridge started", extra={"mode": plane.mode})
         try:
             yield
         finally:
@@ -283,35 +262,30 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
         events = await store.query_events(query)
         next_cursor = (_encode_cursor(events[-1].start, events[-1].event_id)
                        if len(events) == limit else None)
-        return _json({"events": [e.as_dict() for e in events], "next": next_cursor})
+        return json_response({"events": [e.as_dict() for e in events], "next": next_cursor})
 
     @app.get("/health", tags=["operations"])
     async def health() -> Response:
         """``application/health+json``: pass, warn or fail, with a check per dependency."""
-        now = iso(datetime.now(UTC))
+        now = now_text()
         # Store, and in full mode Kafka, spool, Redis and the circuit breakers.
         status, checks = await plane.health(now)
         utilization = admission.utilization
-        admission_status = "warn" if utilization >= 0.9 or admission.waiting else "pass"
-        if admission_status == "warn" and status == "pass":
-            status = "warn"
+        admission_status = WARN if utilization >= 0.9 or admission.waiting else PASS
+        status = worst(status, admission_status)
         checks["admission:utilization"] = [{
             "componentType": "component", "observedValue": round(utilization * 100, 1),
             "observedUnit": "%", "status": admission_status, "time": now,
             "inFlight": admission.in_flight, "waiting": admission.waiting,
             "limit": admission.limit, "rejected": admission.rejected}]
-        checks["uptime"] = [{"componentType": "system", "observedUnit": "s",
-                             "observedValue": round(time.time() - state.started, 1),
-                             "status": "pass", "time": now}]
-        body = {"status": status, "version": __version__, "serviceId": "auren-bridge",
-                "description": "AUREN Enhanced Biometric Bridge v2",
-                "mode": "embedded" if settings.embedded else "full", "checks": checks}
-        return _json(body, 503 if status == "fail" else 200, HEALTH)
+        return health_response(status, checks, service_id="auren-bridge",
+                               description="AUREN Enhanced Biometric Bridge v2",
+                               started=state.started, now=now, mode=plane.mode)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def prometheus_metrics() -> Response:
         metrics.in_flight.set(admission.in_flight)
         metrics.queue_depth.set(admission.waiting + committer.queue_depth)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return metrics_response(metrics.registry)
 
     return BridgeApp(app, WebhookEndpoint(pipeline, metrics, settings.max_webhook_bytes))

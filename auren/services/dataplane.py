@@ -1,85 +1,106 @@
-"""The data plane a service runs on, chosen once at start-up from settings.
+"""The composition root: every service's dependencies, built once at start-up from settings.
 
 =====================  ===========================  =========================================
 setting                 unset                        set
 =====================  ===========================  =========================================
-``POSTGRES_URL``        SQLite file (store, reads)   PostgreSQL (store, reads)
+``POSTGRES_URL``        SQLite file (store, reads,   PostgreSQL (store, reads, NEUROS's
+                        NEUROS's conversations)      conversations, shared by every process)
 ``KAFKA_BOOTSTRAP_...`` the store is the durable     Kafka (+ breaker + spool) is; ``auren
                         step of a webhook            sink`` moves it into PostgreSQL
-``REDIS_URL``           in-process dedup LRU         Redis dedup, rate limits, summaries
+``REDIS_URL``           in-process dedup LRU         Redis dedup, rate limits, NEUROS's shared
+                                                     daily series
+``NEUROS_LLM``          builtin phrasing             an LLM client with finite timeouts
 =====================  ===========================  =========================================
 
 Kafka without PostgreSQL is refused: the sink writes to PostgreSQL and reads come from there.
-Everything above (:class:`DataPlane`'s users: the bridge, the legacy bridge, NEUROS) is the
-same code in every combination.
+:func:`build_dataplane` gives each service (the bridge, the legacy bridge, NEUROS) exactly what
+it uses, and :func:`postgres_store` the sink and ``auren db``; one circuit breaker guards each
+dependency. Nothing connects before :meth:`DataPlane.open`. Everything above is the same code
+in every combination.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
+import httpx
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from auren.adapters.base import Cache, DurableLog, EventStore
-from auren.adapters.breaker import OPEN, BreakerCollector, CircuitBreaker
+from auren.adapters.breaker import BreakerCollector, CircuitBreaker
 from auren.adapters.memory import MemoryCache
 from auren.adapters.sqlite import SQLiteStore
-from auren.errors import AurenError, RateLimited
+from auren.errors import RateLimited
+from auren.neuros.llm import LLMProvider, build_provider
+from auren.neuros.memory import ConversationStore
+from auren.neuros.memory.sqlite import SQLiteConversations
+from auren.services.kernel.health import FAIL, PASS, WARN, Checks, breaker_check, round_trip, worst
 from auren.settings import Settings
 
-PASS, WARN, FAIL = "pass", "warn", "fail"
-_RANK = {PASS: 0, WARN: 1, FAIL: 2}
+if TYPE_CHECKING:  # the full stack's clients are imported only where configured
+    from auren.adapters.postgres import PostgresStore
+    from auren.adapters.redis_cache import RedisCache
+    from auren.ingest.durable import BusLog
 
-
-def worst(*statuses: str) -> str:
-    return max(statuses, key=_RANK.__getitem__)
-
-
-def build_store(settings: Settings, *, application_name: str = "auren") -> EventStore:
-    """The event store reads (and, without Kafka, writes) go to."""
-    if settings.postgres_url is not None:
-        from auren.adapters.postgres import PostgresStore  # asyncpg only where used
-
-        return PostgresStore.from_settings(
-            settings, application_name=application_name,
-            breaker=CircuitBreaker.from_settings("postgres", settings))
-    return SQLiteStore(settings.sqlite_path, timeout_s=settings.store_timeout_s)
+Service = Literal["bridge", "legacy", "neuros"]
 
 
 @dataclass
 class DataPlane:
+    """What one service process depends on outside itself, and its lifecycle and health."""
+
     settings: Settings
     store: EventStore
+    # Where a webhook becomes durable: the store, or the bus with its spool (``bus_log``).
     durable: DurableLog
     cache: Cache
-    bus_log: Any = None  # BusLog when Kafka is configured
-    redis: Any = None  # RedisCache when Redis is configured
+    bus_log: BusLog | None = None
+    redis: RedisCache | None = None
+    conversations: ConversationStore | None = None
+    # NEUROS's LLM, when one is configured, and the HTTP client it calls it through.
+    llm: LLMProvider | None = None
+    http: httpx.AsyncClient | None = None
     breakers: list[CircuitBreaker] = field(default_factory=list)
 
+    @property
+    def mode(self) -> str:
+        return "embedded" if self.settings.embedded else "full"
+
     async def open(self) -> None:
+        """Connect, in order; whatever opened is closed again if a later step fails. A Redis
+        that is down is not a failure (lookups miss, ``/health`` warns)."""
         await self.store.open()
         try:
+            if self.conversations is not None:
+                await self.conversations.open()
             if self.redis is not None:
                 await self.redis.open()
             if self.bus_log is not None:
                 await self.bus_log.open()
         except BaseException:
-            if self.redis is not None:
-                await self.redis.close()
-            await self.store.close()
+            await self._close_stores()
             raise
 
     async def close(self, timeout_s: float) -> None:
-        """After the committer drained: the bus (flush), then the cache and the store."""
+        """After the service drained: the bus (flush), then the clients and the stores."""
         try:
             if self.bus_log is not None:
                 await self.bus_log.close(timeout_s)
         finally:
+            if self.http is not None:
+                await self.http.aclose()
+            await self._close_stores()
+
+    async def _close_stores(self) -> None:
+        try:
             if self.redis is not None:
                 await self.redis.close()
+            if self.conversations is not None:
+                await self.conversations.close()
+        finally:
             await self.store.close()
 
     # --- rate limits -----------------------------------------------------------------------
@@ -111,58 +132,38 @@ class DataPlane:
 
     # --- health ---------------------------------------------------------------------------
 
-    async def health(self, now: str) -> tuple[str, dict[str, list[dict[str, Any]]]]:
+    async def health(self, now: str) -> tuple[str, Checks]:
         """Checks for ``/health`` and the status they add up to.
 
-        A dependency whose loss stops acknowledgements fails; one the bridge works around
-        warns: PostgreSQL with Kafka in front of it (the bus and spool take the writes; reads
-        fail), Kafka while the spool has room, Redis always.
+        A dependency whose loss stops the service fails; one it works around warns: PostgreSQL
+        with Kafka in front of it (the bus and spool take the writes; reads fail), Kafka while
+        the spool has room, Redis always.
         """
-        checks: dict[str, list[dict[str, Any]]] = {}
-        status = PASS
+        checks: Checks = {}
         store_severity = WARN if self.bus_log is not None else FAIL
-        status = worst(status, await self._check(checks, "store:responseTime", "datastore",
-                                                 self.store.ping, store_severity, now))
-        if self.bus_log is not None:
-            spool = self.bus_log.spool
-            spool_ok = spool.failed is None
-            status = worst(status, await self._check(
-                checks, "kafka:responseTime", "datastore",
-                lambda: self.bus_log.bus.ping(1.0), WARN if spool_ok else FAIL, now))
-            facts = self.bus_log.facts()
+        status = await round_trip(checks, "store:responseTime", self.store.ping,
+                                  store_severity, now)
+        if self.conversations is not None:
+            status = worst(status, await round_trip(
+                checks, "conversations:responseTime", self.conversations.ping, FAIL, now))
+        bus_log = self.bus_log
+        if bus_log is not None:
+            spool_ok = bus_log.spool.failed is None
+            status = worst(status, await round_trip(
+                checks, "kafka:responseTime", lambda: bus_log.bus.ping(1.0),
+                WARN if spool_ok else FAIL, now))
+            facts = bus_log.facts()
             spool_status = FAIL if not spool_ok else (WARN if facts["pendingRecords"] else PASS)
             checks["spool:records"] = [{"componentType": "component", "status": spool_status,
                                         "observedValue": facts["pendingRecords"],
                                         "observedUnit": "records", "time": now, **facts}]
             status = worst(status, spool_status)
         if self.redis is not None:
-            status = worst(status, await self._check(checks, "redis:responseTime", "datastore",
-                                                     self.redis.ping, WARN, now))
+            status = worst(status, await round_trip(checks, "redis:responseTime",
+                                                    self.redis.ping, WARN, now))
         for breaker in self.breakers:
-            snapshot = breaker.snapshot()
-            state = snapshot["state"]
-            breaker_status = PASS if state == "closed" else WARN
-            checks[f"breaker:{breaker.name}"] = [{"componentType": "component",
-                                                  "observedValue": state,
-                                                  "status": breaker_status, "time": now,
-                                                  **snapshot}]
-            status = worst(status, breaker_status)
+            status = worst(status, breaker_check(checks, breaker, now))
         return status, checks
-
-    @staticmethod
-    async def _check(checks: dict[str, list[dict[str, Any]]], key: str, kind: str,
-                     ping: Any, severity: str, now: str) -> str:
-        try:
-            facts = await ping()
-        except AurenError as exc:
-            checks[key] = [{"componentType": kind, "status": severity, "output": exc.detail,
-                            "time": now}]
-            return str(severity)
-        checks[key] = [{"componentId": facts.get("engine", key.split(":")[0]),
-                        "componentType": kind,
-                        "observedValue": round(facts["responseTime_ms"], 3),
-                        "observedUnit": "ms", "status": PASS, "time": now}]
-        return PASS
 
     def collectors(self) -> list[Collector]:
         return [BreakerCollector(self.breakers), _DataPlaneCollector(self)]
@@ -201,44 +202,84 @@ class _DataPlaneCollector(Collector):
                                       value=redis.errors)
 
 
-def build_dataplane(settings: Settings, *, application_name: str = "auren-bridge"
-                    ) -> DataPlane:
-    """Adapters for ``settings``; nothing connects before :meth:`DataPlane.open`.
+# --- builders -----------------------------------------------------------------------------
+
+
+def postgres_store(settings: Settings, *, application_name: str,
+                   breaker: CircuitBreaker | None = None) -> PostgresStore:
+    """The full stack's event store (the sink's and ``auren db``'s too), behind its breaker."""
+    from auren.adapters.postgres import PostgresStore  # asyncpg only where used
+
+    return PostgresStore.from_settings(
+        settings, application_name=application_name,
+        breaker=breaker or CircuitBreaker.from_settings("postgres", settings))
+
+
+def build_dataplane(settings: Settings, *, service: Service = "bridge") -> DataPlane:
+    """The dependencies of ``service`` for ``settings``; nothing connects before
+    :meth:`DataPlane.open`.
+
+    * bridge: the store, the durable step (the store, or Kafka with its spool) and the dedup
+      cache (Redis, or in process), with Redis's rate limits;
+    * legacy: the store as its own durable step and an in-process cache (v1 had no bus);
+    * neuros: the store it reads, the conversations, Redis for the shared daily series, and
+      the LLM client when one is configured.
 
     Raises:
-        ValueError: an unsupported combination (Kafka without PostgreSQL).
+        ValueError: an unsupported combination for the bridge (Kafka without PostgreSQL).
     """
-    if settings.kafka_bootstrap_servers and settings.postgres_url is None:
+    if service == "bridge" and settings.kafka_bootstrap_servers and settings.postgres_url is None:
         raise ValueError("KAFKA_BOOTSTRAP_SERVERS needs POSTGRES_URL: the sink writes the "
                          "bus into PostgreSQL and every read comes from there")
-    store = build_store(settings, application_name=application_name)
+    name = f"auren-{service}"
     breakers: list[CircuitBreaker] = []
-    store_breaker = getattr(store, "breaker", None)
-    if isinstance(store_breaker, CircuitBreaker):
-        breakers.append(store_breaker)
-    cache: Cache = MemoryCache(settings.dedup_cache_size)
-    redis = None
-    if settings.redis_url is not None:
-        from auren.adapters.redis_cache import RedisCache
+    store: EventStore
+    conversations: ConversationStore | None = None
+    if settings.postgres_url is not None:
+        pg_breaker = CircuitBreaker.from_settings("postgres", settings)
+        breakers.append(pg_breaker)
+        store = postgres_store(settings, application_name=name, breaker=pg_breaker)
+        if service == "neuros":
+            from auren.adapters.postgres import PostgresPool
+            from auren.neuros.memory.postgres import PostgresConversations
 
-        redis = RedisCache.from_settings(
+            conversations = PostgresConversations(PostgresPool.from_settings(
+                settings, application_name=name, breaker=pg_breaker))
+    else:
+        store = SQLiteStore(settings.sqlite_path, timeout_s=settings.store_timeout_s)
+        if service == "neuros":
+            conversations = SQLiteConversations(settings.sqlite_path,
+                                                timeout_s=settings.store_timeout_s)
+    plane = DataPlane(settings, store, store, MemoryCache(settings.dedup_cache_size),
+                      conversations=conversations, breakers=breakers)
+    if service == "legacy":
+        return plane
+    if settings.redis_url is not None:
+        from auren.adapters.redis_cache import RedisCache  # redis only where used
+
+        plane.redis = RedisCache.from_settings(
             settings, breaker=CircuitBreaker.from_settings("redis", settings))
-        breakers.append(redis.breaker)
-        cache = redis
-    durable: DurableLog = store
-    bus_log = None
-    if settings.kafka_bootstrap_servers:
-        from auren.adapters.kafka import KafkaBus
+        breakers.append(plane.redis.breaker)
+        if service == "bridge":
+            plane.cache = plane.redis
+    if service == "bridge" and settings.kafka_bootstrap_servers:
+        from auren.adapters.kafka import KafkaBus  # confluent-kafka only where used
         from auren.ingest.durable import BusLog
 
         bus_breaker = CircuitBreaker.from_settings("kafka", settings)
         breakers.append(bus_breaker)
-        bus_log = BusLog(KafkaBus.from_settings(settings), settings.auren_data_dir / "spool",
-                         bus_breaker, timeout_s=settings.bus_timeout_s,
-                         max_spool_bytes=settings.spool_max_bytes)
-        durable = bus_log
-    return DataPlane(settings, store, durable, cache, bus_log, redis, breakers)
+        plane.bus_log = BusLog(KafkaBus.from_settings(settings),
+                               settings.auren_data_dir / "spool", bus_breaker,
+                               timeout_s=settings.bus_timeout_s,
+                               max_spool_bytes=settings.spool_max_bytes)
+        plane.durable = plane.bus_log
+    if service == "neuros" and settings.neuros_llm != "builtin":
+        timeout = settings.neuros_llm_timeout_s
+        plane.http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
+                                       limits=httpx.Limits(max_connections=50),
+                                       follow_redirects=False)
+        plane.llm = build_provider(settings, plane.http)
+    return plane
 
 
-__all__ = ["FAIL", "OPEN", "PASS", "WARN", "DataPlane", "build_dataplane", "build_store",
-           "worst"]
+__all__ = ["DataPlane", "Service", "build_dataplane", "postgres_store"]

@@ -21,14 +21,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import orjson
 from fastapi import FastAPI, Request
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Histogram,
-    generate_latest,
 )
 from starlette.background import BackgroundTask
 from starlette.responses import HTMLResponse, Response, StreamingResponse
@@ -36,12 +33,13 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 from auren import __version__
 from auren.errors import PayloadTooLarge
 from auren.events import iso
+from auren.services.kernel.health import health_response, now_text
 from auren.services.kernel.problem import install_problem_handlers, problem_response
+from auren.services.kernel.responses import metrics_response
 from auren.settings import Settings
 
 log = logging.getLogger("auren.gateway")
 
-HEALTH = "application/health+json"
 # Hop-by-hop headers (RFC 9110 §7.6.1) are the connection's, not the message's: never forwarded.
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                          "te", "trailer", "transfer-encoding", "upgrade", "host",
@@ -211,17 +209,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def health() -> Response:
         """``application/health+json`` of the gateway and each upstream it proxies to."""
         overall, checks = await aggregate()
-        checks["uptime"] = [{"componentType": "system", "observedUnit": "s",
-                             "observedValue": round(time.time() - started, 1),
-                             "status": "pass", "time": iso(datetime.now(UTC))}]
-        body = {"status": overall, "version": __version__, "serviceId": "auren-gateway",
-                "description": "AUREN Gateway", "checks": checks}
-        return Response(orjson.dumps(body), status_code=503 if overall == "fail" else 200,
-                        media_type=HEALTH)
+        return health_response(overall, checks, service_id="auren-gateway",
+                               description="AUREN Gateway", started=started, now=now_text())
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return metrics_response(metrics.registry)
 
     @app.get("/", tags=["operations"], response_class=HTMLResponse)
     async def dashboard() -> HTMLResponse:

@@ -15,25 +15,23 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
-from typing import Any
 
-import orjson
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from auren import __version__
 from auren.adapters.base import DurableLog, WriteResult
-from auren.adapters.memory import MemoryCache
-from auren.errors import AurenError, StoreUnavailable
-from auren.events import Delivery, iso
+from auren.errors import StoreUnavailable
+from auren.events import Delivery
 from auren.ingest.admission import Admission
 from auren.ingest.pipeline import IngestPipeline
 from auren.observability import BridgeMetrics
 from auren.providers import build_providers
-from auren.services.bridge import HEALTH, BridgeApp, WebhookEndpoint, build_store
+from auren.services.bridge import BridgeApp, WebhookEndpoint
+from auren.services.dataplane import build_dataplane
+from auren.services.kernel.health import health_response, now_text
 from auren.services.kernel.problem import install_problem_handlers
+from auren.services.kernel.responses import metrics_response
 from auren.settings import Settings
 
 log = logging.getLogger("auren.legacy")
@@ -83,25 +81,26 @@ class DirectWriter:
 def create_app(settings: Settings | None = None) -> BridgeApp:
     settings = settings or Settings()
     metrics = BridgeMetrics()
-    store = build_store(settings)
-    writer = DirectWriter(store)
+    # The store is its own durable step: v1 had no bus, no Redis and no group commit.
+    plane = build_dataplane(settings, service="legacy")
+    for collector in plane.collectors():
+        metrics.registry.register(collector)
+    writer = DirectWriter(plane.durable)
     admission = Admission(_UNBOUNDED, 0, settings.admission_wait_s)
-    pipeline = IngestPipeline(build_providers(settings), MemoryCache(settings.dedup_cache_size),
-                              admission, writer, metrics)
+    pipeline = IngestPipeline(build_providers(settings), plane.cache, admission, writer, metrics)
     started = time.time()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await store.open()
+        await plane.open()
         writer.start()
-        log.info("legacy bridge started",
-                 extra={"mode": "embedded" if settings.embedded else "full"})
+        log.info("legacy bridge started", extra={"mode": plane.mode})
         try:
             yield
         finally:
             # uvicorn has drained in-flight requests; each one committed its own write.
             await writer.close(settings.shutdown_timeout_s)
-            await store.close()
+            await plane.close(settings.shutdown_timeout_s)
             log.info("legacy bridge stopped")
 
     app = FastAPI(title="AUREN Original Bridge (v1)", version=__version__, lifespan=lifespan,
@@ -111,30 +110,14 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     @app.get("/health", tags=["operations"])
     async def health() -> Response:
         """``application/health+json``: the store's round trip and the uptime."""
-        now = iso(datetime.now(UTC))
-        checks: dict[str, list[dict[str, Any]]] = {}
-        status = "pass"
-        try:
-            facts = await store.ping()
-            checks["store:responseTime"] = [{
-                "componentId": facts.get("engine", "store"), "componentType": "datastore",
-                "observedValue": round(facts["responseTime_ms"], 3), "observedUnit": "ms",
-                "status": "pass", "time": now}]
-        except AurenError as exc:
-            status = "fail"
-            checks["store:responseTime"] = [{"componentType": "datastore", "status": "fail",
-                                             "output": exc.detail, "time": now}]
-        checks["uptime"] = [{"componentType": "system", "observedUnit": "s",
-                             "observedValue": round(time.time() - started, 1),
-                             "status": "pass", "time": now}]
-        body = {"status": status, "version": __version__, "serviceId": "auren-legacy-bridge",
-                "description": "AUREN Original Bridge v1",
-                "mode": "embedded" if settings.embedded else "full", "checks": checks}
-        return Response(orjson.dumps(body), status_code=503 if status == "fail" else 200,
-                        media_type=HEALTH)
+        now = now_text()
+        status, checks = await plane.health(now)
+        return health_response(status, checks, service_id="auren-legacy-bridge",
+                               description="AUREN Original Bridge v1", started=started,
+                               now=now, mode=plane.mode)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return metrics_response(metrics.registry)
 
     return BridgeApp(app, WebhookEndpoint(pipeline, metrics, settings.max_webhook_bytes))

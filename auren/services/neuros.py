@@ -1,8 +1,10 @@
 """NEUROS (port 8000): the chat API, thin over ``auren.neuros``.
 
-``create_app(settings)`` builds the event store the bridge reads through (so NEUROS sees what
-the bridge stored), the conversation store, the optional LLM client and the per-user rate
-limit; the lifespan opens them and closes them again on shutdown.
+``create_app(settings)`` takes its dependencies from the composition root
+(``auren.services.dataplane``): the event store the bridge writes (so NEUROS sees what the
+bridge stored), the conversation store (SQLite embedded; PostgreSQL in the full stack, shared by
+every NEUROS process), Redis for the shared daily series and the optional LLM client. It adds
+the per-user rate limit; the lifespan opens them and closes them again on shutdown.
 
 Order of checks on a chat: body size (413, while it streams) → JSON shape (400/422) → auth for
 the body's ``user_id`` exactly as the bridge's read API (401/403) → message length (413) →
@@ -14,18 +16,14 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
-import httpx
 import orjson
 from fastapi import FastAPI, Path, Query, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.core import CounterMetricFamily
-from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
@@ -34,46 +32,40 @@ from starlette.types import Receive, Scope, Send
 
 from auren import __version__
 from auren.adapters.base import EventStore
-from auren.adapters.breaker import BreakerCollector, CircuitBreaker
 from auren.errors import (
     AurenError,
     InvalidPayload,
     MalformedPayload,
     PayloadTooLarge,
-    UnsupportedMediaType,
 )
 from auren.events import iso
 from auren.neuros.chat import ChatResult, Neuros, parse_timezone
-from auren.neuros.llm import build_provider
-from auren.neuros.memory import ConversationStore, SQLiteConversations
+from auren.neuros.memory import ConversationStore
 from auren.neuros.metrics import NeurosMetrics
 from auren.neuros.ratelimit import RateLimiter
 from auren.neuros.summaries import SharedSeries
 from auren.services.auth import ReadAuth
-from auren.services.bridge import build_store
-from auren.services.dataplane import PASS, WARN, worst
-from auren.services.kernel.body import receive_capped
+from auren.services.dataplane import build_dataplane
+from auren.services.kernel.body import check_declared, read_body, receive_capped
+from auren.services.kernel.health import PASS, WARN, health_response, now_text, worst
 from auren.services.kernel.problem import (
     install_problem_handlers,
     problem_for,
     problem_response,
     problem_responses,
 )
+from auren.services.kernel.responses import JSON, json_response, metrics_response
 from auren.services.runtime import tune_runtime_for_serving
 from auren.settings import Settings
 
-if TYPE_CHECKING:
-    from auren.adapters.redis_cache import RedisCache
-
 log = logging.getLogger("auren.neuros")
 
-HEALTH = "application/health+json"
 _ID = r"^[A-Za-z0-9_-]{1,64}$"
 # The same rule as _ID for the fast path; fullmatch, because "$" also matches before a final
 # newline in Python (pydantic's engine does not).
 _ID_FULL = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CHAT_PATHS = ("/chat", "/api/v1/chat")
-_JSON_HEADERS = (b"content-type", b"application/json")
+_JSON_HEADERS = (b"content-type", JSON.encode())
 UserPath = Annotated[str, Path(min_length=1, max_length=256)]
 ConversationPath = Annotated[str, Path(pattern=_ID)]
 
@@ -134,36 +126,8 @@ class NeurosState:
     started: float
 
 
-def _json(body: Any, status: int = 200, media_type: str = "application/json") -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type=media_type)
-
-
 def _client_host(request: Request) -> str | None:
     return request.client.host if request.client else None
-
-
-def _check_declared(encoding: str | None, declared: str | None, limit: int) -> None:
-    if (encoding or "identity").lower() not in ("identity", ""):
-        raise UnsupportedMediaType("compressed bodies are not accepted")
-    if declared is not None:
-        if not declared.isdigit() or not declared.isascii():
-            raise MalformedPayload("invalid Content-Length")
-        if int(declared) > limit:
-            raise PayloadTooLarge(f"body exceeds {limit} bytes")
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, capped while it streams (413 as soon as ``limit`` is passed)."""
-    _check_declared(request.headers.get("content-encoding"),
-                    request.headers.get("content-length"), limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @dataclass(slots=True)
@@ -281,7 +245,7 @@ class ChatService:
         client = scope.get("client")
 
         async def body() -> bytes:
-            _check_declared(encoding, declared, self._max_body)
+            check_declared(encoding, declared, self._max_body)
             return await receive_capped(receive, self._max_body)
 
         path: str = scope["path"]
@@ -326,17 +290,6 @@ class NeurosApp:
         await self.api(scope, receive, send)
 
 
-class _RedisCollector(Collector):
-    """Failed Redis round trips for ``/metrics`` (as the bridge exports them)."""
-
-    def __init__(self, redis: RedisCache) -> None:
-        self._redis = redis
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        yield CounterMetricFamily("auren_redis_errors", "Failed Redis round trips",
-                                  value=self._redis.errors)
-
-
 def _sse(event: str, data: Any) -> bytes:
     # One JSON line per event: a newline inside the data can never end the event early.
     return f"event: {event}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
@@ -345,27 +298,16 @@ def _sse(event: str, data: Any) -> bytes:
 def create_app(settings: Settings | None = None) -> NeurosApp:
     settings = settings or Settings()
     metrics = NeurosMetrics()
-    events = build_store(settings)
-    conversations = SQLiteConversations(settings.sqlite_path, timeout_s=settings.store_timeout_s)
-    http: httpx.AsyncClient | None = None
-    if settings.neuros_llm != "builtin":
-        timeout = settings.neuros_llm_timeout_s
-        http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
-                                 limits=httpx.Limits(max_connections=50), follow_redirects=False)
-    llm = build_provider(settings, http) if http is not None else None
+    plane = build_dataplane(settings, service="neuros")
+    for collector in plane.collectors():
+        metrics.registry.register(collector)
+    events, conversations = plane.store, plane.conversations
+    assert conversations is not None  # noqa: S101 - built for every NEUROS plane
     # With REDIS_URL, daily series are shared by every NEUROS process through Redis (a second
     # level behind the in-process cache); without it nothing changes.
-    redis: RedisCache | None = None
-    shared: SharedSeries | None = None
-    if settings.redis_url is not None:
-        from auren.adapters.redis_cache import RedisCache  # redis only where used
-
-        redis = RedisCache.from_settings(
-            settings, breaker=CircuitBreaker.from_settings("redis", settings))
-        shared = SharedSeries(redis, ttl_s=settings.redis_summary_ttl_s)
-        metrics.registry.register(BreakerCollector([redis.breaker]))
-        metrics.registry.register(_RedisCollector(redis))
-    neuros = Neuros(events, conversations, llm, metrics,
+    shared = (SharedSeries(plane.redis, ttl_s=settings.redis_summary_ttl_s)
+              if plane.redis is not None else None)
+    neuros = Neuros(events, conversations, plane.llm, metrics,
                     llm_timeout_s=settings.neuros_llm_timeout_s,
                     history_messages=settings.neuros_history_messages, shared_cache=shared)
     state = NeurosState(settings, events, conversations, neuros, metrics,
@@ -375,26 +317,13 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tune_runtime_for_serving()
-        await events.open()
-        try:
-            await conversations.open()
-        except BaseException:
-            await events.close()
-            raise
-        if redis is not None:
-            await redis.open()  # a Redis that is down is a warning: lookups are misses
-        log.info("neuros started", extra={"mode": "embedded" if settings.embedded else "full",
-                                          "detail": neuros.llm_name})
+        await plane.open()
+        log.info("neuros started", extra={"mode": plane.mode, "detail": neuros.llm_name})
         try:
             yield
         finally:
             # uvicorn has stopped taking requests and drained in-flight ones by now.
-            if http is not None:
-                await http.aclose()
-            if redis is not None:
-                await redis.close()
-            await conversations.close()
-            await events.close()
+            await plane.close(settings.shutdown_timeout_s)
             log.info("neuros stopped")
 
     app = FastAPI(title="AUREN NEUROS", version=__version__, lifespan=lifespan,
@@ -414,7 +343,7 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
 
     async def chat(request: Request) -> Response:
         """Ask about your own data. Every number in ``reply`` is in ``evidence``."""
-        return _json((await service.run_request(request, "chat")).as_dict())
+        return json_response((await service.run_request(request, "chat")).as_dict())
 
     for path, name in (("/chat", "chat"), ("/api/v1/chat", "chat_v1")):
         app.add_api_route(path, chat, methods=["POST"], name=name, summary="Chat", **chat_doc)
@@ -448,7 +377,8 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
         state.auth.authorize(request.headers.get("authorization"), _client_host(request),
                              user_id)
         found = await conversations.conversations(user_id, limit)
-        return _json({"user_id": user_id, "conversations": [c.as_dict() for c in found]})
+        return json_response({"user_id": user_id,
+                              "conversations": [c.as_dict() for c in found]})
 
     @app.get("/api/v1/users/{user_id}/conversations/{conversation_id}", tags=["memory"],
              responses=problem_responses(401, 403, 404))
@@ -459,8 +389,8 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
         state.auth.authorize(request.headers.get("authorization"), _client_host(request),
                              user_id)
         messages = await conversations.messages(user_id, conversation_id, limit)
-        return _json({"conversation_id": conversation_id,
-                      "messages": [m.as_dict() for m in messages]})
+        return json_response({"conversation_id": conversation_id,
+                              "messages": [m.as_dict() for m in messages]})
 
     @app.delete("/api/v1/users/{user_id}/conversations", tags=["memory"],
                 responses=problem_responses(401, 403))
@@ -476,66 +406,31 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
             log.warning("cached series not erased from redis; they expire within %d s",
                         settings.redis_summary_ttl_s, extra={"detail": "redis"})
         log.info("user erased from neuros", extra={"count": deleted["messages"]})
-        return _json({"user_id": user_id, "deleted": deleted})
+        return json_response({"user_id": user_id, "deleted": deleted})
 
     @app.get("/health", tags=["operations"])
     async def health() -> Response:
-        """``application/health+json``: the stores and the LLM, each pass, warn or fail."""
-        now = iso(datetime.now(UTC))
-        checks: dict[str, list[dict[str, Any]]] = {}
-        status = "pass"
-        for key, store in (("store:responseTime", events),
-                           ("conversations:responseTime", conversations)):
-            try:
-                facts = await store.ping()
-                checks[key] = [{"componentId": facts.get("engine", "store"),
-                                "componentType": "datastore",
-                                "observedValue": round(facts["responseTime_ms"], 3),
-                                "observedUnit": "ms", "status": "pass", "time": now}]
-            except AurenError as exc:
-                status = "fail"
-                checks[key] = [{"componentType": "datastore", "status": "fail",
-                                "output": exc.detail, "time": now}]
+        """``application/health+json``: the stores, Redis and the LLM, each pass, warn or fail."""
+        now = now_text()
+        status, checks = await plane.health(now)
         llm_check: dict[str, Any] = {"componentId": neuros.llm_name,
-                                     "componentType": "component", "status": "pass",
+                                     "componentType": "component", "status": PASS,
                                      "time": now}
         if neuros.llm_last is not None:
             outcome, at = neuros.llm_last
             llm_check["observedValue"] = outcome
             llm_check["lastCall"] = iso(datetime.fromtimestamp(at, UTC))
             if outcome != "ok":
-                llm_check["status"] = "warn"
+                llm_check["status"] = WARN
                 llm_check["output"] = f"last reply not used ({outcome}); builtin phrasing served"
-                status = "warn" if status == "pass" else status
-        checks["llm:lastCall"] = [llm_check]
-        if redis is not None:
-            # Redis only speeds answers up: down, or its breaker open, is a warning.
-            try:
-                facts = await redis.ping()
-                checks["redis:responseTime"] = [{
-                    "componentId": "redis", "componentType": "datastore",
-                    "observedValue": round(facts["responseTime_ms"], 3), "observedUnit": "ms",
-                    "status": PASS, "time": now}]
-            except AurenError as exc:
-                checks["redis:responseTime"] = [{"componentType": "datastore", "status": WARN,
-                                                 "output": exc.detail, "time": now}]
                 status = worst(status, WARN)
-            snapshot = redis.breaker.snapshot()
-            breaker_status = PASS if snapshot["state"] == "closed" else WARN
-            checks["breaker:redis"] = [{"componentType": "component",
-                                        "observedValue": snapshot["state"],
-                                        "status": breaker_status, "time": now, **snapshot}]
-            status = worst(status, breaker_status)
-        checks["uptime"] = [{"componentType": "system", "observedUnit": "s",
-                             "observedValue": round(time.time() - state.started, 1),
-                             "status": "pass", "time": now}]
-        body = {"status": status, "version": __version__, "serviceId": "auren-neuros",
-                "description": "AUREN NEUROS", "llm": neuros.llm_name,
-                "mode": "embedded" if settings.embedded else "full", "checks": checks}
-        return _json(body, 503 if status == "fail" else 200, HEALTH)
+        checks["llm:lastCall"] = [llm_check]
+        return health_response(status, checks, service_id="auren-neuros",
+                               description="AUREN NEUROS", started=state.started, now=now,
+                               llm=neuros.llm_name, mode=plane.mode)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return metrics_response(metrics.registry)
 
     return NeurosApp(app, service)

@@ -36,11 +36,11 @@ from typing import Any, TypeVar
 import orjson
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from auren.adapters.breaker import CircuitBreaker
 from auren.adapters.kafka import ensure_topics
 from auren.adapters.postgres import PostgresStore
 from auren.adapters.wire import DeliveryRecord, decode
 from auren.errors import ClientError, StoreUnavailable
+from auren.services.dataplane import postgres_store
 from auren.settings import Settings
 
 T = TypeVar("T")
@@ -287,9 +287,7 @@ async def run_sink(settings: Settings, *, idle_exit_s: float | None = None,
                    stop: asyncio.Event | None = None) -> SinkStats:
     """Open the store and the consumer, run until SIGTERM/SIGINT (or idle), close both."""
     stop = stop or asyncio.Event()
-    breaker = CircuitBreaker.from_settings("postgres", settings)
-    store = PostgresStore.from_settings(settings, application_name="auren-sink",
-                                        breaker=breaker)
+    store = postgres_store(settings, application_name="auren-sink")
     await store.open()
     sink = Sink(settings, store)
     loop = asyncio.get_running_loop()

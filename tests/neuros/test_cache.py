@@ -13,7 +13,7 @@ from auren.adapters.sqlite import SQLiteStore
 from auren.events import Delivery, make_event
 from auren.neuros import engine
 from auren.neuros.chat import Neuros
-from auren.neuros.memory import SQLiteConversations
+from auren.neuros.memory.sqlite import SQLiteConversations
 from auren.neuros.metrics import NeurosMetrics
 
 

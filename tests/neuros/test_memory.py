@@ -1,17 +1,40 @@
-"""Conversation memory in the shared SQLite file."""
+"""Conversation memory: the ``ConversationStore`` contract, run against every implementation
+(SQLite embedded, PostgreSQL in the full stack on a fresh database of the real server, and the
+in-memory twin), then what only the SQLite file does (its migrations beside the events', its
+locks)."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from auren.adapters.postgres import PostgresPool
 from auren.adapters.sqlite import MIGRATIONS, SQLiteStore
 from auren.errors import NotFound, StoreUnavailable
-from auren.neuros.memory import MIGRATIONS as CONVERSATION_MIGRATIONS
-from auren.neuros.memory import Message, SQLiteConversations
+from auren.neuros.memory import ConversationStore, MemoryConversations, Message
+from auren.neuros.memory.postgres import PostgresConversations
+from auren.neuros.memory.sqlite import MIGRATIONS as CONVERSATION_MIGRATIONS
+from auren.neuros.memory.sqlite import SQLiteConversations
+
+
+@pytest.fixture(params=["sqlite", "memory", pytest.param("postgres", marks=pytest.mark.slow)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path
+                ) -> AsyncIterator[ConversationStore]:
+    s: ConversationStore
+    if request.param == "sqlite":
+        s = SQLiteConversations(tmp_path / "auren.sqlite3")
+    elif request.param == "memory":
+        s = MemoryConversations()
+    else:
+        s = PostgresConversations(PostgresPool(request.getfixturevalue("full_stack")
+                                               .new_database()))
+    await s.open()
+    yield s
+    await s.close()
 
 
 @pytest.mark.parametrize("events_first", [True, False])
@@ -60,70 +83,56 @@ async def test_a_first_version_database_keeps_its_conversations(tmp_path: Path) 
             len(CONVERSATION_MIGRATIONS),)
 
 
-async def test_conversations_are_per_user_and_erasable(tmp_path: Path) -> None:
-    store = SQLiteConversations(tmp_path / "auren.sqlite3")
-    await store.open()
-    try:
-        await store.append("alice", "c1", [Message("user", "how did I sleep?", {"intent": "x"}),
-                                           Message("assistant", "7 h", {})])
-        await store.append("alice", "c1", [Message("user", "and hrv?"),
-                                           Message("assistant", "52 ms")])
-        await store.append("bob", "c2", [Message("user", "hi"), Message("assistant", "hello")])
-        history = await store.history("alice", "c1", 3)
-        assert [m.content for m in history] == ["7 h", "and hrv?", "52 ms"]
-        assert history[0].created_at is not None
-        with pytest.raises(NotFound):
-            await store.history("bob", "c1", 10)
-        with pytest.raises(NotFound):
-            await store.append("bob", "c1", [Message("user", "mine now?")])
-        with pytest.raises(NotFound):
-            await store.history("alice", "nope", 10)
-        listed = await store.conversations("alice", 10)
-        assert [(c.conversation_id, c.message_count, c.title) for c in listed] == [
-            ("c1", 4, "how did I sleep?")]
-        assert await store.erase_user("alice") == {"conversations": 1, "messages": 4}
-        assert await store.conversations("alice", 10) == []
-        assert len(await store.history("bob", "c2", 10)) == 2
-        assert (await store.ping())["engine"] == "sqlite"
-    finally:
-        await store.close()
+async def test_conversations_are_per_user_and_erasable(store: ConversationStore) -> None:
+    await store.append("alice", "c1", [Message("user", "how did I sleep?", {"intent": "x"}),
+                                       Message("assistant", "7 h", {})])
+    await store.append("alice", "c1", [Message("user", "and hrv?"),
+                                       Message("assistant", "52 ms")])
+    await store.append("bob", "c2", [Message("user", "hi"), Message("assistant", "hello")])
+    history = await store.history("alice", "c1", 3)
+    assert [m.content for m in history] == ["7 h", "and hrv?", "52 ms"]
+    assert history[0].created_at is not None
+    with pytest.raises(NotFound):
+        await store.history("bob", "c1", 10)
+    with pytest.raises(NotFound):
+        await store.append("bob", "c1", [Message("user", "mine now?")])
+    with pytest.raises(NotFound):
+        await store.history("alice", "nope", 10)
+    listed = await store.conversations("alice", 10)
+    assert [(c.conversation_id, c.message_count, c.title) for c in listed] == [
+        ("c1", 4, "how did I sleep?")]
+    assert await store.erase_user("alice") == {"conversations": 1, "messages": 4}
+    assert await store.conversations("alice", 10) == []
+    assert len(await store.history("bob", "c2", 10)) == 2
+    assert (await store.ping())["engine"] in ("sqlite", "postgresql", "memory")
 
 
-async def test_concurrent_turns_share_a_commit_and_fail_alone(tmp_path: Path) -> None:
-    store = SQLiteConversations(tmp_path / "auren.sqlite3")
-    await store.open()
-    try:
-        await store.append("bob", "taken", [Message("user", "mine")])
+async def test_concurrent_turns_are_each_whole_and_fail_alone(store: ConversationStore) -> None:
+    await store.append("bob", "taken", [Message("user", "mine")])
 
-        async def turn(user: str, cid: str) -> None:
-            await store.append(user, cid, [Message("user", f"q {cid}", {"intent": "sleep"}),
-                                           Message("assistant", f"a {cid}")])
+    async def turn(user: str, cid: str) -> None:
+        await store.append(user, cid, [Message("user", f"q {cid}", {"intent": "sleep"}),
+                                       Message("assistant", f"a {cid}")])
 
-        results = await asyncio.gather(
-            *(turn(f"u{i % 5}", f"c{i % 10}") for i in range(30)), turn("alice", "taken"),
-            return_exceptions=True)
-        assert [type(r) for r in results[:30]] == [type(None)] * 30
-        assert isinstance(results[30], NotFound)
-        for i in range(10):
-            history = await store.messages(f"u{i % 5}", f"c{i}", 100)
-            assert [m.content for m in history] == [f"q c{i}", f"a c{i}"] * 3
-        assert [m.content for m in await store.history("bob", "taken", 10)] == ["mine"]
-    finally:
-        await store.close()
+    results = await asyncio.gather(
+        *(turn(f"u{i % 5}", f"c{i % 10}") for i in range(30)), turn("alice", "taken"),
+        return_exceptions=True)
+    assert [type(r) for r in results[:30]] == [type(None)] * 30
+    assert isinstance(results[30], NotFound)
+    for i in range(10):
+        history = await store.messages(f"u{i % 5}", f"c{i}", 100)
+        assert [m.content for m in history] == [f"q c{i}", f"a c{i}"] * 3
+    assert [m.content for m in await store.history("bob", "taken", 10)] == ["mine"]
 
 
-async def test_history_keeps_user_meta_and_messages_keep_all_meta(tmp_path: Path) -> None:
-    store = SQLiteConversations(tmp_path / "auren.sqlite3")
-    await store.open()
-    try:
-        await store.append("alice", "c1", [Message("user", "q", {"intent": "hrv"}),
-                                           Message("assistant", "a", {"evidence": [1]})])
-        assert [m.meta for m in await store.history("alice", "c1", 10)] == [
-            {"intent": "hrv"}, {}]
-        assert [m.meta for m in await store.messages("alice", "c1", 10)] == [
-            {"intent": "hrv"}, {"evidence": [1]}]
-    finally:
-        await store.close()
+async def test_history_keeps_user_meta_and_messages_keep_all_meta(
+        store: ConversationStore) -> None:
+    await store.append("alice", "c1", [Message("user", "q", {"intent": "hrv"}),
+                                       Message("assistant", "a", {"evidence": [1]})])
+    assert [m.meta for m in await store.history("alice", "c1", 10)] == [
+        {"intent": "hrv"}, {}]
+    assert [m.meta for m in await store.messages("alice", "c1", 10)] == [
+        {"intent": "hrv"}, {"evidence": [1]}]
 
 
 async def test_a_locked_file_is_waited_for_without_blocking_the_loop(tmp_path: Path) -> None:

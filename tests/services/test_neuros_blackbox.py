@@ -22,7 +22,7 @@ import jwt
 import orjson
 import pytest
 
-from auren.neuros.memory import MIGRATIONS as CONVERSATION_MIGRATIONS
+from auren.neuros.memory.sqlite import MIGRATIONS as CONVERSATION_MIGRATIONS
 from auren.sim.render import native_events
 from auren.sim.wearers import DayRecord, UserHistory, generate_users
 from tests.helpers import ServerProcess, native_body, native_headers, run_server

@@ -1,7 +1,7 @@
-"""Conversation memory: conversations and their messages, per user, erasable in one call.
+"""Conversation memory in the embedded SQLite file.
 
-``ConversationStore`` is the boundary; ``SQLiteConversations`` keeps its tables in the same
-SQLite file as the events (``AUREN_DATA_DIR``). Its migrations are counted in a
+``SQLiteConversations`` keeps its tables in the same SQLite file as the events
+(``AUREN_DATA_DIR``). Its migrations are counted in a
 ``schema_migrations(component, version)`` row of its own, never in ``PRAGMA user_version``,
 which belongs to the event store: the two schemas evolve without colliding.
 
@@ -9,9 +9,6 @@ Statements run on the event loop's thread (see ``SQLiteConversations``) and comm
 ``synchronous=NORMAL``: a power cut may lose the last turns of a chat (never corrupt the file),
 a trade made so that chat writes do not wait on an fsync each; the events' own connection
 keeps ``FULL``.
-
-Every method takes the ``user_id`` the request was authorised for and filters by it; a
-conversation id of another user is answered exactly like an unknown one.
 """
 
 from __future__ import annotations
@@ -19,20 +16,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
+from auren.adapters.sqlite import connect, immediate_transaction, is_busy, run_migrations
 from auren.errors import NotFound, StoreUnavailable
 from auren.events import iso
+from auren.neuros.memory.base import ConversationSummary, Message
 
 T = TypeVar("T")
 log = logging.getLogger("auren.neuros")
@@ -88,99 +86,22 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    role: str  # "user" | "assistant"
-    content: str
-    meta: dict[str, Any] = field(default_factory=dict)
-    created_at: datetime | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"role": self.role, "content": self.content, "meta": self.meta,
-                "created_at": iso(self.created_at) if self.created_at else None}
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationSummary:
-    conversation_id: str
-    title: str
-    created_at: datetime
-    updated_at: datetime
-    message_count: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"conversation_id": self.conversation_id, "title": self.title,
-                "created_at": iso(self.created_at), "updated_at": iso(self.updated_at),
-                "message_count": self.message_count}
-
-
-class ConversationStore(Protocol):
-    async def open(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def ping(self) -> dict[str, Any]: ...
-
-    async def history(self, user_id: str, conversation_id: str, limit: int) -> list[Message]:
-        """The last ``limit`` messages, oldest first.
-
-        Raises:
-            NotFound: no such conversation for this user (another user's is not found either).
-        """
-        ...
-
-    async def append(self, user_id: str, conversation_id: str,
-                     messages: Sequence[Message]) -> None:
-        """Add messages, creating the conversation on its first turn."""
-        ...
-
-    async def conversations(self, user_id: str, limit: int) -> list[ConversationSummary]: ...
-
-    async def messages(self, user_id: str, conversation_id: str, limit: int) -> list[Message]: ...
-
-    async def erase_user(self, user_id: str) -> dict[str, int]:
-        """Delete everything kept about the user; returns counts per kind."""
-        ...
-
-
-def new_conversation_id() -> str:
-    # 128 random bits as 32 hex digits, like ``uuid4().hex`` without building a UUID object.
-    return os.urandom(16).hex()
-
-
 def _connect(path: Path, timeout_s: float) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None,
-                           check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
-    return conn
+    return connect(path, timeout_s, synchronous="NORMAL")
 
 
-def _is_busy(exc: sqlite3.Error) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in str(exc) or "busy" in str(exc))
+def _version(conn: sqlite3.Connection) -> int:
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT PRIMARY KEY, "
+                 "version INTEGER NOT NULL)")
+    row = conn.execute("SELECT version FROM schema_migrations WHERE component = ?",
+                       (COMPONENT,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT PRIMARY KEY, "
-                     "version INTEGER NOT NULL)")
-        row = conn.execute("SELECT version FROM schema_migrations WHERE component = ?",
-                           (COMPONENT,)).fetchone()
-        version = int(row[0]) if row else 0
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            for statement in filter(str.strip, script.split(";")):
-                conn.execute(statement)
-            conn.execute("INSERT INTO schema_migrations (component, version) VALUES (?, ?) "
-                         "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                         (COMPONENT, number))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+    run_migrations(conn, MIGRATIONS, current=_version, record=lambda c, number: c.execute(
+        "INSERT INTO schema_migrations (component, version) VALUES (?, ?) "
+        "ON CONFLICT (component) DO UPDATE SET version = excluded.version", (COMPONENT, number)))
 
 
 def _message(row: tuple[Any, ...]) -> Message:
@@ -220,8 +141,7 @@ def _write_appends(conn: sqlite3.Connection, batch: Sequence[_Append]) -> list[b
     """One transaction for the whole batch; per item, False when the conversation belongs to
     another user (nothing is written for that item)."""
     written: list[bool] = []
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate_transaction(conn):
         for item in batch:
             cid, user_id, now = item.conversation_id, item.user_id, item.now
             conn.execute(_INSERT_CONVERSATION, (cid, user_id, item.title, now, now))
@@ -235,11 +155,6 @@ def _write_appends(conn: sqlite3.Connection, batch: Sequence[_Append]) -> list[b
                 for i, (role, content, meta) in enumerate(item.rows, start=1)])
             conn.execute(_TOUCH, (now, len(item.rows), cid))
             written.append(True)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return written
 
 
@@ -346,17 +261,10 @@ class SQLiteConversations:
             try:
                 if not transaction:
                     return fn(conn)
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = fn(conn)
-                    conn.execute("COMMIT")
-                    return result
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+                with immediate_transaction(conn):
+                    return fn(conn)
             except sqlite3.Error as exc:
-                if not _is_busy(exc):
+                if not is_busy(exc):
                     raise StoreUnavailable(f"conversation store error: {type(exc).__name__}",
                                            retry_after_s=2) from exc
                 if loop.time() + delay > deadline:
@@ -388,7 +296,7 @@ class SQLiteConversations:
         try:
             written = _write_appends(conn, batch)
         except sqlite3.Error as exc:
-            if _is_busy(exc):
+            if is_busy(exc):
                 return batch
             if len(batch) > 1:
                 # Whatever broke the batch fails only its own turn: write them one by one.

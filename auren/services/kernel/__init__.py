@@ -1,2 +1,6 @@
-"""The small kernel every service shares: problem+json, capped body reading, the health
-document and JSON responses, each defined once."""
+"""The small kernel every service shares, each piece defined once.
+
+``problem`` maps the exception tree to ``application/problem+json``; ``body`` reads request
+bodies with a cap while they stream; ``health`` builds the ``/health`` document; ``responses``
+answers JSON and Prometheus text.
+"""
