@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from auren.cli import app
 from auren.ops.target import Target
-from tests.ops.conftest import env_of, fake_service, url_options
+from tests.ops.helpers import env_of, fake_service, url_options
 
 runner = CliRunner()
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from auren.cli import app
 from auren.ops.target import Target
 from tests.helpers import free_port
-from tests.ops.conftest import url_options
+from tests.ops.helpers import url_options
 
 runner = CliRunner()
 

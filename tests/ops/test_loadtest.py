@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from auren.cli import app
 from auren.ops import loadgen, workloads
 from auren.ops.target import Target
-from tests.ops.conftest import env_of, fake_service, url_options
+from tests.ops.helpers import env_of, fake_service, url_options
 
 runner = CliRunner()
 STALL_S = 1.0

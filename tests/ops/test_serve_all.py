@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from auren.ops.procs import DEFAULT_PORTS
-from tests.ops.conftest import ROOT
+from tests.ops.helpers import ROOT
 
 
 def _free(port: int) -> bool:

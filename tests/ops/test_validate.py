@@ -17,7 +17,7 @@ from auren.cli import app
 from auren.ops import recommend
 from auren.ops.report import CHARTS
 from auren.ops.target import Target
-from tests.ops.conftest import ROOT, env_of, url_options
+from tests.ops.helpers import ROOT, env_of, url_options
 
 runner = CliRunner()
 # Short baselines: the phases and the report are what is tested here, not the numbers.

@@ -8,14 +8,7 @@ from auren.errors import InvalidPayload, MalformedPayload, SignatureInvalid
 from auren.providers.fitbit import FitbitProvider
 from auren.settings import Settings
 from tests.providers._helpers import NOW, RECEIVED, hmac_b64, request, tamper
-
-SECRET = "fitbit-secret"
-BODY = json.dumps([
-    {"collectionType": "sleep", "date": "2026-01-01", "ownerId": "7QX3KD", "ownerType": "user",
-     "subscriptionId": "u-1234-sleep"},
-    {"collectionType": "activities", "date": "2026-01-01", "ownerId": "7QX3KD",
-     "ownerType": "user", "subscriptionId": "u-1234-activities"},
-]).encode()
+from tests.providers.samples.fitbit import BODY, SECRET
 
 
 def provider(secrets: str = SECRET, code: str | None = "verify-me") -> FitbitProvider:

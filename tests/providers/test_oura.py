@@ -8,13 +8,7 @@ from auren.errors import InvalidPayload, MalformedPayload, SignatureInvalid
 from auren.providers.oura import OuraProvider
 from auren.settings import Settings
 from tests.providers._helpers import NOW, RECEIVED, hmac_hex, request, tamper
-
-SECRET = "oura-secret"
-BODY = json.dumps({
-    "event_type": "update", "data_type": "daily_readiness",
-    "object_id": "b1e0c8d2-5a55-4e0f-9c44-0d6f1a2b3c4d",
-    "event_time": "2026-01-01T07:42:10+00:00", "user_id": "ou_8c31f0",
-}).encode()
+from tests.providers.samples.oura import BODY, SECRET
 
 
 def provider(secrets: str = SECRET, token: str | None = "tok_7f2a") -> OuraProvider:

@@ -8,14 +8,7 @@ from auren.errors import InvalidPayload, MalformedPayload, SignatureInvalid
 from auren.providers.polar import PolarProvider
 from auren.settings import Settings
 from tests.providers._helpers import NOW, RECEIVED, hmac_hex, request, tamper
-
-SECRET = "polar-secret"
-BODY = json.dumps({
-    "event": "EXERCISE", "user_id": 70012, "entity_id": "Kq83zP",
-    "timestamp": "2026-01-01T10:15:02Z",
-    "url": "https://www.polaraccesslink.com/v3/exercises/Kq83zP",
-}).encode()
-PING = b'{"event":"PING","timestamp":"2026-01-01T10:15:02Z"}'
+from tests.providers.samples.polar import BODY, PING, SECRET
 
 
 def provider(secrets: str = SECRET) -> PolarProvider:

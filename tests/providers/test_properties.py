@@ -31,16 +31,8 @@ from auren.providers.polar import PolarProvider
 from auren.providers.terra import TerraProvider
 from auren.providers.whoop import WhoopProvider
 from auren.providers.withings import WithingsProvider
-from tests.providers import (
-    test_apple,
-    test_fitbit,
-    test_garmin,
-    test_oura,
-    test_polar,
-    test_terra,
-    test_whoop,
-)
 from tests.providers._helpers import NOW, RECEIVED, hmac_b64, hmac_hex, request
+from tests.providers.samples import apple, fitbit, garmin, oura, polar, terra, whoop
 
 PROVIDERS: dict[str, Provider] = {
     "oura": OuraProvider(("s1", "s2"), verification_token="tok"),
@@ -152,23 +144,23 @@ def test_apple_parses_any_body_from_an_authorized_sender(body, user, bound):
 
 # Realistic payloads from the per-provider tests, each with headers that pass parse's own checks.
 REALISTIC: dict[str, tuple[Any, dict[str, str]]] = {
-    "oura": (json.loads(test_oura.BODY), {}),
-    "whoop": (json.loads(test_whoop.BODY), {}),
-    "terra": ({**test_terra.BODY_DATA,
-               "data": test_terra.SLEEP["data"] + test_terra.BODY_DATA["data"]}, {}),
-    "garmin": ({"dailies": [test_garmin.DAILY],
-                "pulseox": [{"userId": "u", "startTimeInSeconds": test_garmin.START,
+    "oura": (json.loads(oura.BODY), {}),
+    "whoop": (json.loads(whoop.BODY), {}),
+    "terra": ({**terra.BODY_DATA,
+               "data": terra.SLEEP["data"] + terra.BODY_DATA["data"]}, {}),
+    "garmin": ({"dailies": [garmin.DAILY],
+                "pulseox": [{"userId": "u", "startTimeInSeconds": garmin.START,
                              "timeOffsetSpo2Values": {"0": 97}}],
                 "sleeps": [{"userId": "u", "callbackURL": "https://apis.garmin.com/x"}]}, {}),
-    "fitbit": (json.loads(test_fitbit.BODY), {}),
-    "polar": (json.loads(test_polar.BODY), {}),
+    "fitbit": (json.loads(fitbit.BODY), {}),
+    "polar": (json.loads(polar.BODY), {}),
     "apple": ({"data": {"metrics": [
-        *test_apple.PAYLOAD["data"]["metrics"],
-        test_apple.metric("blood_pressure", "mmHg",
-                          {"date": test_apple.T, "systolic": 118, "diastolic": 76}),
-        test_apple.metric("sleep_analysis", "hr",
-                          {"date": test_apple.T, "totalSleep": 7.5, "deep": 1.5,
-                           "sleepStart": test_apple.T, "sleepEnd": test_apple.T}),
+        *apple.PAYLOAD["data"]["metrics"],
+        apple.metric("blood_pressure", "mmHg",
+                          {"date": apple.T, "systolic": 118, "diastolic": 76}),
+        apple.metric("sleep_analysis", "hr",
+                          {"date": apple.T, "totalSleep": 7.5, "deep": 1.5,
+                           "sleepStart": apple.T, "sleepEnd": apple.T}),
     ]}}, {"api-key": "sk-bound"}),
 }
 
