@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from datetime import time as dtime
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -36,6 +36,7 @@ from auren.neuros.metrics import NeurosMetrics
 
 log = logging.getLogger("auren.neuros")
 T = TypeVar("T")
+V = TypeVar("V")
 
 BUILTIN = "builtin"
 # Rows one metric query may return; a day of minute-level data for 90 days stays below it.
@@ -106,6 +107,36 @@ class SharedLevel(Protocol):
     async def forget(self, user_id: str) -> bool: ...
 
 
+class _CountedLRU(Generic[V]):
+    """Bounded LRU of values valid for one event count of their user (and at most ``ttl_s``)."""
+
+    def __init__(self, max_entries: int, ttl_s: float) -> None:
+        self._items: OrderedDict[CacheKey, tuple[float, int, V]] = OrderedDict()
+        self._max = max_entries
+        self._ttl_s = ttl_s
+
+    def get(self, key: CacheKey, count: int) -> V | None:
+        entry = self._items.get(key)
+        if entry is None:
+            return None
+        expires, seen, value = entry
+        if seen != count or expires < time.monotonic():
+            del self._items[key]
+            return None
+        self._items.move_to_end(key)
+        return value
+
+    def put(self, key: CacheKey, count: int, value: V) -> None:
+        self._items[key] = (time.monotonic() + self._ttl_s, count, value)
+        self._items.move_to_end(key)
+        while len(self._items) > self._max:
+            self._items.popitem(last=False)
+
+    def forget(self, user_id: str) -> None:
+        for key in [k for k in self._items if k[0] == user_id]:
+            del self._items[key]
+
+
 class SeriesCache:
     """Daily series per (user, time zone, today, metric), in process, bounded.
 
@@ -130,12 +161,11 @@ class SeriesCache:
                  marker: Callable[[], int | None] | None = None,
                  shared: SharedLevel | None = None,
                  lookups: Callable[[str, str, int], None] | None = None) -> None:
-        self._entries: OrderedDict[CacheKey, tuple[float, int, Cached]] = OrderedDict()
+        self._entries: _CountedLRU[Cached] = _CountedLRU(max_entries, ttl_s)
+        self._derived: _CountedLRU[object] = _CountedLRU(max_entries, ttl_s)
         self._max = max_entries
-        self._ttl_s = ttl_s
         self._marker = marker
         self._counts: dict[str, tuple[int, int]] = {}  # user -> (marker, count)
-        self._derived: OrderedDict[CacheKey, tuple[float, int, object]] = OrderedDict()
         self.shared = shared
         self._lookups = lookups
 
@@ -156,39 +186,17 @@ class SeriesCache:
         return count
 
     def get(self, key: CacheKey, count: int) -> Cached | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        expires, seen, cached = entry
-        if seen != count or expires < time.monotonic():
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return cached
+        return self._entries.get(key, count)
 
     def put(self, key: CacheKey, count: int, cached: Cached) -> None:
-        self._entries[key] = (time.monotonic() + self._ttl_s, count, cached)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        self._entries.put(key, count, cached)
 
     def get_derived(self, key: CacheKey, count: int) -> object | None:
         """An engine result computed from the user's data at ``count`` (see ``UserData.derive``)."""
-        entry = self._derived.get(key)
-        if entry is None:
-            return None
-        expires, seen, value = entry
-        if seen != count or expires < time.monotonic():
-            del self._derived[key]
-            return None
-        self._derived.move_to_end(key)
-        return value
+        return self._derived.get(key, count)
 
     def put_derived(self, key: CacheKey, count: int, value: object) -> None:
-        self._derived[key] = (time.monotonic() + self._ttl_s, count, value)
-        self._derived.move_to_end(key)
-        while len(self._derived) > self._max:
-            self._derived.popitem(last=False)
+        self._derived.put(key, count, value)
 
     async def lookup(self, user_id: str, tz_key: str, today: date, metrics: Sequence[str],
                      count: int) -> dict[str, Cached]:
@@ -227,9 +235,8 @@ class SeriesCache:
     def forget(self, user_id: str) -> None:
         """Drop the user's entries of this process."""
         self._counts.pop(user_id, None)
-        for entries in (self._entries, self._derived):
-            for key in [k for k in entries if k[0] == user_id]:
-                del entries[key]
+        self._entries.forget(user_id)
+        self._derived.forget(user_id)
 
     async def erase(self, user_id: str) -> bool:
         """Drop the user's entries of every level; False if the shared level could not be
