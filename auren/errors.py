@@ -1,4 +1,5 @@
-"""The exception tree. Domain code raises these; HTTP mapping happens once, in ``services.problem``.
+"""The exception tree. Domain code raises these; HTTP mapping happens once, in
+``services.kernel.problem``.
 
 ::
 

@@ -10,7 +10,7 @@ ended, activity to the day its interval is centred on. When several providers re
 metric, each day takes the value of the provider with the most days of that metric (ties by
 name): two wearables' step counts are never added together.
 
-Formulas (``shared/reference/neuros.md`` §2, with the minimum-data rules of §2.6):
+Formulas (``docs/neuros.md`` gives each with its published source and minimum-data rule):
 
 - HRV: ``x = ln(rMSSD)``; the 7-day baseline is the mean of ``x`` over the valid days of
   ``[d-6, d]`` (at least 3); the normal band is ``mu ± 0.5 sd`` of ``x`` over ``[d-60, d-1]``
@@ -23,7 +23,8 @@ Formulas (``shared/reference/neuros.md`` §2, with the minimum-data rules of §2
   the last 7 complete days over the mean of the last 28 (the acute:chronic ratio; at least 4
   and 21 days). Described as load relative to usual, never as an injury risk.
 - Readiness: weighted, clipped z-scores of HRV, resting HR, respiratory rate and temperature
-  plus sleep performance and sleep debt (weights of §2.3, renormalised over what is present).
+  plus sleep performance and sleep debt (the weights of ``docs/neuros.md``, renormalised over
+  what is present).
 """
 
 from __future__ import annotations
@@ -363,7 +364,8 @@ def deviation(metric: str, series: Series, today: date, *, elevated_by: float,
 
 
 def resting_hr(series: Series, today: date) -> DeviationInsight:
-    # Oura's contributor drops when RHR is 3-5 bpm above usual; §2.2 flags +4 bpm or z >= 1.5.
+    # Oura's contributor drops when RHR is 3-5 bpm above usual; the rule here flags +4 bpm or
+    # z >= 1.5 (docs/neuros.md).
     return deviation("resting_heart_rate", series, today, elevated_by=4.0, lower_by=3.0)
 
 

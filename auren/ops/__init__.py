@@ -3,5 +3,6 @@
 ``health`` (the sweep), ``e2e`` (the functional chain), ``loadgen``/``loadtest`` (closed and
 open model, ramp and breaking point, reconciliation), ``faults`` (malformed bursts and breaker
 verification), ``sla`` (thresholds), ``report`` (Markdown, HTML, JSON, PNG) and ``validate``
-(all of them in order). ``procs`` starts the embedded system; ``cli`` is the thin typer layer.
+(all of them in order). ``procs`` starts the embedded system; the commands are
+``auren.cli.toolkit``.
 """

@@ -1,6 +1,6 @@
 """Expected NEUROS numbers, computed independently from the simulator's raw daily records.
 
-Written from ``shared/reference/neuros.md`` §2 without importing the engine: if the engine and
+Written from the formulas of ``docs/neuros.md`` without importing the engine: if the engine and
 this file disagree, one of them misreads the formulas. Values are rounded as replies show them.
 """
 
