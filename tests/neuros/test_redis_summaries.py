@@ -187,9 +187,11 @@ async def _write_hrv(url: str, values: dict[int, float], tag: str) -> None:
         await store.close()
 
 
-def _ask(base_url: str) -> dict[str, Any]:
-    response = httpx.post(base_url + "/chat", json={"message": "What's my HRV like?",
-                                                    "user_id": USER}, timeout=30)
+def _ask(base_url: str, conversation_id: str | None = None) -> dict[str, Any]:
+    body = {"message": "What's my HRV like?", "user_id": USER}
+    if conversation_id is not None:
+        body["conversation_id"] = conversation_id
+    response = httpx.post(base_url + "/chat", json=body, timeout=30)
     assert response.status_code == 200, response.text
     answer: dict[str, Any] = response.json()
     assert answer["intent"] == "hrv"
@@ -232,9 +234,17 @@ def shared_env(full_stack: FullStack) -> dict[str, str]:
             "NEUROS_RATE_PER_MINUTE": "10000"}
 
 
+def _conversation(base_url: str, conversation_id: str) -> httpx.Response:
+    return httpx.get(f"{base_url}/api/v1/users/{USER}/conversations/{conversation_id}",
+                     timeout=10)
+
+
 @pytest_slow
-def test_two_processes_share_series_and_new_events_or_erasure_invalidate_them(
+def test_two_processes_share_series_and_conversations_and_one_erasure_clears_both(
         shared_env: dict[str, str], tmp_path: Path) -> None:
+    """Two NEUROS replicas on one PostgreSQL and one Redis, as behind a load balancer: a
+    person's daily series and conversations are shared, new events invalidate the series, and
+    one erasure request, sent to either, removes the conversations and series for both."""
     url = shared_env["POSTGRES_URL"]
     with run_server("neuros", tmp_path, shared_env) as first, \
             run_server("neuros", tmp_path, shared_env) as second:
@@ -250,9 +260,12 @@ def test_two_processes_share_series_and_new_events_or_erasure_invalidate_them(
             assert keys == [key.encode()]
             assert 0 < client.ttl(key) <= 600
 
-            # The other process answers from Redis, with the same evidence.
+            # The other process continues the conversation and answers from Redis, with the
+            # same evidence.
             assert _lookups(second.base_url).get(("redis", "hit"), 0) == 0
-            again = _ask(second.base_url)
+            cid = answer["conversation_id"]
+            again = _ask(second.base_url, cid)
+            assert again["conversation_id"] == cid
             assert again["evidence"] == answer["evidence"]
             assert again["reply"] == answer["reply"]
             assert _lookups(second.base_url)[("redis", "hit")] >= 1
@@ -267,10 +280,22 @@ def test_two_processes_share_series_and_new_events_or_erasure_invalidate_them(
             # ...the first from the entry the second just wrote.
             assert _lookups(first.base_url)[("redis", "hit")] == hits + 1
 
-            # Erasure drops the user's shared entries.
+            # Both processes read the conversation from PostgreSQL, both turns of it.
+            seen = [_conversation(server.base_url, cid).json()["messages"]
+                    for server in (first, second)]
+            assert seen[0] == seen[1] and len(seen[0]) == 4
+
+            # One erasure, sent to one process, drops the conversations (in PostgreSQL, so for
+            # both processes) and the shared series.
             erased = httpx.delete(f"{first.base_url}/api/v1/users/{USER}/conversations",
                                   timeout=10)
             assert erased.status_code == 200, erased.text
+            assert erased.json()["deleted"] == {"conversations": 3, "messages": 8}
+            for server in (first, second):
+                assert _conversation(server.base_url, cid).status_code == 404
+                listed = httpx.get(f"{server.base_url}/api/v1/users/{USER}/conversations",
+                                   timeout=10).json()["conversations"]
+                assert listed == []
             assert client.exists(key) == 0
             assert list(client.scan_iter(match=shared_env["REDIS_KEY_PREFIX"] + "*")) == []
         finally:
