@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-import httpx
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -34,16 +33,17 @@ from auren.adapters.breaker import BreakerCollector, CircuitBreaker
 from auren.adapters.memory import MemoryCache
 from auren.adapters.sqlite import SQLiteStore
 from auren.errors import RateLimited
-from auren.neuros.llm import LLMProvider, build_provider
 from auren.neuros.memory import ConversationStore
-from auren.neuros.memory.sqlite import SQLiteConversations
 from auren.services.kernel.health import FAIL, PASS, WARN, Checks, breaker_check, round_trip, worst
 from auren.settings import Settings
 
-if TYPE_CHECKING:  # the full stack's clients are imported only where configured
+if TYPE_CHECKING:  # clients are imported only by the services that use them, where configured
+    import httpx
+
     from auren.adapters.postgres import PostgresStore
     from auren.adapters.redis_cache import RedisCache
     from auren.ingest.durable import BusLog
+    from auren.neuros.llm import LLMProvider
 
 Service = Literal["bridge", "legacy", "neuros"]
 
@@ -248,6 +248,8 @@ def build_dataplane(settings: Settings, *, service: Service = "bridge") -> DataP
     else:
         store = SQLiteStore(settings.sqlite_path, timeout_s=settings.store_timeout_s)
         if service == "neuros":
+            from auren.neuros.memory.sqlite import SQLiteConversations
+
             conversations = SQLiteConversations(settings.sqlite_path,
                                                 timeout_s=settings.store_timeout_s)
     plane = DataPlane(settings, store, store, MemoryCache(settings.dedup_cache_size),
@@ -274,6 +276,10 @@ def build_dataplane(settings: Settings, *, service: Service = "bridge") -> DataP
                                max_spool_bytes=settings.spool_max_bytes)
         plane.durable = plane.bus_log
     if service == "neuros" and settings.neuros_llm != "builtin":
+        import httpx  # the bridges need no HTTP client: a tenth of their start-up
+
+        from auren.neuros.llm import build_provider
+
         timeout = settings.neuros_llm_timeout_s
         plane.http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
                                        limits=httpx.Limits(max_connections=50),
