@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import orjson
 
 from auren.errors import MalformedPayload, SignatureInvalid
-from auren.events import CanonicalEvent, FetchJob
+from auren.events import CanonicalEvent, FetchJob, Skipped
 
 
 # Not frozen, like CanonicalEvent: one is built per webhook on the hot path, and a frozen
@@ -64,6 +64,9 @@ class Delivery:
     fetch_jobs: list[FetchJob] = field(default_factory=list)
     # Items the provider sent that AUREN has no metric for (counted, not stored).
     ignored: int = 0
+    # Measurements AUREN keeps but that were invalid in this delivery (skipped, the rest
+    # stored): full-data multi-metric providers only; the others refuse the whole delivery.
+    skipped: list[Skipped] = field(default_factory=list)
     # The status a successful first delivery answers (Fitbit wants 204).
     success_status: int = 202
 
