@@ -316,7 +316,8 @@ def parse_time(text: str) -> datetime:
         MeasurementError: not an ASCII timestamp, no time zone, or not representable in UTC
             (``invalid_time``).
     """
-    if not isinstance(text, str) or not 10 <= len(text) <= 40 or not text.isascii():
+    if (not isinstance(text, str) or not 10 <= len(text) <= 40 or not text.isascii()
+            or not text.isprintable()):
         raise MeasurementError("timestamp must be an RFC 3339 string", INVALID_TIME)
     try:
         moment = datetime.fromisoformat(text.replace("z", "Z"))
