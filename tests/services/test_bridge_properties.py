@@ -137,12 +137,7 @@ def _replaced(value: Any, path: tuple[Any, ...], new: Any) -> Any:
 
 
 def _post_signed(client: httpx.Client, route: str, body: bytes) -> httpx.Response:
-    if route == "auren":
-        headers = native_headers(body)
-    else:
-        headers = signed(route, body, int(time.time()))
-        if route == "polar":  # the event header is whatever the body says, or nothing
-            headers.pop("polar-webhook-event", None)
+    headers = native_headers(body) if route == "auren" else signed(route, body, int(time.time()))
     return client.post(f"/webhooks/{route}", content=body, headers=headers)
 
 
