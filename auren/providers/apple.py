@@ -214,7 +214,8 @@ class AppleHealthProvider:
         default_units = "hr" if name == "sleep_analysis" else None
         units = metric.get("units", default_units) or default_units
         if not isinstance(units, str) or not convertible(canonical, units):
-            shown = repr(units[:32]) if isinstance(units, str) else "missing"
+            shown = (repr(units[:32]) if isinstance(units, str)
+                     else "missing" if units is None else "not text")
             batch.skip(name, UNKNOWN_UNIT, f"units {shown} cannot be converted to "
                                            f"{canonical}", count=max(1, len(points)))
             return 0

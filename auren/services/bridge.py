@@ -147,7 +147,10 @@ def _document_webhooks(app: FastAPI) -> None:
         "tags": ["webhooks"],
         "summary": "Receive a provider webhook",
         "description": "Verified on the raw bytes with the provider's own scheme, deduplicated, "
-                       "made durable, then answered. GET/HEAD answer provider handshakes.",
+                       "made durable, then answered. GET/HEAD answer provider handshakes. "
+                       "Full-data pushes of many metrics (Health Auto Export, Terra, Garmin) "
+                       "store what is valid and list what they skipped, and why, in the "
+                       "answer's `skipped`; the native route refuses the delivery (422).",
         "parameters": [{"name": "provider", "in": "path", "required": True,
                         "schema": {"type": "string", "enum": sorted(PROVIDER_CLASSES)}}],
         "requestBody": {"required": True, "content": {
@@ -155,7 +158,9 @@ def _document_webhooks(app: FastAPI) -> None:
             "application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
         "responses": {
             "200": {"description": "Re-delivery: already stored, nothing new"},
-            "202": {"description": "Accepted and durable"},
+            "202": {"description": "Accepted and durable: `accepted`, `duplicates`, and when "
+                                   "there are any `ignored` (items without a metric) and "
+                                   "`skipped` ([{metric, reason, count, detail}])"},
             "204": {"description": "Accepted (Fitbit expects an empty 204)"},
             **{str(k): v for k, v in problem_responses(400, 401, 404, 405, 413, 415, 422,
                                                         503).items()},
