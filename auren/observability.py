@@ -62,6 +62,16 @@ class BridgeMetrics:
                                         "Time to make one group commit durable",
                                         buckets=_LATENCY_BUCKETS, registry=r)
         self.rejected = Counter("auren_admission_rejected", "Webhooks shed with 503", registry=r)
+        # What a stored delivery carried but AUREN did not store (first deliveries only, not
+        # re-deliveries): skipped measurements by reason (auren.events.SKIP_REASONS), and
+        # items AUREN has no metric for.
+        self.items_skipped = Counter("auren_webhook_items_skipped",
+                                     "Measurements not stored because they were invalid, while "
+                                     "the rest of their delivery was", ["provider", "reason"],
+                                     registry=r)
+        self.items_ignored = Counter("auren_webhook_items_ignored",
+                                     "Items delivered that AUREN has no metric for",
+                                     ["provider"], registry=r)
 
         self._children = LabelledChildren()
 
@@ -71,6 +81,14 @@ class BridgeMetrics:
 
     def observe_stored(self, provider: str, items: int) -> None:
         self._children.get(self.events_stored, provider).inc(items)
+
+    def observe_unstored(self, provider: str, ignored: int,
+                         skipped: list[tuple[str, int]]) -> None:
+        """Count a delivery's ignored items and its skipped measurements (reason, count)."""
+        if ignored:
+            self._children.get(self.items_ignored, provider).inc(ignored)
+        for reason, count in skipped:
+            self._children.get(self.items_skipped, provider, reason).inc(count)
 
     def observe_batch(self, deliveries: int, events: int, seconds: float) -> None:
         self.batch_size.observe(deliveries)

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     admission_wait_s: float = Field(default=2.0, gt=0, le=60)
     max_webhook_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     max_events_per_delivery: int = Field(default=5_000, ge=1, le=1_000_000)
+    # Intraday samples (Garmin's sample maps, Terra's detailed heart rate and HRV) one delivery
+    # may carry beside its summaries; past it they are skipped and reported, not refused. A
+    # Garmin day of 15-second heart rate alone is 5,760 samples.
+    max_samples_per_delivery: int = Field(default=20_000, ge=0, le=1_000_000)
     signature_tolerance_s: int = Field(default=300, ge=1, le=3600)
     # Group commit: the most deliveries one store transaction takes.
     batch_max_deliveries: int = Field(default=256, ge=1, le=10_000)
@@ -123,6 +127,10 @@ class Settings(BaseSettings):
     fitbit_client_secret: SecretList = ()
     fitbit_verify_code: SecretStr | None = None
     polar_signature_secret: SecretList = ()
+    # The only host a Polar notification's `url` may name (https, default port): a fetcher will
+    # send the user's token to it.
+    polar_api_host: str = Field(default="www.polaraccesslink.com", min_length=1,
+                                max_length=253, pattern=r"^[A-Za-z0-9.-]+$")
     withings_enabled: bool = False
     withings_allowed_ips: PlainList = ()
     hae_api_keys: SecretList = ()

@@ -118,7 +118,7 @@ def delivery(key: str, user: str, days: range, *, jobs: int = 0) -> Delivery:
     events = [make_event(provider="auren", user_id=user, provider_user_id=user,
                          metric="hrv_rmssd", value=40 + d, unit="ms",
                          start=T0 + timedelta(days=d), source_record_id=f"{user}-{d}",
-                         received_at=T0) for d in days]
+                         received_at=T0 + timedelta(days=d)) for d in days]
     fetch = [FetchJob(job_id=fetch_job_id("oura", key, n), provider="oura", user_id=user,
                       provider_user_id=user, kind="sleep", object_id=str(n),
                       params={"n": n}) for n in range(jobs)]

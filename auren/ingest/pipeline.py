@@ -102,12 +102,23 @@ class IngestPipeline:
         total = len(delivery.events) + len(delivery.fetch_jobs)
         if result.duplicate_delivery or (total and not result.accepted):
             return _duplicate(delivery, result.duplicates)
+        if delivery.ignored or delivery.skipped:
+            self._metrics.observe_unstored(name, delivery.ignored,
+                                           [(s.reason, s.count) for s in delivery.skipped])
         body: dict[str, Any] = {"accepted": result.accepted, "duplicates": result.duplicates}
-        if delivery.ignored:
-            body["ignored"] = delivery.ignored
+        _report_unstored(delivery, body)
         if delivery.success_status == 204:
             return Outcome(204, None)
         return Outcome(delivery.success_status, body)
+
+
+def _report_unstored(delivery: Delivery, body: dict[str, Any]) -> None:
+    """What the delivery carried but was not stored: ignored items (no metric for them) and
+    skipped measurements (invalid), so the sender sees why without the rest being refused."""
+    if delivery.ignored:
+        body["ignored"] = delivery.ignored
+    if delivery.skipped:
+        body["skipped"] = [s.as_dict() for s in delivery.skipped]
 
 
 def _duplicate(delivery: Delivery, duplicates: int) -> Outcome:
@@ -116,4 +127,6 @@ def _duplicate(delivery: Delivery, duplicates: int) -> Outcome:
         # Fitbit re-sends byte-identical notifications and disables subscribers that answer
         # anything but 204.
         return Outcome(204, None)
-    return Outcome(200, {"duplicate": True, "accepted": 0, "duplicates": duplicates})
+    body: dict[str, Any] = {"duplicate": True, "accepted": 0, "duplicates": duplicates}
+    _report_unstored(delivery, body)
+    return Outcome(200, body)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from datetime import time as dtime
 from typing import Any, Generic, Protocol, TypeVar, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import orjson
 
@@ -63,11 +63,22 @@ def parse_timezone(value: str | None) -> tzinfo:
         if delta > timedelta(hours=14):
             raise InvalidPayload("timezone offset must be within ±14:00")
         return timezone(-delta if sign == "-" else delta)
+    zones = _zone_names()
+    # Only names of the tz database's zones: ZoneInfo() alone opens whatever path it is given
+    # under TZPATH, and a folder such as "America" raised IsADirectoryError (a 500).
+    if zones and text not in zones:
+        raise InvalidPayload("timezone must be an IANA name or an offset such as +02:00")
     try:
         return ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise InvalidPayload("timezone must be an IANA name or an offset such as +02:00") \
             from None
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    """Every zone name the installed tz database has (read once; empty if there is none)."""
+    return frozenset(available_timezones())
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,16 @@
 """Readers and checks the provider modules share. Pure: no I/O.
 
-Field readers raise ``ValueError`` with a message that names the field; each provider turns it
-into ``InvalidPayload`` (or an ``item_error`` naming the item) at the one place it knows the
-path. Nothing here raises anything else for any input, which is what lets the property tests
-feed arbitrary bytes and headers to every provider.
+Field readers raise ``ValueError`` (a ``MeasurementError`` where the reason is known) with a
+message that names the field; each provider turns it into ``InvalidPayload`` (or an
+``item_error`` naming the item) at the one place it knows the path, or, for full-data
+multi-metric providers, skips that measurement and reports it (:meth:`EventBatch.measure`).
+Nothing here raises anything else for any input, which is what lets the property tests feed
+arbitrary bytes and headers to every provider.
+
+Identifiers follow the one rule of :func:`auren.events.identifier`; ids that a fetcher will put
+into a provider's URL follow the stricter :func:`ident` (letters, digits and ``._:@-``), a
+subset of it. Instants are checked against the receiving clock with
+:func:`auren.events.check_instant`.
 """
 
 from __future__ import annotations
@@ -18,7 +25,19 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from auren.errors import InvalidPayload, SignatureInvalid
-from auren.events import CanonicalEvent, make_event, parse_time
+from auren.events import (
+    INVALID_ITEM,
+    INVALID_TIME,
+    INVALID_VALUE,
+    OVER_LIMIT,
+    CanonicalEvent,
+    MeasurementError,
+    Skipped,
+    check_instant,
+    identifier,
+    make_event,
+    parse_time,
+)
 from auren.providers.base import parse_epoch
 
 T = TypeVar("T")
@@ -29,10 +48,12 @@ MAX_URL = 2048
 # that cannot change a URL's path or query are accepted.
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,255}")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-# Epoch seconds outside 1970..2200 are not a wearable's clock; rejecting them also keeps
-# datetime arithmetic far from its overflow limits.
+# Epoch seconds outside 1970..2200 cannot even be an instant to check; rejecting them keeps
+# datetime arithmetic far from its overflow limits. The plausible range is checked after.
 _MAX_EPOCH = 7_258_118_400
 MAX_DURATION_S = 7 * 86_400
+# Distinct (name, reason) pairs one delivery reports as skipped; the rest are folded into one.
+MAX_SKIPPED_KINDS = 64
 
 
 def encode(text: str) -> bytes:
@@ -52,8 +73,21 @@ def text(obj: Mapping[str, Any], key: str) -> str:
     return value
 
 
+def any_id(obj: Mapping[str, Any], key: str) -> str:
+    """An identifier under the one rule; integers are accepted and turned into text."""
+    value = obj.get(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return identifier(value, key)
+
+
+def namespaced(provider: str, user: str) -> str:
+    """The AUREN user id of a provider's user before account linking: ``provider:user``."""
+    return identifier(f"{provider}:{user}", "user id")
+
+
 def ident(obj: Mapping[str, Any], key: str) -> str:
-    """An identifier; integers are accepted and turned into text."""
+    """A URL-safe identifier; integers are accepted and turned into text."""
     value = obj.get(key)
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
@@ -71,18 +105,26 @@ def calendar_date(obj: Mapping[str, Any], key: str) -> str:
             pass
         else:
             return value
-    raise ValueError(f"{key} must be a date YYYY-MM-DD")
+    raise MeasurementError(f"{key} must be a date YYYY-MM-DD", INVALID_TIME)
+
+
+def plausible_day(day: str, now: datetime, what: str) -> str:
+    """A ``YYYY-MM-DD`` whose midnight (UTC) lies in the plausible range of instants."""
+    check_instant(datetime.combine(date.fromisoformat(day), datetime.min.time(), UTC), now,
+                  what)
+    return day
 
 
 def timestamp(obj: Mapping[str, Any], key: str) -> datetime:
-    """An ISO 8601 timestamp with an offset, in UTC."""
+    """An ISO 8601 timestamp with an offset, in UTC (only its form: see check_instant)."""
     value = obj.get(key)
     try:
         if isinstance(value, str):
             return parse_time(value)
     except (ValueError, OverflowError):
         pass
-    raise ValueError(f"{key} must be an ISO 8601 timestamp with a time zone")
+    raise MeasurementError(f"{key} must be an ISO 8601 timestamp with a time zone",
+                           INVALID_TIME)
 
 
 def optional(reader: Callable[[Mapping[str, Any], str], T], obj: Mapping[str, Any],
@@ -95,14 +137,15 @@ def epoch(value: Any, what: str) -> datetime:
     """Unix seconds (a JSON number) as a UTC datetime."""
     if (isinstance(value, bool) or not isinstance(value, int | float)
             or not math.isfinite(value) or not 0 <= value <= _MAX_EPOCH):
-        raise ValueError(f"{what} must be Unix seconds")
+        raise MeasurementError(f"{what} must be Unix seconds", INVALID_TIME)
     return datetime.fromtimestamp(value, UTC)
 
 
 def duration(value: Any, what: str) -> float:
     if (isinstance(value, bool) or not isinstance(value, int | float)
             or not math.isfinite(value) or not 0 <= value <= MAX_DURATION_S):
-        raise ValueError(f"{what} must be a number of seconds between 0 and {MAX_DURATION_S}")
+        raise MeasurementError(
+            f"{what} must be a number of seconds between 0 and {MAX_DURATION_S}", INVALID_VALUE)
     return float(value)
 
 
@@ -130,21 +173,28 @@ def dig(obj: Mapping[str, Any], path: str) -> Any:
     return node
 
 
-def https_url(value: Any, what: str, *, domain: str | None = None) -> str:
-    """An https URL, optionally on ``domain`` or one of its subdomains.
+def https_url(value: Any, what: str, *, domain: str | None = None,
+              host: str | None = None) -> str:
+    """An https URL on the default port: on ``host`` exactly, or on ``domain`` or one of its
+    subdomains, when given.
 
     A fetcher will later send a user's credentials to it, so a URL elsewhere is refused here.
     """
-    if not isinstance(value, str) or not 1 <= len(value) <= MAX_URL or not value.isprintable():
-        raise ValueError(f"{what} must be a URL of at most {MAX_URL} characters")
+    if (not isinstance(value, str) or not 1 <= len(value) <= MAX_URL or not value.isascii()
+            or not value.isprintable()):
+        raise ValueError(f"{what} must be a URL of at most {MAX_URL} ASCII characters")
     try:
         parts = urlsplit(value)
-        host = parts.hostname
+        found = parts.hostname
+        port = parts.port
     except ValueError:
         raise ValueError(f"{what} is not a valid URL") from None
-    if parts.scheme != "https" or not host or parts.username or parts.password:
-        raise ValueError(f"{what} must be an https URL")
-    if domain is not None and host != domain and not host.endswith("." + domain):
+    if (parts.scheme != "https" or not found or parts.username or parts.password
+            or port not in (None, 443)):
+        raise ValueError(f"{what} must be an https URL on the default port")
+    if host is not None and found != host.lower():
+        raise ValueError(f"{what} must point to {host}")
+    if domain is not None and found != domain and not found.endswith("." + domain):
         raise ValueError(f"{what} must point to {domain}")
     return value
 
@@ -188,12 +238,19 @@ def ip_allowed(client_ip: str | None,
 
 @dataclass(frozen=True, slots=True)
 class Subject:
-    """Whose measurements these are, and when they arrived: what every event of an item shares."""
+    """Whose measurements these are, and when they arrived: what every event of an item shares.
+
+    Both ids are checked against the identifier rule once here, not again for every event.
+    """
 
     provider: str
     user_id: str
     provider_user_id: str
     received_at: datetime
+
+    def __post_init__(self) -> None:
+        identifier(self.user_id, "user id")
+        identifier(self.provider_user_id, "provider user id")
 
     def event(self, metric: str, value: Any, unit: str, *, field: str, start: datetime,
               end: datetime | None = None, record: str | None = None) -> CanonicalEvent:
@@ -202,21 +259,88 @@ class Subject:
                               provider_user_id=self.provider_user_id, metric=metric, value=value,
                               unit=unit, start=start, end=end, source_record_id=record,
                               received_at=self.received_at)
+        except MeasurementError as exc:
+            raise MeasurementError(f"{field}: {exc}", exc.reason) from None
         except (ValueError, TypeError, OverflowError) as exc:
-            raise ValueError(f"{field}: {exc}") from None
+            raise MeasurementError(f"{field}: {exc}", INVALID_VALUE) from None
 
 
 @dataclass(slots=True)
 class EventBatch:
-    """The events of one delivery, capped while they are built rather than after."""
+    """The events of one delivery, capped while they are built rather than after, and the
+    measurements skipped on the way (full-data multi-metric providers only).
+
+    Summaries and intraday samples are capped apart: more summaries than ``limit`` refuse the
+    delivery (422), while samples past ``sample_limit`` are skipped and reported
+    (``over_limit``), so that a day of 15-second heart rate never costs the day's summaries.
+    """
 
     limit: int
+    sample_limit: int = 0
     events: list[CanonicalEvent] = field(default_factory=list)
+    samples: list[CanonicalEvent] = field(default_factory=list)
+    _skipped: dict[tuple[str, str], Skipped] = field(default_factory=dict)
 
     def add(self, event: CanonicalEvent) -> None:
         if len(self.events) >= self.limit:
             raise InvalidPayload(f"the delivery holds more than {self.limit} measurements")
         self.events.append(event)
 
+    def measure(self, subject: Subject, name: str, metric: str, value: Any, unit: str, *,
+                field: str, start: datetime, end: datetime | None = None,
+                record: str | None = None, sample: bool = False) -> bool:
+        """Add the measurement, or skip and report it under ``name`` if it is invalid.
+
+        Returns whether it was stored. Going over the delivery's cap of summaries is still a
+        422: that is the delivery being too large, not one bad measurement.
+        """
+        if sample and len(self.samples) >= self.sample_limit:
+            self.skip(name, OVER_LIMIT, f"more than {self.sample_limit} intraday samples in "
+                                        "one delivery")
+            return False
+        try:
+            event = subject.event(metric, value, unit, field=field, start=start, end=end,
+                                  record=record)
+        except MeasurementError as exc:
+            self.skip(name, exc.reason, str(exc))
+            return False
+        if sample:
+            self.samples.append(event)
+        else:
+            self.add(event)
+        return True
+
+    @property
+    def all_events(self) -> list[CanonicalEvent]:
+        return self.events + self.samples if self.samples else self.events
+
+    def skip(self, name: str, reason: str, detail: str, count: int = 1) -> None:
+        """Report ``count`` measurements called ``name`` that were not stored, and why."""
+        # The sender's own words, shortened; JSON encoding escapes whatever else they hold.
+        name, detail = name[:128], detail[:300]
+        key = (name, reason)
+        entry = self._skipped.get(key)
+        if entry is None and len(self._skipped) >= MAX_SKIPPED_KINDS:
+            key = ("(more)", reason)
+            entry = self._skipped.get(key)
+            name = "(more)"
+        if entry is None:
+            self._skipped[key] = Skipped(name, reason, count, detail)
+        else:
+            entry.count += count
+
+    @property
+    def skipped(self) -> list[Skipped]:
+        return list(self._skipped.values())
+
+    @property
+    def skipped_count(self) -> int:
+        return sum(entry.count for entry in self._skipped.values())
+
     def __len__(self) -> int:
-        return len(self.events)
+        return len(self.events) + len(self.samples)
+
+
+def reason_of(exc: ValueError) -> str:
+    """The skip reason of a reader's error: its own, else an invalid item."""
+    return exc.reason if isinstance(exc, MeasurementError) else INVALID_ITEM

@@ -15,10 +15,24 @@ Body (JSON export; the CSV export arrives as multipart and is refused with 415):
          "data": [{"date": "2026-01-01 06:58:12 +0100", "qty": 44.7}]}],
       "workouts": []}}
 
-Units are whatever the user picked in the app, so every point is converted from its metric's
-``units``. Apple's HRV is SDNN and lands in ``hrv_sdnn``, never beside the RMSSD of the others.
-HAE sends dozens of metric types; those AUREN has no metric for are counted as ignored.
-``basal_energy_burned`` is one of them: it is neither active nor total energy.
+Units are whatever the user picked in the app, spelled as HealthKit prints them (``count/min``,
+``ms``, ``%``, ``degC``, ``kcal``, ``kJ``, ``km``, ``mi``, ``hr``, ``mL/min·kg``…; see
+:mod:`auren.events`), so every point is converted from its metric's ``units``. Apple's HRV is
+SDNN and lands in ``hrv_sdnn``, never beside the RMSSD of the others. HAE sends dozens of
+metric types; those AUREN has no metric for are counted as ignored. ``basal_energy_burned`` is
+one of them: it is neither active nor total energy.
+
+An export is many metrics at once and the phone re-sends a refused export forever, so a metric
+whose unit AUREN cannot convert, a point whose value or time is invalid, or an entry of the
+wrong shape is skipped and reported in the answer's ``skipped`` (by HAE's metric name, with a
+reason), and everything else of the export is stored. Only an export AUREN cannot read at all
+(not JSON, no ``data`` object, ``data.metrics`` not an array) or one larger than
+``MAX_EVENTS_PER_DELIVERY`` is refused.
+
+Sleep (aggregated ``sleep_analysis``, hours by default): total sleep is ``totalSleep``; an
+export without it gives the asleep stages (``asleep`` + ``core`` + ``deep`` + ``rem``; in older
+versions ``asleep`` alone is the total). ``inBed`` is kept apart as ``time_in_bed`` over
+``inBedStart``..``inBedEnd``, never as sleep.
 """
 
 from __future__ import annotations
@@ -35,8 +49,17 @@ from auren.errors import (
     SignatureInvalid,
     UnsupportedMediaType,
 )
-from auren.events import Delivery, item_error, parse_time
-from auren.providers._common import MAX_TEXT, EventBatch, Subject, array, encode, text
+from auren.events import (
+    INVALID_ITEM,
+    INVALID_TIME,
+    UNKNOWN_UNIT,
+    Delivery,
+    MeasurementError,
+    convertible,
+    identifier,
+    parse_time,
+)
+from auren.providers._common import EventBatch, Subject, array, encode, reason_of
 from auren.providers.base import (
     HandshakeResponse,
     WebhookRequest,
@@ -70,6 +93,8 @@ _FRACTION_PERCENT = frozenset({"spo2", "body_fat"})
 # Aggregated sleep_analysis fields (hours by default) → metric.
 SLEEP_FIELDS = (("deep", "sleep_deep"), ("rem", "sleep_rem"), ("core", "sleep_light"),
                 ("awake", "sleep_awake"))
+# Without totalSleep, total sleep is the sum of the asleep stages that are present.
+ASLEEP_FIELDS = ("asleep", "core", "deep", "rem")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +112,8 @@ def parse_keys(entries: tuple[str, ...]) -> tuple[ApiKey, ...]:
             user, key = "", entry
         if (bound and not user) or not key:
             raise ValueError("HAE_API_KEYS entries must be key or user_id:key")
+        if user:
+            identifier(user, "the user of an HAE_API_KEYS entry")
         keys.append(ApiKey(encode(key), user or None))
     return tuple(keys)
 
@@ -138,9 +165,10 @@ class AppleHealthProvider:
         if not claimed:
             raise InvalidPayload("an unbound API key needs the user_id query parameter or the "
                                  "x-auren-user-id header")
-        if len(claimed) > MAX_TEXT or not claimed.isprintable():
-            raise InvalidPayload(f"user_id must be printable and at most {MAX_TEXT} characters")
-        return claimed
+        try:
+            return identifier(claimed, "user_id")
+        except ValueError as exc:
+            raise InvalidPayload(str(exc)) from None
 
     def parse(self, request: WebhookRequest, received_at: datetime) -> Delivery:
         content_type = request.header("content-type") or ""
@@ -159,77 +187,79 @@ class AppleHealthProvider:
         # Workouts, medications, ECGs…: sent, counted, not stored.
         ignored = sum(len(v) for k, v in data.items() if k != "metrics" and isinstance(v, list))
         # The phone posts for the AUREN user directly: there is no separate provider account.
-        subject = Subject(self.name, user, user, received_at)
+        try:
+            subject = Subject(self.name, user, user, received_at)
+        except ValueError as exc:
+            raise InvalidPayload(str(exc)) from None
         batch = EventBatch(self._max_events)
         for index, metric in enumerate(metrics):
-            reader = _reader(metric)
-            if reader is None:
-                ignored += 1
-                continue
-            try:
-                default_units = "hr" if metric.get("name") == "sleep_analysis" else None
-                units = default_units if metric.get("units") is None else text(metric, "units")
-                if units is None:
-                    raise ValueError("units is required")
-                points = array(metric.get("data"), "data", self._max_events)
-            except ValueError as exc:
-                raise item_error(index, str(exc), path="data.metrics") from None
-            for number, point in enumerate(points):
-                try:
-                    if not isinstance(point, dict):
-                        raise ValueError("must be an object")
-                    ignored += reader(point, units, subject, batch)
-                except ValueError as exc:
-                    path = f"data.metrics[{index}].data"
-                    raise item_error(number, str(exc), path=path) from None
+            ignored += self._metric(index, metric, subject, batch)
         return Delivery(provider=self.name, delivery_key=body_digest(request.body),
-                        events=batch.events, ignored=ignored)
+                        events=batch.events, ignored=ignored, skipped=batch.skipped)
+
+    def _metric(self, index: int, metric: Any, subject: Subject, batch: EventBatch) -> int:
+        """Store one metric entry's points, skipping what is invalid; the count ignored."""
+        name = metric.get("name") if isinstance(metric, dict) else None
+        if not isinstance(name, str) or not name:
+            batch.skip(f"data.metrics[{index}]", INVALID_ITEM, "must be an object with a name")
+            return 0
+        spec = READERS.get(name)
+        if spec is None:
+            return 1
+        reader, canonical = spec
+        points = metric.get("data")
+        if not isinstance(points, list):
+            batch.skip(name, INVALID_ITEM, "data must be an array")
+            return 0
+        default_units = "hr" if name == "sleep_analysis" else None
+        units = metric.get("units", default_units) or default_units
+        if not isinstance(units, str) or not convertible(canonical, units):
+            shown = (repr(units[:32]) if isinstance(units, str)
+                     else "missing" if units is None else "not text")
+            batch.skip(name, UNKNOWN_UNIT, f"units {shown} cannot be converted to "
+                                           f"{canonical}", count=max(1, len(points)))
+            return 0
+        ignored = 0
+        for number, point in enumerate(points):
+            try:
+                if not isinstance(point, dict):
+                    raise MeasurementError("must be an object", INVALID_ITEM)
+                ignored += reader(name, point, units, subject, batch)
+            except ValueError as exc:
+                batch.skip(name, reason_of(exc), f"data.metrics[{index}].data[{number}]: {exc}")
+        return ignored
 
 
-# A reader stores one data point and returns how many points it ignored (0 or 1).
-Reader = Callable[[dict[str, Any], str, Subject, EventBatch], int]
+# A reader stores one data point (skipping and reporting its invalid measurements) and returns
+# how many points it ignored (0 or 1); a point it cannot place in time raises ValueError.
+Reader = Callable[[str, dict[str, Any], str, Subject, EventBatch], int]
 
 
-def _reader(metric: Any) -> Reader | None:
-    if not isinstance(metric, dict):
-        return None
-    name = metric.get("name")
-    if not isinstance(name, str):
-        return None
-    if name == "blood_pressure":
-        return _blood_pressure
-    if name == "sleep_analysis":
-        return _sleep
-    if name in SIMPLE_METRICS:
-        canonical, key = SIMPLE_METRICS[name]
-        return lambda point, units, subject, batch: _simple(canonical, key, point, units,
-                                                            subject, batch)
-    return None
+def _simple(canonical: str, key: str) -> Reader:
+    def read(name: str, point: dict[str, Any], units: str, subject: Subject,
+             batch: EventBatch) -> int:
+        at = hae_time(point, "date")
+        field = key if point.get(key) is not None or point.get("qty") is None else "qty"
+        value = point.get(field)
+        if (canonical in _FRACTION_PERCENT and isinstance(value, int | float)
+                and not isinstance(value, bool) and 0 < value <= 1):
+            value = value * 100
+        batch.measure(subject, name, canonical, value, units, field=field, start=at)
+        return 0
+    return read
 
 
-def _simple(metric: str, key: str, point: dict[str, Any], units: str, subject: Subject,
-            batch: EventBatch) -> int:
-    at = hae_time(point, "date")
-    if point.get(key) is None and point.get("qty") is not None:
-        key = "qty"
-    value = point.get(key)
-    if (metric in _FRACTION_PERCENT and isinstance(value, int | float)
-            and not isinstance(value, bool) and 0 < value <= 1):
-        value = value * 100
-    batch.add(subject.event(metric, value, units, field=key, start=at))
-    return 0
-
-
-def _blood_pressure(point: dict[str, Any], units: str, subject: Subject,
+def _blood_pressure(name: str, point: dict[str, Any], units: str, subject: Subject,
                     batch: EventBatch) -> int:
     at = hae_time(point, "date")
     for key in ("systolic", "diastolic"):
-        batch.add(subject.event(f"blood_pressure_{key}", point.get(key), units, field=key,
-                                start=at))
+        batch.measure(subject, name, f"blood_pressure_{key}", point.get(key), units, field=key,
+                      start=at)
     return 0
 
 
-def _sleep(point: dict[str, Any], units: str, subject: Subject, batch: EventBatch) -> int:
+def _sleep(name: str, point: dict[str, Any], units: str, subject: Subject,
+           batch: EventBatch) -> int:
     if "startDate" in point and "value" in point:
         # One unaggregated stage segment: its meaning differs from the nightly totals stored
         # under the same metrics, so it is not mixed in. HAE's "aggregate sleep" gives totals.
@@ -238,12 +268,35 @@ def _sleep(point: dict[str, Any], units: str, subject: Subject, batch: EventBatc
         start, end = hae_time(point, "sleepStart"), hae_time(point, "sleepEnd")
     else:
         start, end = hae_time(point, "date"), None
-    total = "totalSleep" if point.get("totalSleep") is not None else "asleep"
-    for key, metric in ((total, "sleep_duration"), *SLEEP_FIELDS):
+    total: Any = point.get("totalSleep")
+    label = "totalSleep"
+    if total is None:
+        parts = [point[key] for key in ASLEEP_FIELDS if point.get(key) is not None]
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in parts)
+        total = (sum(parts) if numeric else "not a number") if parts else None
+        label = " + ".join(key for key in ASLEEP_FIELDS if point.get(key) is not None)
+    if total is not None:
+        batch.measure(subject, name, "sleep_duration", total, units, field=label, start=start,
+                      end=end)
+    for key, metric in SLEEP_FIELDS:
         value = point.get(key)
         if value is not None:
-            batch.add(subject.event(metric, value, units, field=key, start=start, end=end))
+            batch.measure(subject, name, metric, value, units, field=key, start=start, end=end)
+    if point.get("inBed") is not None:
+        if point.get("inBedStart") is not None and point.get("inBedEnd") is not None:
+            start, end = hae_time(point, "inBedStart"), hae_time(point, "inBedEnd")
+        batch.measure(subject, name, "time_in_bed", point["inBed"], units, field="inBed",
+                      start=start, end=end)
     return 0
+
+
+# HAE name → (reader, the canonical metric its units must convert to).
+READERS: dict[str, tuple[Reader, str]] = {
+    **{hae: (_simple(canonical, key), canonical)
+       for hae, (canonical, key) in SIMPLE_METRICS.items()},
+    "blood_pressure": (_blood_pressure, "blood_pressure_systolic"),
+    "sleep_analysis": (_sleep, "sleep_duration"),
+}
 
 
 def hae_time(obj: dict[str, Any], key: str) -> datetime:
@@ -258,7 +311,8 @@ def hae_time(obj: dict[str, Any], key: str) -> datetime:
             return parse_time(value)
         except (ValueError, OverflowError):
             pass
-    raise ValueError(f"{key} must be a time like 2026-01-01 07:00:00 +0100")
+    raise MeasurementError(f"{key} must be a time like 2026-01-01 07:00:00 +0100",
+                           INVALID_TIME)
 
 
 def _presented_keys(request: WebhookRequest) -> list[bytes]:

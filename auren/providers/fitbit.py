@@ -27,7 +27,15 @@ from typing import Any
 
 from auren.errors import InvalidPayload, MalformedPayload, SignatureInvalid
 from auren.events import Delivery, FetchJob, fetch_job_id, item_error
-from auren.providers._common import array, calendar_date, encode, ident, optional
+from auren.providers._common import (
+    array,
+    calendar_date,
+    encode,
+    ident,
+    namespaced,
+    optional,
+    plausible_day,
+)
 from auren.providers.base import (
     HandshakeResponse,
     WebhookRequest,
@@ -109,14 +117,14 @@ class FitbitProvider:
             raise ValueError("must be an object")
         owner = ident(item, "ownerId")
         collection = ident(item, "collectionType")
-        day = calendar_date(item, "date")
+        day = plausible_day(calendar_date(item, "date"), received_at, "date")
         subscription = optional(ident, item, "subscriptionId")
         owner_type = optional(ident, item, "ownerType")
         return FetchJob(
             job_id=fetch_job_id(self.name, owner, collection, day),
             provider=self.name,
             # Account linking comes later: until then a thin provider's user is namespaced.
-            user_id=f"{self.name}:{owner}",
+            user_id=namespaced(self.name, owner),
             provider_user_id=owner,
             kind=collection,
             object_id=day,

@@ -12,10 +12,26 @@ Body: top-level keys are summary types, each an array of items::
 
 An item with ``callbackURL`` is a ping (the data must be pulled): it becomes a fetch job. A push
 item becomes canonical events spanning ``startTimeInSeconds`` (UTC) to that plus
-``durationInSeconds``; ``pulseox`` and ``allDayRespiration`` carry only per-offset samples, so
-each sample is an event at its own instant. ``epochs`` (15-minute buckets) are not stored: they
-repeat the daily totals' steps and energy at a finer grain, and both would be summed together.
-Lifecycle items (``deregistrations``, ``userPermissionsChange``) store nothing.
+``durationInSeconds``.
+
+Sleep: ``durationInSeconds`` is the whole monitored period, awake time included (in Garmin's
+own example it equals deep + light + REM + awake), so it is stored as ``time_in_bed``; total
+sleep (``sleep_duration``) is deep + light + REM.
+
+Intraday series sent beside the summaries are kept, one event per sample at its own instant
+(start + offset, no end): heart rate (dailies ``timeOffsetHeartRateSamples``), SpO2 (``pulseox``
+and sleeps ``timeOffsetSleepSpo2``), respiration (``allDayRespiration`` and sleeps
+``timeOffsetSleepRespiration``) and 5-minute HRV (hrv ``hrvValues``). Their event ids hash the
+instant and the summary id, so re-sent summaries map to the same events. ``epochs``
+(15-minute buckets) are not stored: they repeat the daily totals' steps and energy at a finer
+grain, and both would be summed together; they are counted as ignored, as are
+``stressDetails`` and the other summaries AUREN has no metric for. Lifecycle items
+(``deregistrations``, ``userPermissionsChange``) store nothing.
+
+A summary is a full push of many measurements: a value that cannot be stored (a resting heart
+rate of 0 from a watch not worn) is skipped and reported in the answer, the rest is stored. A
+summary without a plausible time frame is skipped whole and reported; one whose user cannot be
+read is refused with a 422, as is a ping whose URL is not Garmin's.
 """
 
 from __future__ import annotations
@@ -25,19 +41,30 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from auren.errors import InvalidPayload, SignatureInvalid
-from auren.events import Delivery, FetchJob, fetch_job_id, item_error
+from auren.events import (
+    INVALID_ITEM,
+    INVALID_TIME,
+    INVALID_VALUE,
+    Delivery,
+    FetchJob,
+    MeasurementError,
+    check_instant,
+    fetch_job_id,
+    item_error,
+)
 from auren.providers._common import (
     MAX_DURATION_S,
     EventBatch,
     Subject,
+    any_id,
     duration,
     encode,
     epoch,
     https_url,
     ident,
     is_ident,
+    namespaced,
     optional,
-    text,
 )
 from auren.providers.base import (
     HandshakeResponse,
@@ -59,7 +86,8 @@ PUSH_FIELDS: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("averageHeartRateInBeatsPerMinute", "heart_rate", "/min"),
     ),
     "sleeps": (
-        ("durationInSeconds", "sleep_duration", "s"),
+        # Not sleep_duration: the monitored period, awake time included.
+        ("durationInSeconds", "time_in_bed", "s"),
         ("deepSleepDurationInSeconds", "sleep_deep", "s"),
         ("lightSleepDurationInSeconds", "sleep_light", "s"),
         ("remSleepInSeconds", "sleep_rem", "s"),
@@ -75,12 +103,21 @@ PUSH_FIELDS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "skinTemp": (("avgDeviationCelsius", "temperature_deviation", "Cel"),),
 }
 
+# Total sleep is the sum of the stages, never durationInSeconds.
+SLEEP_STAGES = ("deepSleepDurationInSeconds", "lightSleepDurationInSeconds", "remSleepInSeconds")
+
 # Sample maps {offset in seconds from the start: value}: (accepted field names, metric, unit).
 # Implementations disagree on the respiration map's name, so both spellings are read.
-SAMPLE_FIELDS: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "pulseox": (("timeOffsetSpo2Values",), "spo2", "%"),
-    "allDayRespiration": (("timeOffsetEpochToBreaths", "timeOffsetRespirationValues"),
-                          "respiratory_rate", "/min"),
+SampleField = tuple[tuple[str, ...], str, str]
+SAMPLE_FIELDS: dict[str, tuple[SampleField, ...]] = {
+    "dailies": ((("timeOffsetHeartRateSamples",), "heart_rate", "/min"),),
+    "sleeps": ((("timeOffsetSleepSpo2",), "spo2", "%"),
+               (("timeOffsetSleepRespiration",), "respiratory_rate", "/min")),
+    # Garmin's HRV values are RMSSD over 5-minute windows, like its nightly average.
+    "hrv": ((("hrvValues",), "hrv_rmssd", "ms"),),
+    "pulseox": ((("timeOffsetSpo2Values",), "spo2", "%"),),
+    "allDayRespiration": ((("timeOffsetEpochToBreaths", "timeOffsetRespirationValues"),
+                           "respiratory_rate", "/min"),),
 }
 
 LIFECYCLE = frozenset({"deregistrations", "userPermissionsChange"})
@@ -96,16 +133,19 @@ class _Parsed:
 class GarminProvider:
     name = "garmin"
 
-    def __init__(self, client_ids: tuple[str, ...], *, max_events: int = 5000) -> None:
+    def __init__(self, client_ids: tuple[str, ...], *, max_events: int = 5000,
+                 max_samples: int = 20_000) -> None:
         self._ids = tuple(encode(c) for c in client_ids)
         self._max_events = max_events
+        self._max_samples = max_samples
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GarminProvider | None:
         client_ids = secret_values(settings.garmin_client_id)
         if not client_ids:
             return None
-        return cls(client_ids, max_events=settings.max_events_per_delivery)
+        return cls(client_ids, max_events=settings.max_events_per_delivery,
+                   max_samples=settings.max_samples_per_delivery)
 
     def handshake(self, request: WebhookRequest) -> HandshakeResponse | None:
         return None
@@ -119,7 +159,7 @@ class GarminProvider:
 
     def parse(self, request: WebhookRequest, received_at: datetime) -> Delivery:
         body = require_dict(load_json(request.body), "body")
-        parsed = _Parsed(EventBatch(self._max_events))
+        parsed = _Parsed(EventBatch(self._max_events, self._max_samples))
         total = 0
         for kind, items in body.items():
             if not isinstance(items, list):
@@ -133,8 +173,8 @@ class GarminProvider:
                 except ValueError as exc:
                     raise item_error(index, str(exc), path=kind[:64]) from None
         return Delivery(provider=self.name, delivery_key=body_digest(request.body),
-                        events=parsed.batch.events, fetch_jobs=parsed.jobs,
-                        ignored=parsed.ignored)
+                        events=parsed.batch.all_events, fetch_jobs=parsed.jobs,
+                        ignored=parsed.ignored, skipped=parsed.batch.skipped)
 
     def _item(self, kind: str, item: Any, parsed: _Parsed, received_at: datetime) -> None:
         if not isinstance(item, dict):
@@ -149,7 +189,7 @@ class GarminProvider:
             parsed.jobs.append(FetchJob(
                 job_id=fetch_job_id(self.name, user, kind, url),
                 provider=self.name,
-                user_id=f"{self.name}:{user}",
+                user_id=namespaced(self.name, user),
                 provider_user_id=user,
                 kind=kind,
                 object_id=None,
@@ -158,48 +198,73 @@ class GarminProvider:
             ))
             return
         fields = PUSH_FIELDS.get(kind, ())
-        samples = SAMPLE_FIELDS.get(kind)
-        if not fields and samples is None:
+        samples = SAMPLE_FIELDS.get(kind, ())
+        if not fields and not samples:
             parsed.ignored += 1
             return
-        subject = Subject(self.name, f"{self.name}:{user}", user, received_at)
-        record = optional(text, item, "summaryId")
-        start_key = ("measurementTimeInSeconds" if item.get("measurementTimeInSeconds") is not None
-                     else "startTimeInSeconds")
-        start = epoch(item.get(start_key), start_key)
-        length = item.get("durationInSeconds")
-        end = None if length is None else start + timedelta(
-            seconds=duration(length, "durationInSeconds"))
-        before = len(parsed.batch)
+        subject = Subject(self.name, namespaced(self.name, user), user, received_at)
+        batch = parsed.batch
+        before = (len(batch), batch.skipped_count)
+        try:
+            record = optional(any_id, item, "summaryId")
+            start_key = ("measurementTimeInSeconds"
+                         if item.get("measurementTimeInSeconds") is not None
+                         else "startTimeInSeconds")
+            start = check_instant(epoch(item.get(start_key), start_key), received_at, start_key)
+            length = item.get("durationInSeconds")
+            end = None if length is None else start + timedelta(
+                seconds=duration(length, "durationInSeconds"))
+        except MeasurementError as exc:
+            # Without its time frame no measurement of the summary can be placed.
+            batch.skip(kind, exc.reason, str(exc))
+            return
         for name, metric, unit in fields:
             value = _number(item.get(name))
             if value is not None:
-                parsed.batch.add(subject.event(metric, value, unit, field=name, start=start,
-                                               end=end, record=record))
-        if samples is not None:
-            names, metric, unit = samples
-            self._samples(item, names, metric, unit, subject, start, record, parsed.batch)
-        if len(parsed.batch) == before:
+                batch.measure(subject, f"{kind}.{name}", metric, value, unit, field=name,
+                              start=start, end=end, record=record)
+        if kind == "sleeps":
+            self._total_sleep(item, subject, start, end, record, batch)
+        for names, metric, unit in samples:
+            self._samples(kind, item, names, metric, unit, subject, start, record, batch)
+        if (len(batch), batch.skipped_count) == before:
             parsed.ignored += 1
 
     @staticmethod
-    def _samples(item: dict[str, Any], names: tuple[str, ...], metric: str, unit: str,
-                 subject: Subject, start: datetime, record: str | None,
+    def _total_sleep(item: dict[str, Any], subject: Subject, start: datetime,
+                     end: datetime | None, record: str | None, batch: EventBatch) -> None:
+        stages = [item.get(name) for name in SLEEP_STAGES if item.get(name) is not None]
+        if not stages:
+            return
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in stages):
+            batch.skip("sleeps.sleep_duration", INVALID_VALUE,
+                       "total sleep needs numeric deep, light and REM durations")
+            return
+        batch.measure(subject, "sleeps.sleep_duration", "sleep_duration", sum(stages), "s",
+                      field="deep + light + REM", start=start, end=end, record=record)
+
+    @staticmethod
+    def _samples(kind: str, item: dict[str, Any], names: tuple[str, ...], metric: str,
+                 unit: str, subject: Subject, start: datetime, record: str | None,
                  batch: EventBatch) -> None:
         name = next((n for n in names if item.get(n) is not None), None)
         if name is None:
             return
         values = item[name]
+        where = f"{kind}.{name}"
         if not isinstance(values, dict):
-            raise ValueError(f"{name} must be an object of offset: value")
+            batch.skip(where, INVALID_ITEM, f"{name} must be an object of offset: value")
+            return
         for offset_text, value in values.items():
             if not (offset_text.isascii() and offset_text.isdigit() and len(offset_text) <= 7
                     and int(offset_text) <= MAX_DURATION_S):
-                raise ValueError(f"{name} offsets must be seconds from the start")
+                batch.skip(where, INVALID_TIME, f"{name} offsets must be seconds from the start")
+                continue
             if value is not None:
                 at = start + timedelta(seconds=int(offset_text))
-                batch.add(subject.event(metric, value, unit, field=f"{name}.{offset_text}",
-                                        start=at, record=record))
+                batch.measure(subject, where, metric, value, unit,
+                              field=f"{name}.{offset_text}", start=at, record=record,
+                              sample=True)
 
 
 def _number(value: Any) -> Any:

@@ -2,8 +2,13 @@
 
 Headers ``webhook-id``, ``webhook-timestamp`` (Unix seconds) and ``webhook-signature`` (a
 space-separated list of ``v1,<base64>``); the signed content is ``{id}.{timestamp}.{raw body}``
-and the key is the base64 part of ``whsec_<base64>``. Any matching ``v1`` entry passes, which is
-what makes zero-downtime rotation work; other versions (``v1a``) are ignored.
+and the key is the base64 part of ``whsec_<base64>`` (padding optional, as the reference
+library accepts it). Any matching ``v1`` entry passes, which is what makes zero-downtime
+rotation work; other versions (``v1a``) are ignored.
+
+The route is strict: one invalid event refuses the whole delivery with a 422 naming it, since
+the sender is AUREN's own format and can fix it. Ids follow the identifier rule and instants
+the plausible range of :mod:`auren.events`.
 
 Body::
 
@@ -22,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from auren.errors import InvalidPayload, SignatureInvalid
-from auren.events import Delivery, item_error, make_event, parse_time
+from auren.events import Delivery, identifier, is_identifier, item_error, make_event, parse_time
 from auren.providers.base import (
     HandshakeResponse,
     WebhookRequest,
@@ -37,16 +42,23 @@ from auren.providers.base import (
 from auren.settings import Settings, secret_values
 
 EVENT_TYPE = "biometrics.recorded"
-_MAX_ID = 256
 
 
 def decode_whsec(secret: str) -> bytes:
-    """The HMAC key of a ``whsec_<base64>`` secret (the prefix is optional)."""
-    raw = secret.removeprefix("whsec_")
+    """The HMAC key of a ``whsec_<base64>`` secret (the prefix is optional).
+
+    The padding may be left out: secrets are often copied without their trailing ``=``, and the
+    reference library pads them back. The alphabet is still checked strictly.
+    """
+    raw = secret.strip().removeprefix("whsec_")
+    raw += "=" * (-len(raw) % 4)
     try:
-        return base64.b64decode(raw, validate=True)
+        key = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError("STANDARD_WEBHOOK_SECRET must be whsec_<base64>") from exc
+    if not key:
+        raise ValueError("STANDARD_WEBHOOK_SECRET must not be empty")
+    return key
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -87,7 +99,7 @@ class NativeProvider:
         signature = request.header("webhook-signature")
         if not msg_id or not signature:
             raise SignatureInvalid("missing webhook-id or webhook-signature header")
-        if len(msg_id) > _MAX_ID or "." in msg_id:
+        if not is_identifier(msg_id) or "." in msg_id:
             raise SignatureInvalid("invalid webhook-id")
         timestamp = parse_epoch(request.header("webhook-timestamp"))
         check_tolerance(timestamp, now, self._tolerance_s)
@@ -107,9 +119,10 @@ class NativeProvider:
         body = require_dict(load_json(request.body), "body")
         if body.get("type") != EVENT_TYPE:
             raise InvalidPayload(f"type must be {EVENT_TYPE!r}")
-        user_id = body.get("user_id")
-        if not isinstance(user_id, str) or not 1 <= len(user_id) <= _MAX_ID:
-            raise InvalidPayload("user_id must be a non-empty string of at most 256 characters")
+        try:
+            user_id = identifier(body.get("user_id"), "user_id")
+        except ValueError as exc:
+            raise InvalidPayload(str(exc)) from None
         items = body.get("events")
         if not isinstance(items, list) or not items:
             raise InvalidPayload("events must be a non-empty array")
@@ -131,15 +144,14 @@ class NativeProvider:
             end_text = item.get("end")
             end = parse_time(end_text) if end_text is not None else None
             record_id = item.get("id")
-            if record_id is not None and (not isinstance(record_id, str)
-                                          or not 1 <= len(record_id) <= _MAX_ID):
-                raise ValueError("id must be a string of at most 256 characters")
+            if record_id is not None:
+                identifier(record_id, "id")
             return make_event(provider=self.name, user_id=user_id, provider_user_id=user_id,
                               metric=metric, value=item.get("value"), unit=unit, start=start,
                               end=end, source_record_id=record_id, received_at=received_at)
         except KeyError as exc:
             raise item_error(index, f"missing {exc.args[0]}") from None
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise item_error(index, str(exc)) from None
 
 

@@ -13,16 +13,31 @@ where the ``vo2_max`` type is spelled ``vO2_max``)::
 
     {"event_type": "update", "data_type": "daily_readiness", "object_id": "b1e0c8d2-…",
      "event_time": "2026-01-01T07:42:10+00:00", "user_id": "ou_8c31f0"}
+
+Some integrations send notifications without ``object_id``, carrying only times. Those become
+a fetch job by time window over the data type's collection: ``start_datetime`` ..
+``end_datetime`` when the notification gives them (the names of Oura's own time-range query),
+else the :data:`LOOKBACK` before the latest of ``event_time`` and ``timestamp``, since a ring
+that synced late delivers the nights before too, and fetching a day twice costs nothing (events
+are deduplicated by id). A notification with neither an object nor a time is refused (422).
 """
 
 from __future__ import annotations
 
 import hmac
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from auren.errors import InvalidPayload, MalformedPayload, SignatureInvalid
-from auren.events import Delivery, FetchJob, fetch_job_id, iso
-from auren.providers._common import MAX_TEXT, encode, header_time, ident, optional, timestamp
+from auren.events import Delivery, FetchJob, check_instant, fetch_job_id, iso
+from auren.providers._common import (
+    MAX_TEXT,
+    encode,
+    header_time,
+    ident,
+    namespaced,
+    optional,
+    timestamp,
+)
 from auren.providers.base import (
     HandshakeResponse,
     WebhookRequest,
@@ -35,6 +50,11 @@ from auren.providers.base import (
     require_dict,
 )
 from auren.settings import Settings, secret_values
+
+# How far before a notification's time a window without explicit bounds reaches.
+LOOKBACK = timedelta(days=2)
+# The longest explicit window accepted: a month, Oura's usual page of daily documents.
+MAX_WINDOW = timedelta(days=31)
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -89,27 +109,52 @@ class OuraProvider:
         try:
             user = ident(body, "user_id")
             data_type = ident(body, "data_type")
-            object_id = ident(body, "object_id")
+            object_id = optional(ident, body, "object_id")
             event_type = ident(body, "event_type")
             # Integrations disagree on the name of the time field; both are accepted.
-            time_key = "event_time" if body.get("event_time") is not None else "timestamp"
-            event_time = optional(timestamp, body, time_key)
+            times = [check_instant(t, received_at, key) for key in ("event_time", "timestamp")
+                     if (t := optional(timestamp, body, key)) is not None]
+            window = None if object_id is not None else self._window(body, times, received_at)
+            user_id = namespaced(self.name, user)
         except ValueError as exc:
             raise InvalidPayload(str(exc)) from None
+        event_time = times[0] if times else None
         event_text = iso(event_time) if event_time else None
         job = FetchJob(
-            job_id=fetch_job_id(self.name, user, data_type, object_id, event_type, event_text),
+            job_id=fetch_job_id(self.name, user, data_type, object_id or "", event_type,
+                                event_text, *(iso(t) for t in window or ())),
             provider=self.name,
             # Account linking comes later: until then a thin provider's user is namespaced.
-            user_id=f"{self.name}:{user}",
+            user_id=user_id,
             provider_user_id=user,
             kind=data_type,
             object_id=object_id,
             params={"event_type": event_type, "event_time": event_text},
             received_at=received_at,
+            window_start=window[0] if window else None,
+            window_end=window[1] if window else None,
         )
         return Delivery(provider=self.name, delivery_key=body_digest(request.body),
                         fetch_jobs=[job])
+
+    @staticmethod
+    def _window(body: dict[str, object], times: list[datetime],
+                received_at: datetime) -> tuple[datetime, datetime]:
+        """The time window to fetch when the notification names no object."""
+        start = optional(timestamp, body, "start_datetime")
+        end = optional(timestamp, body, "end_datetime")
+        if start is not None and end is not None:
+            check_instant(start, received_at, "start_datetime")
+            check_instant(end, received_at, "end_datetime")
+            if not timedelta(0) <= end - start <= MAX_WINDOW:
+                raise ValueError(f"end_datetime must follow start_datetime by at most "
+                                 f"{MAX_WINDOW.days} days")
+            return start, end
+        if not times:
+            raise ValueError("object_id is required unless the notification gives a time "
+                             "(event_time, timestamp, or start_datetime and end_datetime)")
+        latest = max(times)
+        return latest - LOOKBACK, latest
 
 
 def signed_headers(secret: str, body: bytes, *, timestamp: int) -> dict[str, str]:

@@ -17,6 +17,10 @@ Body::
 
 ``entity_id`` identifies an exercise; daily events (``SLEEP``, ``ACTIVITY_SUMMARY``,
 ``CONTINUOUS_HEART_RATE``) carry ``date`` instead, SleepWise events ``from`` and ``to``.
+
+``url`` is accepted only on Polar's API host (``POLAR_API_HOST``, default
+``www.polaraccesslink.com``), over https on the default port: the fetcher will send the user's
+token to it, so a signed notification must not be able to point it anywhere else.
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ from datetime import datetime
 import orjson
 
 from auren.errors import InvalidPayload, SignatureInvalid
-from auren.events import Delivery, FetchJob, fetch_job_id, iso
+from auren.events import Delivery, FetchJob, check_instant, fetch_job_id, iso
 from auren.providers._common import (
     calendar_date,
     encode,
     https_url,
     ident,
+    namespaced,
     optional,
+    plausible_day,
     text,
     timestamp,
 )
@@ -49,6 +55,7 @@ from auren.providers.base import (
 from auren.settings import Settings, secret_values
 
 PING = "PING"
+DEFAULT_API_HOST = "www.polaraccesslink.com"
 # A PING body is a few dozen bytes; anything larger is not parsed twice to find out.
 _MAX_PING_BYTES = 4096
 
@@ -60,15 +67,16 @@ def sign(secret: str, body: bytes) -> str:
 class PolarProvider:
     name = "polar"
 
-    def __init__(self, secrets: tuple[str, ...]) -> None:
+    def __init__(self, secrets: tuple[str, ...], *, api_host: str = DEFAULT_API_HOST) -> None:
         self._keys = tuple(encode(s) for s in secrets)
+        self._api_host = api_host.lower()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PolarProvider | None:
         secrets = secret_values(settings.polar_signature_secret)
         if not secrets:
             return None
-        return cls(secrets)
+        return cls(secrets, api_host=settings.polar_api_host)
 
     def handshake(self, request: WebhookRequest) -> HandshakeResponse | None:
         if not _is_ping(request):
@@ -98,10 +106,17 @@ class PolarProvider:
             if event == PING:
                 return Delivery(provider=self.name, delivery_key=key)
             user = ident(body, "user_id")
-            object_id = optional(ident, body, "entity_id") or optional(calendar_date, body, "date")
-            url = None if body.get("url") is None else https_url(body["url"], "url")
+            day = optional(calendar_date, body, "date")
+            if day is not None:
+                plausible_day(day, received_at, "date")
+            object_id = optional(ident, body, "entity_id") or day
+            url = (None if body.get("url") is None
+                   else https_url(body["url"], "url", host=self._api_host))
             sent = optional(timestamp, body, "timestamp")
+            if sent is not None:
+                check_instant(sent, received_at, "timestamp")
             window = {name: optional(text, body, name) for name in ("from", "to")}
+            user_id = namespaced(self.name, user)
         except ValueError as exc:
             raise InvalidPayload(str(exc)) from None
         params: dict[str, str | None] = {"url": url, "timestamp": iso(sent) if sent else None}
@@ -112,7 +127,7 @@ class PolarProvider:
                                 window["to"]),
             provider=self.name,
             # Account linking comes later: until then a thin provider's user is namespaced.
-            user_id=f"{self.name}:{user}",
+            user_id=user_id,
             provider_user_id=user,
             kind=event,
             object_id=object_id,

@@ -3,9 +3,13 @@
 The signature header (``terra-signature`` in the docs; the platform sends ``x-terra-signature``
 plus the deprecated duplicate) reads ``t=<unix seconds>,v1=<hex>``, possibly with several ``v1``
 entries while a secret rotates; any one matching passes. ``v1`` is HMAC-SHA256, keyed with the
-destination's signing secret, of ``"{t}.{raw body}"``. ``x-terra-trace-id`` is unique per
-delivery and stable across retries, so it is the deduplication key (``terra-reference`` is not:
-every chunk of one backfill shares it).
+destination's signing secret, of ``"{t}.{raw body}"``.
+
+The deduplication key is the digest of the signed body, not ``x-terra-trace-id``: that header is
+not signed, so whoever replays one signed delivery could pair it with the trace id of a delivery
+still to come and have that one answered as a duplicate and dropped. A retry repeats the body
+byte for byte and gets the same key; the chunks of one backfill differ in their bodies.
+(``terra-reference`` is no key either: every chunk of one backfill shares it.)
 
 Body::
 
@@ -18,6 +22,18 @@ Body::
 are counted as ignored, and control events (``auth``, ``healthcheck``, …) carry no data. A type
 AUREN does not know is accepted and ignored too: answering 4xx would only make Terra retry it
 for a day. Field units are in the field names; ``temperature_data.delta`` is a deviation.
+Total sleep is ``asleep.duration_asleep_state_seconds`` (asleep in any stage);
+``other.duration_in_bed_seconds`` is kept apart as ``time_in_bed``.
+
+The heart-rate and HRV samples of ``heart_rate_data.detailed`` (``hr_samples`` in bpm,
+``hrv_samples_rmssd`` and ``hrv_samples_sdnn`` in ms) are kept, one event per sample at its own
+``timestamp`` (no end; a sample without a time zone, which Terra sends when it only knows the
+local time, is skipped rather than guessed).
+
+Terra retries every answer of 400 and above for a day, so only an envelope AUREN cannot use
+(no user, ``data`` not an array, too many measurements) is refused. Within it, a measurement
+that cannot be stored (a value out of range, a malformed time, an item of the wrong shape) is
+skipped and reported in the answer's ``skipped`` by its field path, and the rest is stored.
 """
 
 from __future__ import annotations
@@ -26,16 +42,18 @@ from datetime import datetime
 from typing import Any
 
 from auren.errors import InvalidPayload, SignatureInvalid
-from auren.events import Delivery, item_error
+from auren.events import INVALID_ITEM, Delivery, MeasurementError, check_instant
 from auren.providers._common import (
     EventBatch,
     Subject,
+    any_id,
     array,
     dig,
     encode,
     ident,
+    namespaced,
     optional,
-    text,
+    reason_of,
     timestamp,
 )
 from auren.providers.base import (
@@ -80,6 +98,7 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         (f"{_ASLEEP}.duration_light_sleep_state_seconds", "sleep_light", "s"),
         (f"{_ASLEEP}.duration_REM_sleep_state_seconds", "sleep_rem", "s"),
         ("sleep_durations_data.awake.duration_awake_state_seconds", "sleep_awake", "s"),
+        ("sleep_durations_data.other.duration_in_bed_seconds", "time_in_bed", "s"),
         ("sleep_durations_data.sleep_efficiency", "sleep_efficiency", "%"),
         ("respiration_data.breaths_data.avg_breaths_per_min", "respiratory_rate", "/min"),
         ("respiration_data.oxygen_saturation_data.avg_saturation_percentage", "spo2", "%"),
@@ -102,7 +121,19 @@ FIELDS: dict[str, tuple[Field, ...]] = {
 }
 
 # Sample lists inside a data item: (dotted path of the list, time key, fields of one sample).
-SAMPLES: dict[str, tuple[tuple[str, str, tuple[Field, ...]], ...]] = {
+Samples = tuple[str, str, tuple[Field, ...]]
+_DETAILED = "heart_rate_data.detailed"
+_HEART_SAMPLES: tuple[Samples, ...] = (
+    (f"{_DETAILED}.hr_samples", "timestamp", (("bpm", "heart_rate", "/min"),)),
+    (f"{_DETAILED}.hrv_samples_rmssd", "timestamp", (("hrv_rmssd", "hrv_rmssd", "ms"),)),
+    (f"{_DETAILED}.hrv_samples_sdnn", "timestamp", (("hrv_sdnn", "hrv_sdnn", "ms"),)),
+)
+# Intraday series: capped by MAX_SAMPLES_PER_DELIVERY, beyond it skipped and reported.
+INTRADAY = frozenset(path for path, _, _ in _HEART_SAMPLES)
+SAMPLES: dict[str, tuple[Samples, ...]] = {
+    "sleep": _HEART_SAMPLES,
+    "daily": _HEART_SAMPLES,
+    "activity": _HEART_SAMPLES,
     "body": (
         ("measurements_data.measurements", "measurement_time", (
             ("weight_kg", "weight", "kg"),
@@ -138,10 +169,11 @@ class TerraProvider:
     name = "terra"
 
     def __init__(self, secrets: tuple[str, ...], *, tolerance_s: int = 300,
-                 max_events: int = 5000) -> None:
+                 max_events: int = 5000, max_samples: int = 20_000) -> None:
         self._keys = tuple(encode(s) for s in secrets)
         self._tolerance_s = tolerance_s
         self._max_events = max_events
+        self._max_samples = max_samples
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TerraProvider | None:
@@ -149,7 +181,8 @@ class TerraProvider:
         if not secrets:
             return None
         return cls(secrets, tolerance_s=settings.signature_tolerance_s,
-                   max_events=settings.max_events_per_delivery)
+                   max_events=settings.max_events_per_delivery,
+                   max_samples=settings.max_samples_per_delivery)
 
     def handshake(self, request: WebhookRequest) -> HandshakeResponse | None:
         return None
@@ -193,60 +226,77 @@ class TerraProvider:
                 raise ValueError("user must be an object")
             provider_user_id = ident(user, "user_id")
             # An unset reference arrives as null or, from some clients, as "".
-            reference = optional(text, user, "reference_id") if user.get("reference_id") else None
+            reference = optional(any_id, user, "reference_id") if user.get("reference_id") \
+                else None
             items = array(body.get("data"), "data", self._max_events)
+            subject = Subject(self.name, reference or namespaced(self.name, provider_user_id),
+                              provider_user_id, received_at)
         except ValueError as exc:
             raise InvalidPayload(str(exc)) from None
-        subject = Subject(self.name, reference or f"{self.name}:{provider_user_id}",
-                          provider_user_id, received_at)
-        batch = EventBatch(self._max_events)
+        batch = EventBatch(self._max_events, self._max_samples)
         ignored = 0
         for index, item in enumerate(items):
-            before = len(batch)
+            before = (len(batch), batch.skipped_count)
             try:
                 self._item(kind, item, subject, batch)
             except ValueError as exc:
-                raise item_error(index, str(exc), path="data") from None
-            if len(batch) == before:
+                # The item as a whole cannot be read (its shape, its time frame): skipped.
+                batch.skip(kind, reason_of(exc), f"data[{index}]: {exc}")
+            if (len(batch), batch.skipped_count) == before:
                 ignored += 1
-        return Delivery(provider=self.name, delivery_key=key, events=batch.events,
-                        ignored=ignored)
+        return Delivery(provider=self.name, delivery_key=key, events=batch.all_events,
+                        ignored=ignored, skipped=batch.skipped)
 
     def _item(self, kind: str, item: Any, subject: Subject, batch: EventBatch) -> None:
         if not isinstance(item, dict):
-            raise ValueError("must be an object")
+            raise MeasurementError("must be an object", INVALID_ITEM)
         metadata = item.get("metadata")
         if not isinstance(metadata, dict):
-            raise ValueError("metadata must be an object")
-        start = timestamp(metadata, "start_time")
+            raise MeasurementError("metadata must be an object", INVALID_ITEM)
+        now = subject.received_at
+        start = check_instant(timestamp(metadata, "start_time"), now, "metadata.start_time")
         end = optional(timestamp, metadata, "end_time")
-        record = optional(text, metadata, "summary_id")
+        if end is not None:
+            check_instant(end, now, "metadata.end_time")
+        record = optional(any_id, metadata, "summary_id")
         for path, metric, unit in FIELDS[kind]:
-            value = dig(item, path)
+            try:
+                value = dig(item, path)
+            except ValueError as exc:
+                batch.skip(path, INVALID_ITEM, str(exc))
+                continue
             if value is not None:
-                batch.add(subject.event(metric, value, unit, field=path, start=start, end=end,
-                                        record=record))
+                batch.measure(subject, path, metric, value, unit, field=path, start=start,
+                              end=end, record=record)
         for path, time_key, fields in SAMPLES.get(kind, ()):
-            samples = array(dig(item, path), path, self._max_events, required=False)
+            intraday = path in INTRADAY
+            # An intraday list longer than the cap is cut by it (reported), not thrown away.
+            limit = 2**31 if intraday else self._max_events
+            try:
+                samples = array(dig(item, path), path, limit, required=False)
+            except ValueError as exc:
+                batch.skip(path, INVALID_ITEM, str(exc))
+                continue
             for number, sample in enumerate(samples):
                 where = f"{path}[{number}]"
                 if not isinstance(sample, dict):
-                    raise ValueError(f"{where} must be an object")
+                    batch.skip(path, INVALID_ITEM, f"{where} must be an object")
+                    continue
                 try:
                     at = timestamp(sample, time_key)
-                except ValueError as exc:
-                    raise ValueError(f"{where}.{exc}") from None
+                except MeasurementError as exc:
+                    batch.skip(path, exc.reason, f"{where}.{exc}")
+                    continue
                 for name, metric, unit in fields:
                     value = sample.get(name)
                     if value is not None:
-                        batch.add(subject.event(metric, value, unit, field=f"{where}.{name}",
-                                                start=at, record=record))
+                        batch.measure(subject, f"{path}.{name}", metric, value, unit,
+                                      field=f"{where}.{name}", start=at, record=record,
+                                      sample=intraday)
 
     @staticmethod
     def _delivery_key(request: WebhookRequest) -> str:
-        trace = request.header("x-terra-trace-id")
-        if trace and len(trace) <= 256 and trace.isprintable():
-            return trace
+        # The signed body, never the unsigned x-terra-trace-id (see the module's docstring).
         return body_digest(request.body)
 
 

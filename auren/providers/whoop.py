@@ -20,7 +20,7 @@ from datetime import datetime
 
 from auren.errors import InvalidPayload, SignatureInvalid
 from auren.events import Delivery, FetchJob, fetch_job_id
-from auren.providers._common import encode, ident, optional, text
+from auren.providers._common import any_id, encode, ident, namespaced, optional
 from auren.providers.base import (
     HandshakeResponse,
     WebhookRequest,
@@ -77,14 +77,15 @@ class WhoopProvider:
             user = ident(body, "user_id")
             object_id = ident(body, "id")
             kind = ident(body, "type")
-            trace_id = optional(text, body, "trace_id")
+            trace_id = optional(any_id, body, "trace_id")
+            user_id = namespaced(self.name, user)
         except ValueError as exc:
             raise InvalidPayload(str(exc)) from None
         job = FetchJob(
             job_id=fetch_job_id(self.name, user, kind, object_id, trace_id or ""),
             provider=self.name,
             # Account linking comes later: until then a thin provider's user is namespaced.
-            user_id=f"{self.name}:{user}",
+            user_id=user_id,
             provider_user_id=user,
             kind=kind,
             object_id=object_id,

@@ -14,6 +14,8 @@ Body (``application/x-www-form-urlencoded``, epoch seconds)::
 
 plus, for some notifications, ``date`` (YYYY-MM-DD or epoch), ``deviceid`` and ``action``.
 ``appli`` is the data category (1 weight, 4 heart and blood pressure, 16 activity, 44 sleep…).
+``startdate`` .. ``enddate`` is also the job's fetch window; every instant (and ``date``) must
+lie in the plausible range of :mod:`auren.events`.
 """
 
 from __future__ import annotations
@@ -23,8 +25,15 @@ from datetime import datetime
 from urllib.parse import parse_qsl
 
 from auren.errors import InvalidPayload, MalformedPayload, SignatureInvalid
-from auren.events import Delivery, FetchJob, fetch_job_id
-from auren.providers._common import ip_allowed, ip_networks
+from auren.events import Delivery, FetchJob, check_instant, fetch_job_id
+from auren.providers._common import (
+    calendar_date,
+    epoch,
+    ip_allowed,
+    ip_networks,
+    namespaced,
+    plausible_day,
+)
 from auren.providers.base import HandshakeResponse, WebhookRequest, body_digest
 from auren.settings import Settings
 
@@ -75,17 +84,34 @@ class WithingsProvider:
             found = _field(form, name, pattern)
             if found is not None:
                 params[name] = int(found) if pattern is _DIGITS else found
-        identity = (params.get(k, "") for k in ("startdate", "enddate", "date", "action"))
+        identity = [params.get(k, "") for k in ("startdate", "enddate", "date", "action")]
+        try:
+            instants = {name: check_instant(epoch(params[name], name), received_at, name)
+                        for name in ("startdate", "enddate") if name in params}
+            day = params.get("date")
+            if isinstance(day, str):
+                if day.isdigit():
+                    check_instant(epoch(int(day), "date"), received_at, "date")
+                else:
+                    plausible_day(calendar_date(params, "date"), received_at, "date")
+            window = (instants["startdate"], instants["enddate"]) if len(instants) == 2 else None
+            if window is not None and window[1] < window[0]:
+                raise ValueError("enddate is before startdate")
+            user_id = namespaced(self.name, user)
+        except ValueError as exc:
+            raise InvalidPayload(str(exc)) from None
         job = FetchJob(
             job_id=fetch_job_id(self.name, user, appli, *identity),
             provider=self.name,
             # Account linking comes later: until then a thin provider's user is namespaced.
-            user_id=f"{self.name}:{user}",
+            user_id=user_id,
             provider_user_id=user,
             kind=appli,
             object_id=None,
             params=params,
             received_at=received_at,
+            window_start=window[0] if window else None,
+            window_end=window[1] if window else None,
         )
         # Withings' older documentation asks for exactly 200; a 202 might count as a failure.
         return Delivery(provider=self.name, delivery_key=body_digest(request.body),

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -31,7 +31,7 @@ from auren.errors import (
     InvalidPayload,
     MalformedPayload,
 )
-from auren.events import METRICS, iso, parse_time
+from auren.events import METRICS, check_instant, is_identifier, iso, parse_time
 from auren.ingest.admission import Admission
 from auren.ingest.committer import GroupCommitter
 from auren.ingest.pipeline import IngestPipeline
@@ -138,7 +138,10 @@ def _document_webhooks(app: FastAPI) -> None:
         "tags": ["webhooks"],
         "summary": "Receive a provider webhook",
         "description": "Verified on the raw bytes with the provider's own scheme, deduplicated, "
-                       "made durable, then answered. GET/HEAD answer provider handshakes.",
+                       "made durable, then answered. GET/HEAD answer provider handshakes. "
+                       "Full-data pushes of many metrics (Health Auto Export, Terra, Garmin) "
+                       "store what is valid and list what they skipped, and why, in the "
+                       "answer's `skipped`; the native route refuses the delivery (422).",
         "parameters": [{"name": "provider", "in": "path", "required": True,
                         "schema": {"type": "string", "enum": sorted(PROVIDER_CLASSES)}}],
         "requestBody": {"required": True, "content": {
@@ -146,7 +149,9 @@ def _document_webhooks(app: FastAPI) -> None:
             "application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
         "responses": {
             "200": {"description": "Re-delivery: already stored, nothing new"},
-            "202": {"description": "Accepted and durable"},
+            "202": {"description": "Accepted and durable: `accepted`, `duplicates`, and when "
+                                   "there are any `ignored` (items without a metric) and "
+                                   "`skipped` ([{metric, reason, count, detail}])"},
             "204": {"description": "Accepted (Fitbit expects an empty 204)"},
             **{str(k): v for k, v in problem_responses(400, 401, 404, 405, 413, 415, 422,
                                                         503).items()},
@@ -182,21 +187,31 @@ def _encode_cursor(start: datetime, event_id: str) -> str:
     return base64.urlsafe_b64encode(orjson.dumps([iso(start), event_id])).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+def _decode_cursor(cursor: str, now: datetime) -> tuple[datetime, str]:
+    """The position a cursor encodes; anything this bridge did not write is a 400."""
     try:
         start, event_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return parse_time(start), str(event_id)
+        moment = check_instant(parse_time(start), now, "cursor")
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
         raise MalformedPayload("invalid cursor") from None
+    if not isinstance(event_id, str) or not is_identifier(event_id):
+        raise MalformedPayload("invalid cursor")
+    return moment, event_id
 
 
-def _time_param(name: str, value: str | None) -> datetime | None:
+def _time_param(name: str, value: str | None, now: datetime) -> datetime | None:
+    """``since``/``until``: malformed is 400, a well-formed instant outside the plausible
+    range of every other instant AUREN accepts (``auren.events.check_instant``) is 422."""
     if value is None:
         return None
     try:
-        return parse_time(value)
+        moment = parse_time(value)
     except ValueError:
         raise MalformedPayload(f"{name} must be an RFC 3339 timestamp with an offset") from None
+    try:
+        return check_instant(moment, now, name)
+    except ValueError as exc:
+        raise InvalidPayload(str(exc)) from None
 
 
 def create_app(settings: Settings | None = None) -> BridgeApp:
@@ -254,11 +269,16 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
         """A user's canonical events ordered by ``start``, paginated with an opaque cursor."""
         state.auth.authorize(request.headers.get("authorization"),
                              request.client.host if request.client else None, user_id)
+        if not is_identifier(user_id):
+            raise InvalidPayload("user_id must be 1 to 256 printable characters without leading "
+                                 "or trailing spaces")
         if metric is not None and metric not in METRICS:
             raise InvalidPayload(f"unknown metric {metric!r}")
-        query = EventQuery(user_id=user_id, metric=metric, since=_time_param("since", since),
-                           until=_time_param("until", until), limit=limit,
-                           after=_decode_cursor(cursor) if cursor else None)
+        now = datetime.now(UTC)
+        query = EventQuery(user_id=user_id, metric=metric,
+                           since=_time_param("since", since, now),
+                           until=_time_param("until", until, now), limit=limit,
+                           after=_decode_cursor(cursor, now) if cursor else None)
         events = await store.query_events(query)
         next_cursor = (_encode_cursor(events[-1].start, events[-1].event_id)
                        if len(events) == limit else None)

@@ -202,9 +202,10 @@ def _render_garmin(record: DayRecord, ctx: _Context) -> list[_Unsigned]:
                      "distanceInMeters": record.distance_m,
                      "activeKilocalories": record.active_energy_kcal,
                      "restingHeartRateInBeatsPerMinute": record.resting_hr_bpm}],
+        # As Garmin sends it: the monitored period (awake included), not the sleep.
         "sleeps": [{**common, "summaryId": summary("sleeps", record.sleep_start),
                     "startTimeInSeconds": int(record.sleep_start.timestamp()),
-                    "durationInSeconds": record.sleep_duration_s,
+                    "durationInSeconds": record.time_in_bed_s,
                     "deepSleepDurationInSeconds": record.deep_s,
                     "lightSleepDurationInSeconds": record.light_s,
                     "remSleepInSeconds": record.rem_s,
@@ -217,7 +218,8 @@ def _render_garmin(record: DayRecord, ctx: _Context) -> list[_Unsigned]:
                  "lastNightAvg": record.hrv_rmssd_ms}],
     }
     delivery = ctx.delivery_id("garmin", record.user_id, record.day)
-    return [_Unsigned(_json(body), delivery, 10)]
+    # 4 daily values, 6 sleep values (deep + light + REM as total sleep, time in bed), HRV.
+    return [_Unsigned(_json(body), delivery, 11)]
 
 
 # -- Apple Health via Health Auto Export ---------------------------------------------------------
@@ -260,7 +262,8 @@ def _render_apple(record: DayRecord, ctx: _Context) -> list[_Unsigned]:
     ]
     body = {"data": {"metrics": metrics, "workouts": []}}
     # The phone posts for the AUREN user named in x-auren-user-id (an unbound API key).
-    return [_Unsigned(_json(body), ctx.delivery_id("apple", record.user_id, record.day), 12,
+    # 7 single values and 6 of the night (total sleep, 4 stages, time in bed).
+    return [_Unsigned(_json(body), ctx.delivery_id("apple", record.user_id, record.day), 13,
                       {"user_id": record.user_id})]
 
 

@@ -38,6 +38,10 @@ BAD_BODIES: list[tuple[bytes, dict[str, str]]] = [
     (orjson.dumps({"message": "hi", "user_id": "u", "conversation_id": 7}), {}),
     (orjson.dumps({"message": "hi", "user_id": "u", "conversation_id": "nope"}), {}),
     (orjson.dumps({"message": "hi", "user_id": "u", "timezone": "Mars/Olympus"}), {}),
+    # Folders and files of the tz database that are not zones: "America" was a 500.
+    *((orjson.dumps({"message": "hi", "user_id": "u", "timezone": tz}), {})
+      for tz in ("America", "Etc", "America/", "posix/Europe/Berlin", "../America", "zone.tab",
+                 "tzdata.zi", "Europe/Berlin\u0000", "/etc/localtime")),
     (orjson.dumps({"message": "hi", "user_id": "u", "timezone": "x" * 65}), {}),
     (orjson.dumps({"message": "hi", "user_id": "u", "timezone": 2}), {}),
     (orjson.dumps({"message": "x" * 2001, "user_id": "u"}), {}),
@@ -72,3 +76,21 @@ async def test_the_raw_chat_lane_answers_exactly_as_the_documented_route(tmp_pat
         finally:
             for client in clients:
                 await client.aclose()
+
+
+async def test_a_timezone_must_name_a_zone_of_the_tz_database(tmp_path: Path) -> None:
+    app = create_app(Settings(auren_data_dir=tmp_path))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://neuros") as client:
+        for tz in ("America", "Etc", "America/", "posix/Europe/Berlin", "../America",
+                   "zone.tab", "tzdata.zi", "/etc/localtime", "Europe/Berlin\x00", "Mars",
+                   "+15:00"):
+            response = await client.post("/chat", json={"message": "How did I sleep?",
+                                                        "user_id": "u", "timezone": tz})
+            assert response.status_code == 422, (tz, response.text)
+            assert "timezone" in response.json()["detail"]
+        for tz in ("Europe/Berlin", "America/Argentina/Buenos_Aires", "Etc/GMT+5", "UTC",
+                   "+05:30", None):
+            response = await client.post("/chat", json={"message": "How did I sleep?",
+                                                        "user_id": "u", "timezone": tz})
+            assert response.status_code == 200, (tz, response.text)

@@ -171,11 +171,36 @@ def test_aggregated_sleep_hours_become_seconds():
              "sleepStart": "2025-12-31 23:30:00 +0100", "sleepEnd": "2026-01-01 07:15:00 +0100",
              "inBed": 7.9}
     delivery = parse_metrics(metric("sleep_analysis", "hr", night))
+    # inBed is time in bed, kept apart: never sleep.
     assert values(delivery) == {"sleep_duration": 27000.0, "sleep_light": 14400.0,
-                                "sleep_deep": 5400.0, "sleep_rem": 7200.0, "sleep_awake": 900.0}
+                                "sleep_deep": 5400.0, "sleep_rem": 7200.0, "sleep_awake": 900.0,
+                                "time_in_bed": pytest.approx(28440.0)}
     event = delivery.events[0]
     assert event.start == datetime(2025, 12, 31, 22, 30, tzinfo=UTC)
     assert event.end == datetime(2026, 1, 1, 6, 15, tzinfo=UTC)
+
+
+def test_time_in_bed_has_its_own_window_when_given():
+    night = {"date": "2026-01-01 00:00:00 +0100", "totalSleep": 7.0, "inBed": 8.0,
+             "sleepStart": "2025-12-31 23:30:00 +0100", "sleepEnd": "2026-01-01 07:15:00 +0100",
+             "inBedStart": "2025-12-31 23:00:00 +0100", "inBedEnd": "2026-01-01 07:00:00 +0100"}
+    events = {e.metric: e for e in parse_metrics(metric("sleep_analysis", "hr", night)).events}
+    assert (events["time_in_bed"].start, events["time_in_bed"].end) == (
+        datetime(2025, 12, 31, 22, tzinfo=UTC), datetime(2026, 1, 1, 6, tzinfo=UTC))
+    assert events["sleep_duration"].value == 25200.0
+
+
+@pytest.mark.parametrize(("night", "total"), [
+    # Stages without totalSleep: the asleep stages add up; "asleep" is the unstaged part.
+    ({"asleep": 0.5, "core": 4.0, "deep": 1.0, "rem": 1.5, "awake": 0.5, "inBed": 8.0}, 25200.0),
+    ({"core": 4.0, "deep": 1.0, "rem": 1.5}, 23400.0),
+    # No stages and no total: nothing is called sleep, time in bed is still kept.
+    ({"awake": 0.5, "inBed": 8.0}, None),
+])
+def test_total_sleep_without_total_sleep_is_the_asleep_stages(night, total):
+    point = {"date": "2026-01-01 00:00:00 +0100", **night}
+    delivery = parse_metrics(metric("sleep_analysis", "hr", point))
+    assert values(delivery).get("sleep_duration") == total
 
 
 def test_older_sleep_uses_asleep_and_defaults_to_hours():
@@ -197,7 +222,9 @@ def test_unknown_and_unaggregated_items_are_counted_not_rejected():
         "workouts": [{"name": "Run"}], "stateOfMind": [],
     }})), RECEIVED)
     assert len(delivery.events) == 3
-    assert delivery.ignored == 5
+    assert delivery.ignored == 4
+    assert [(e.metric, e.reason) for e in delivery.skipped] == [
+        ("data.metrics[2]", "invalid_item")]
 
 
 def test_iso_dates_are_accepted_too():
@@ -206,21 +233,43 @@ def test_iso_dates_are_accepted_too():
     assert delivery.events[0].start == datetime(2026, 1, 1, 6, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(("item", "match"), [
+# (metric entry, reason reported, points skipped, events stored); the step count beside each
+# is always stored: one bad metric never costs the export.
+@pytest.mark.parametrize(("item", "reason", "count", "stored"), [
     (metric("heart_rate", "count/min", {"date": T, "Avg": 58}, {"date": "today", "Avg": 60}),
-     r"data\.metrics\[0\]\.data\[1\].*date"),
-    (metric("heart_rate", "furlongs", {"date": T, "Avg": 58}), "unknown unit"),
-    (metric("heart_rate", None, {"date": T, "Avg": 58}), "units"),
-    (metric("weight_body_mass", "count/min", {"date": T, "qty": 70}), "cannot be converted"),
-    (metric("heart_rate", "count/min", {"date": T, "Avg": 900}), "outside"),
-    (metric("step_count", "count", {"date": "2026-01-01 07:00:00", "qty": 1}), "date"),
-    (metric("step_count", "count", {"date": T, "qty": "12"}), "number"),
-    (metric("blood_pressure", "mmHg", {"date": T, "systolic": 118}), "diastolic"),
-    ({"name": "step_count", "units": "count", "data": {}}, "data must be an array"),
+     "invalid_time", 1, 1),
+    (metric("heart_rate", "furlongs", {"date": T, "Avg": 58}, {"date": T, "Avg": 59}),
+     "unknown_unit", 2, 0),
+    (metric("heart_rate", None, {"date": T, "Avg": 58}), "unknown_unit", 1, 0),
+    (metric("heart_rate", 5, {"date": T, "Avg": 58}), "unknown_unit", 1, 0),
+    (metric("weight_body_mass", "count/min", {"date": T, "qty": 70}), "unknown_unit", 1, 0),
+    (metric("heart_rate", "count/min", {"date": T, "Avg": 900}), "invalid_value", 1, 0),
+    (metric("step_count", "count", {"date": "2026-01-01 07:00:00", "qty": 1}), "invalid_time",
+     1, 0),
+    (metric("step_count", "count", {"date": "1999-12-31 23:00:00 +0000", "qty": 1}),
+     "invalid_time", 1, 0),
+    (metric("step_count", "count", {"date": T, "qty": "12"}), "invalid_value", 1, 0),
+    (metric("step_count", "count", {"date": T, "qty": 12}, "not a point"), "invalid_item", 1,
+     1),
+    (metric("blood_pressure", "mmHg", {"date": T, "systolic": 118}), "invalid_value", 1, 1),
+    ({"name": "step_count", "units": "count", "data": {}}, "invalid_item", 1, 0),
 ])
-def test_wrong_items_are_422(item, match):
-    with pytest.raises(InvalidPayload, match=match):
-        parse_metrics(item)
+def test_what_cannot_be_stored_is_skipped_and_the_rest_kept(item, reason, count, stored):
+    steps = metric("walking_running_distance", "km", {"date": T, "qty": 1.2})
+    delivery = parse_metrics(item, steps)
+    assert len(delivery.events) == stored + 1
+    assert delivery.events[-1].metric == "distance"
+    (skipped,) = delivery.skipped
+    assert (skipped.metric, skipped.reason, skipped.count) == (item["name"], reason, count)
+
+
+def test_a_user_id_must_follow_the_identifier_rule():
+    for user in (" ", "u\x00", "u\n", " u", "x" * 257):
+        req = request(encode(PAYLOAD), {"api-key": "sk-open-key", "x-auren-user-id": user})
+        with pytest.raises(InvalidPayload, match="user_id"):
+            provider().parse(req, RECEIVED)
+    with pytest.raises(ValueError, match="HAE_API_KEYS"):
+        AppleHealthProvider((" :key",))
 
 
 def test_missing_data_is_422_and_bad_json_is_400():

@@ -29,7 +29,12 @@ def parse(payload: dict[str, Any]):
 
 
 def values(delivery):
-    return {event.metric: event.value for event in delivery.events}
+    """The summaries' values (an intraday sample is an instant: it has no end)."""
+    return {event.metric: event.value for event in delivery.events if event.end is not None}
+
+
+def samples(delivery, metric):
+    return [(e.start, e.value) for e in delivery.events if e.metric == metric and e.end is None]
 
 
 def test_not_configured_without_a_client_id():
@@ -56,10 +61,16 @@ def test_no_handshake():
     assert provider().handshake(request(method="GET")) is None
 
 
-def test_dailies_push():
+def test_dailies_push_with_its_heart_rate_samples():
     delivery = parse({"dailies": [DAILY]})
     assert values(delivery) == {"steps": 8412.0, "distance": 6230.5, "active_energy": 512.0,
                                 "resting_heart_rate": 51.0, "heart_rate": 67.0}
+    start = datetime.fromtimestamp(START, UTC)
+    assert samples(delivery, "heart_rate") == [
+        (start, 58.0), (start + timedelta(seconds=15), 59.0),
+        (start + timedelta(seconds=30), 61.0)]
+    assert len(delivery.events) == 8
+    assert delivery.skipped == []
     event = delivery.events[0]
     assert (event.user_id, event.provider_user_id) == (f"garmin:{USER}", USER)
     assert event.source_record_id == "x153a9f3-5f0a2e80-6"
@@ -74,8 +85,9 @@ def test_event_ids_are_stable_across_parses():
 
 
 def test_sleeps_hrv_and_skin_temperature():
+    # durationInSeconds is the monitored period: deep + light + REM + awake.
     sleep = {"userId": USER, "summaryId": "s1", "startTimeInSeconds": START,
-             "durationInSeconds": 27000, "deepSleepDurationInSeconds": 5400,
+             "durationInSeconds": 27900, "deepSleepDurationInSeconds": 5400,
              "lightSleepDurationInSeconds": 15000, "remSleepInSeconds": 6600,
              "awakeDurationInSeconds": 900,
              "overallSleepScore": {"value": 82, "qualifierKey": "GOOD"}}
@@ -85,16 +97,32 @@ def test_sleeps_hrv_and_skin_temperature():
             "durationInSeconds": 27000, "avgDeviationCelsius": -0.4}
     delivery = parse({"sleeps": [sleep], "hrv": [hrv], "skinTemp": [skin]})
     assert values(delivery) == {
-        "sleep_duration": 27000.0, "sleep_deep": 5400.0, "sleep_light": 15000.0,
-        "sleep_rem": 6600.0, "sleep_awake": 900.0, "sleep_score": 82.0, "hrv_rmssd": 48.0,
-        "temperature_deviation": -0.4}
+        "sleep_duration": 27000.0, "time_in_bed": 27900.0, "sleep_deep": 5400.0,
+        "sleep_light": 15000.0, "sleep_rem": 6600.0, "sleep_awake": 900.0, "sleep_score": 82.0,
+        "hrv_rmssd": 48.0, "temperature_deviation": -0.4}
+    assert samples(delivery, "hrv_rmssd") == [
+        (datetime.fromtimestamp(START + 300, UTC), 45.0)]
+
+
+@pytest.mark.parametrize(("stages", "total"), [
+    ({"deepSleepDurationInSeconds": 3600}, 3600.0),
+    ({"lightSleepDurationInSeconds": 3600, "remSleepInSeconds": 0}, 3600.0),
+    ({}, None),
+])
+def test_total_sleep_is_the_sum_of_the_stages_present(stages, total):
+    sleep = {"userId": USER, "summaryId": "s1", "startTimeInSeconds": START,
+             "durationInSeconds": 28800, **stages}
+    delivery = parse({"sleeps": [sleep]})
+    assert values(delivery).get("sleep_duration") == total
+    assert values(delivery)["time_in_bed"] == 28800.0
 
 
 def test_body_composition_grams_become_kilograms_at_the_measurement_time():
     body = {"userId": USER, "summaryId": "b1", "measurementTimeInSeconds": START + 600,
             "weightInGrams": 72400, "bodyFatInPercent": 18.5}
     delivery = parse({"bodyComps": [body]})
-    assert values(delivery) == {"weight": pytest.approx(72.4), "body_fat": 18.5}
+    assert {e.metric: e.value for e in delivery.events} == {"weight": pytest.approx(72.4),
+                                                            "body_fat": 18.5}
     weight = next(e for e in delivery.events if e.metric == "weight")
     assert weight.unit == "kg"
     assert weight.start == datetime(2025, 12, 31, 23, 10, tzinfo=UTC)
@@ -144,17 +172,50 @@ def test_lifecycle_and_unmapped_summaries():
     assert delivery.ignored == 2
 
 
+# (payload, reported name, reason, events still stored)
+@pytest.mark.parametrize(("payload", "name", "reason", "stored"), [
+    ({"dailies": [DAILY, {**DAILY, "startTimeInSeconds": "yesterday"}]}, "dailies",
+     "invalid_time", 8),
+    ({"dailies": [{**DAILY, "startTimeInSeconds": 946_684_799}]}, "dailies", "invalid_time",
+     0),
+    ({"dailies": [{**DAILY, "restingHeartRateInBeatsPerMinute": 0}]},
+     "dailies.restingHeartRateInBeatsPerMinute", "invalid_value", 7),
+    ({"dailies": [{**DAILY, "durationInSeconds": -1}]}, "dailies", "invalid_value", 0),
+    ({"dailies": [{**DAILY, "summaryId": "\t"}]}, "dailies", "invalid_item", 0),
+    ({"dailies": [{**DAILY, "timeOffsetHeartRateSamples": {"0": 58, "15": 400}}]},
+     "dailies.timeOffsetHeartRateSamples", "invalid_value", 6),
+    ({"dailies": [{**DAILY, "timeOffsetHeartRateSamples": [58]}]},
+     "dailies.timeOffsetHeartRateSamples", "invalid_item", 5),
+    ({"pulseox": [{"userId": USER, "startTimeInSeconds": START,
+                   "timeOffsetSpo2Values": {"-5": 97, "0": 96}}]}, "pulseox.timeOffsetSpo2Values",
+     "invalid_time", 1),
+    ({"sleeps": [{"userId": USER, "startTimeInSeconds": START, "durationInSeconds": 100,
+                  "deepSleepDurationInSeconds": "1h", "remSleepInSeconds": 60}]},
+     "sleeps.sleep_duration", "invalid_value", 2),
+])
+def test_what_cannot_be_stored_is_skipped_and_reported(payload, name, reason, stored):
+    delivery = parse(payload)
+    assert len(delivery.events) == stored
+    assert (name, reason) in {(s.metric, s.reason) for s in delivery.skipped}
+
+
+def test_intraday_samples_past_their_cap_are_skipped_not_refused():
+    daily = {**DAILY, "timeOffsetHeartRateSamples": {str(15 * i): 60 for i in range(10)}}
+    garmin = GarminProvider.from_settings(Settings(_env_file=None, garmin_client_id=CLIENT_ID,
+                                                   max_samples_per_delivery=4))
+    assert garmin is not None
+    delivery = garmin.parse(request(encode({"dailies": [daily]})), RECEIVED)
+    assert len(samples(delivery, "heart_rate")) == 4
+    assert len(values(delivery)) == 5
+    (skipped,) = delivery.skipped
+    assert (skipped.reason, skipped.count) == ("over_limit", 6)
+
+
 @pytest.mark.parametrize(("payload", "match"), [
     ({"dailies": [{**DAILY, "userId": None}]}, r"dailies\[0\].*userId"),
-    ({"dailies": [DAILY, {**DAILY, "startTimeInSeconds": "yesterday"}]},
-     r"dailies\[1\].*startTimeInSeconds"),
-    ({"dailies": [{**DAILY, "restingHeartRateInBeatsPerMinute": 0}]},
-     "restingHeartRateInBeatsPerMinute"),
-    ({"dailies": [{**DAILY, "durationInSeconds": -1}]}, "durationInSeconds"),
-    ({"pulseox": [{"userId": USER, "startTimeInSeconds": START,
-                   "timeOffsetSpo2Values": {"-5": 97}}]}, "offsets"),
     ({"dailies": {"userId": USER}}, "dailies must be an array"),
     ({"dailies": ["x"]}, "must be an object"),
+    ({"dailies": [{**DAILY, "userId": "u" * 250}]}, "user id"),
 ])
 def test_wrong_payloads_are_422(payload, match):
     with pytest.raises(InvalidPayload, match=match):

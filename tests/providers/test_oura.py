@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -157,3 +158,60 @@ def test_wrong_fields_are_422(field, value):
     body[field] = value
     with pytest.raises(InvalidPayload, match=field):
         provider().parse(request(json.dumps(body).encode()), RECEIVED)
+
+
+def _without_object(**fields):
+    body = {"event_type": "update", "data_type": "sleep", "user_id": "ou_8c31f0"}
+    body.update(fields)
+    return provider().parse(signed(json.dumps(body).encode()), RECEIVED)
+
+
+def test_a_notification_without_object_id_is_a_fetch_by_time_window():
+    delivery = _without_object(event_time="2026-01-01T07:42:10+00:00")
+    (job,) = delivery.fetch_jobs
+    assert (job.kind, job.object_id) == ("sleep", None)
+    # The two days before the event: a ring synced late brings the nights before too.
+    assert (job.window_start, job.window_end) == (datetime(2025, 12, 30, 7, 42, 10, tzinfo=UTC),
+                                                  datetime(2026, 1, 1, 7, 42, 10, tzinfo=UTC))
+    assert job.params == {"event_type": "update", "event_time": "2026-01-01T07:42:10.000000Z",
+                          "window_start": "2025-12-30T07:42:10.000000Z",
+                          "window_end": "2026-01-01T07:42:10.000000Z"}
+    again = _without_object(event_time="2026-01-01T07:42:10+00:00").fetch_jobs[0]
+    assert again.job_id == job.job_id
+    later = _without_object(event_time="2026-01-01T08:00:00+00:00").fetch_jobs[0]
+    assert later.job_id != job.job_id
+
+
+def test_the_window_reaches_back_from_the_latest_time_given():
+    (job,) = _without_object(event_time="2026-01-01T07:00:00Z",
+                             timestamp="2026-01-01T07:30:00Z").fetch_jobs
+    assert job.window_end == datetime(2026, 1, 1, 7, 30, tzinfo=UTC)
+
+
+def test_an_explicit_window_is_used_as_given():
+    (job,) = _without_object(start_datetime="2025-12-31T00:00:00+01:00",
+                             end_datetime="2026-01-01T00:00:00+01:00").fetch_jobs
+    assert (job.window_start, job.window_end) == (datetime(2025, 12, 30, 23, tzinfo=UTC),
+                                                  datetime(2025, 12, 31, 23, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(("fields", "match"), [
+    ({}, "object_id is required"),
+    ({"start_datetime": "2026-01-01T00:00:00Z"}, "object_id is required"),
+    ({"start_datetime": "2026-01-01T00:00:00Z", "end_datetime": "2025-12-01T00:00:00Z"},
+     "end_datetime"),
+    ({"start_datetime": "2025-01-01T00:00:00Z", "end_datetime": "2026-01-01T00:00:00Z"},
+     "end_datetime"),
+    ({"start_datetime": "1999-01-01T00:00:00Z", "end_datetime": "1999-01-02T00:00:00Z"},
+     "start_datetime"),
+    ({"event_time": "9999-12-31T23:59:59-01:00"}, "event_time"),
+    ({"event_time": "2026-01-05T00:00:00Z"}, "event_time"),
+])
+def test_a_notification_without_object_or_plausible_time_is_422(fields, match):
+    with pytest.raises(InvalidPayload, match=match):
+        _without_object(**fields)
+
+
+def test_a_long_user_id_that_cannot_be_namespaced_is_422():
+    with pytest.raises(InvalidPayload, match="user id"):
+        _without_object(event_time="2026-01-01T07:42:10Z", user_id="u" * 252)

@@ -117,3 +117,53 @@ def test_wrong_fields_are_422(field, value):
 def test_malformed_body_is_400():
     with pytest.raises(MalformedPayload):
         provider().parse(request(b"[]"), RECEIVED)
+
+
+@pytest.mark.parametrize("url", [
+    "https://www.polaraccesslink.com/v3/exercises/Kq83zP",
+    "https://WWW.POLARACCESSLINK.COM/v3/exercises/Kq83zP",
+    "https://www.polaraccesslink.com:443/v3/exercises/Kq83zP",
+])
+def test_url_on_polars_api_host_is_accepted(url):
+    body = {**json.loads(BODY), "url": url}
+    (job,) = provider().parse(request(json.dumps(body).encode()), RECEIVED).fetch_jobs
+    assert job.params["url"] == url
+
+
+@pytest.mark.parametrize("url", [
+    "https://evil.example/v3/exercises/Kq83zP",
+    "https://polaraccesslink.com.evil.example/v3/x",
+    "https://api.polaraccesslink.com/v3/x",  # a subdomain is another host
+    "https://polaraccesslink.com/v3/x",
+    "http://www.polaraccesslink.com/v3/x",
+    "https://www.polaraccesslink.com:8443/v3/x",
+    "https://user:pw@www.polaraccesslink.com/v3/x",
+    "https://www.polaraccesslink.com\u3002evil.example/v3/x",
+    "https://[::1/v3/x",
+])
+def test_url_anywhere_else_is_422(url):
+    body = {**json.loads(BODY), "url": url}
+    with pytest.raises(InvalidPayload, match="url"):
+        provider().parse(request(json.dumps(body).encode()), RECEIVED)
+
+
+def test_the_api_host_is_a_setting():
+    polar = PolarProvider.from_settings(Settings(_env_file=None, polar_signature_secret=SECRET,
+                                                 polar_api_host="sandbox.polar.test"))
+    assert polar is not None
+    body = {**json.loads(BODY), "url": "https://sandbox.polar.test/v3/exercises/Kq83zP"}
+    assert polar.parse(request(json.dumps(body).encode()), RECEIVED).fetch_jobs
+    with pytest.raises(InvalidPayload, match="url"):
+        polar.parse(request(BODY), RECEIVED)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("timestamp", "9999-12-31T23:59:59-01:00"), ("timestamp", "1999-12-31T00:00:00Z"),
+    ("date", "1970-01-01"), ("date", "2100-01-01"),
+])
+def test_instants_and_days_outside_the_plausible_range_are_422(field, value):
+    body = {**json.loads(BODY), field: value}
+    if field == "date":
+        del body["entity_id"]
+    with pytest.raises(InvalidPayload, match=field):
+        provider().parse(request(json.dumps(body).encode()), RECEIVED)

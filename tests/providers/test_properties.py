@@ -2,7 +2,12 @@
 
 1. ``handshake``, ``verify`` and ``parse`` either succeed or raise a ``ClientError``: whatever a
    sender puts in a request, the answer is a 4xx, never a 500.
-2. For the HMAC schemes, changing any single byte of a correctly signed body fails ``verify``.
+2. What ``parse`` accepts keeps the input rules: every identifier follows the one rule, every
+   instant lies in the plausible range, every value within its metric's bounds in its
+   canonical unit, every fetch window in order, every skip has a known reason, and the answer
+   can be encoded. Realistic payloads (the vendors' samples in ``fixtures/`` among them) have
+   any of their values, or several at once, replaced by arbitrary JSON to get there.
+3. For the HMAC schemes, changing any single byte of a correctly signed body fails ``verify``.
 
 Bodies are drawn from raw bytes, form bodies and JSON built from the field names and value
 shapes the parsers look for, so that the draws reach past the first ``isinstance`` check.
@@ -10,22 +15,34 @@ shapes the parsers look for, so that the draws reach past the first ``isinstance
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import json
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auren.errors import ClientError, SignatureInvalid
+from auren.events import (
+    EARLIEST_INSTANT,
+    FUTURE_TOLERANCE,
+    METRICS,
+    SKIP_REASONS,
+    Delivery,
+    is_identifier,
+)
 from auren.providers.apple import AppleHealthProvider
 from auren.providers.base import Provider
 from auren.providers.fitbit import FitbitProvider
 from auren.providers.garmin import GarminProvider
+from auren.providers.native import NativeProvider
 from auren.providers.oura import OuraProvider
 from auren.providers.polar import PolarProvider
 from auren.providers.terra import TerraProvider
@@ -33,12 +50,17 @@ from auren.providers.whoop import WhoopProvider
 from auren.providers.withings import WithingsProvider
 from tests.providers._helpers import NOW, RECEIVED, hmac_b64, hmac_hex, request
 from tests.providers.samples import apple, fitbit, garmin, oura, polar, terra, whoop
+from tests.providers.vendors import fixture, thin
+
+NATIVE_KEY = b"native-property-key-0123456789ab"
 
 PROVIDERS: dict[str, Provider] = {
+    "auren": NativeProvider(("whsec_" + base64.b64encode(NATIVE_KEY).decode().rstrip("="),),
+                            max_events=50),
     "oura": OuraProvider(("s1", "s2"), verification_token="tok"),
     "whoop": WhoopProvider(("s1",)),
-    "terra": TerraProvider(("s1",), max_events=50),
-    "garmin": GarminProvider(("cid",), max_events=50),
+    "terra": TerraProvider(("s1",), max_events=50, max_samples=20),
+    "garmin": GarminProvider(("cid",), max_events=50, max_samples=20),
     "fitbit": FitbitProvider(("s1",), verify_code="code", max_events=50),
     "polar": PolarProvider(("s1",)),
     "withings": WithingsProvider(("10.0.0.0/8", "2001:db8::/32")),
@@ -64,7 +86,12 @@ FIELD_NAMES = [
     "timeOffsetEpochToBreaths", "overallSleepScore", "value", "lastNightAvg",
     # Health Auto Export
     "metrics", "workouts", "name", "units", "qty", "Avg", "systolic", "diastolic",
-    "sleepStart", "sleepEnd", "totalSleep", "deep", "startDate",
+    "sleepStart", "sleepEnd", "totalSleep", "deep", "startDate", "inBed", "inBedStart",
+    "inBedEnd", "core", "rem", "asleep",
+    # intraday series, windows, native
+    "timeOffsetHeartRateSamples", "timeOffsetSleepSpo2", "timeOffsetSleepRespiration",
+    "hrvValues", "detailed", "hr_samples", "hrv_samples_rmssd", "bpm", "hrv_rmssd",
+    "start_datetime", "end_datetime", "events", "metric", "unit", "start", "end",
 ]
 STRING_VALUES = [
     "2026-01-01T00:00:00Z", "2026-01-01T00:00:00+01:00", "2026-01-01 07:00:00 +0100",
@@ -73,6 +100,13 @@ STRING_VALUES = [
     "activity", "healthcheck", "PING", "EXERCISE", "heart_rate", "sleep_analysis",
     "blood_pressure", "blood_oxygen_saturation", "step_count", "count/min", "hr", "degF", "%",
     "ms", "kg", "lb", "furlongs", "0", "60", "-5", "99999999", "²", "u1", "",
+    # the input rules: identifiers, instants, HealthKit units, hosts
+    "u\x00", " ", "  u", "u\n", "\u2028", "x" * 300, "1999-12-31T23:59:59Z",
+    "2026-01-01T00:00:00+00:00\x00", "２０２６-01-01T00:00:00Z", "2100-01-01T00:00:00Z",
+    "2026-01-01 07:00:00", "0001-01-01 00:00:00 +0100", "9999-12-31 23:59:59 -0100",
+    "mL/min·kg", "kcal/hr·kg", "Cal", "cal", "CAL", "degC", "mi", "count",
+    "https://www.polaraccesslink.com/v3/x", "https://www.polaraccesslink.com:8443/x",
+    "https://evil.example/x", "America",
 ]
 KEYS = st.sampled_from(FIELD_NAMES) | st.text(max_size=8)
 SCALARS = (st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
@@ -142,19 +176,59 @@ def test_apple_parses_any_body_from_an_authorized_sender(body, user, bound):
     only_client_errors(lambda: PROVIDERS["apple"].parse(request(body, headers), RECEIVED))
 
 
-# Realistic payloads from the per-provider tests, each with headers that pass parse's own checks.
-REALISTIC: dict[str, tuple[Any, dict[str, str]]] = {
-    "oura": (json.loads(oura.BODY), {}),
-    "whoop": (json.loads(whoop.BODY), {}),
-    "terra": ({**terra.BODY_DATA,
-               "data": terra.SLEEP["data"] + terra.BODY_DATA["data"]}, {}),
-    "garmin": ({"dailies": [garmin.DAILY],
-                "pulseox": [{"userId": "u", "startTimeInSeconds": garmin.START,
-                             "timeOffsetSpo2Values": {"0": 97}}],
-                "sleeps": [{"userId": "u", "callbackURL": "https://apis.garmin.com/x"}]}, {}),
-    "fitbit": (json.loads(fitbit.BODY), {}),
-    "polar": (json.loads(polar.BODY), {}),
-    "apple": ({"data": {"metrics": [
+def assert_within_the_rules(delivery: Delivery) -> None:
+    """What a provider accepted keeps every input rule, and its answer can be encoded."""
+    latest = RECEIVED + FUTURE_TOLERANCE
+    for event in delivery.events:
+        assert is_identifier(event.user_id) and is_identifier(event.provider_user_id)
+        assert event.source_record_id is None or is_identifier(event.source_record_id)
+        assert EARLIEST_INSTANT <= event.start <= latest
+        assert event.end is None or event.start <= event.end <= latest
+        spec = METRICS[event.metric]
+        assert event.unit == spec.unit
+        assert math.isfinite(event.value) and spec.minimum <= event.value <= spec.maximum
+    for job in delivery.fetch_jobs:
+        assert is_identifier(job.user_id) and is_identifier(job.provider_user_id)
+        if job.window_start is not None and job.window_end is not None:
+            assert EARLIEST_INSTANT <= job.window_start <= job.window_end <= latest
+    for skipped in delivery.skipped:
+        assert skipped.reason in SKIP_REASONS and skipped.count >= 1
+    orjson.dumps({"skipped": [s.as_dict() for s in delivery.skipped],
+                  "jobs": [j.as_dict() for j in delivery.fetch_jobs],
+                  "events": [e.as_dict() for e in delivery.events]})
+
+
+def parsed_or_refused(name: str, req: Any) -> None:
+    try:
+        delivery = PROVIDERS[name].parse(req, RECEIVED)
+    except ClientError:
+        return
+    assert_within_the_rules(delivery)
+
+
+# Realistic payloads from the per-provider tests and the vendors' samples, each with headers
+# that pass parse's own checks.
+REALISTIC: dict[str, tuple[str, Any, dict[str, str]]] = {
+    "oura": ("oura", json.loads(oura.BODY), {}),
+    "oura-sample": ("oura", thin("oura"), {}),
+    "oura-without-object": ("oura", thin("oura_without_object"), {}),
+    "whoop": ("whoop", json.loads(whoop.BODY), {}),
+    "whoop-v1": ("whoop", thin("whoop_v1"), {}),
+    "terra": ("terra", {**terra.BODY_DATA,
+                        "data": terra.SLEEP["data"] + terra.BODY_DATA["data"]}, {}),
+    "terra-sleep": ("terra", fixture("terra_sleep.json"), {}),
+    "terra-daily": ("terra", fixture("terra_daily.json"), {}),
+    "garmin": ("garmin", {"dailies": [garmin.DAILY],
+                          "pulseox": [{"userId": "u", "startTimeInSeconds": garmin.START,
+                                       "timeOffsetSpo2Values": {"0": 97}}],
+                          "sleeps": [{"userId": "u",
+                                      "callbackURL": "https://apis.garmin.com/x"}]}, {}),
+    "garmin-push": ("garmin", fixture("garmin_push.json"), {}),
+    "fitbit": ("fitbit", json.loads(fitbit.BODY), {}),
+    "fitbit-sample": ("fitbit", thin("fitbit"), {}),
+    "polar": ("polar", json.loads(polar.BODY), {}),
+    "polar-sleep": ("polar", thin("polar_sleep"), {}),
+    "apple": ("apple", {"data": {"metrics": [
         *apple.PAYLOAD["data"]["metrics"],
         apple.metric("blood_pressure", "mmHg",
                           {"date": apple.T, "systolic": 118, "diastolic": 76}),
@@ -162,7 +236,11 @@ REALISTIC: dict[str, tuple[Any, dict[str, str]]] = {
                           {"date": apple.T, "totalSleep": 7.5, "deep": 1.5,
                            "sleepStart": apple.T, "sleepEnd": apple.T}),
     ]}}, {"api-key": "sk-bound"}),
+    "apple-export": ("apple", fixture("hae_export.json"), {"api-key": "sk-bound"}),
+    "auren": ("auren", thin("auren"), {"webhook-id": "msg_1"}),
 }
+# Withings is a form: its fields, each replaced by arbitrary text.
+WITHINGS_FORM = dict(parse_qsl(thin("withings")))
 
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -184,15 +262,71 @@ def _replaced(value: Any, path: tuple[Any, ...], new: Any) -> Any:
     return result
 
 
-@pytest.mark.parametrize("name", sorted(REALISTIC))
+@pytest.mark.parametrize("case", sorted(REALISTIC))
 @FAST
 @given(data=st.data())
-def test_a_realistic_payload_with_any_one_value_replaced_is_parsed_or_refused(name, data):
-    payload, headers = REALISTIC[name]
+def test_a_realistic_payload_with_any_one_value_replaced_is_parsed_or_refused(case, data):
+    name, payload, headers = REALISTIC[case]
     path = data.draw(st.sampled_from(list(_paths(payload))), label="path")
     mutated = _replaced(payload, path, data.draw(JSON_VALUES, label="value"))
-    req = request(json.dumps(mutated).encode(), headers)
-    only_client_errors(lambda: PROVIDERS[name].parse(req, RECEIVED))
+    parsed_or_refused(name, request(json.dumps(mutated).encode(), headers))
+
+
+@pytest.mark.parametrize("case", sorted(REALISTIC))
+@FAST
+@given(data=st.data())
+def test_a_realistic_payload_with_several_values_replaced_is_parsed_or_refused(case, data):
+    name, payload, headers = REALISTIC[case]
+    paths = list(_paths(payload))[1:]
+    mutated = payload
+    for path in data.draw(st.lists(st.sampled_from(paths), min_size=2, max_size=6),
+                          label="paths"):
+        with contextlib.suppress(KeyError, IndexError, TypeError):  # an earlier one replaced it
+            mutated = _replaced(mutated, path, data.draw(SCALARS, label="value"))
+    parsed_or_refused(name, request(json.dumps(mutated).encode(), headers))
+
+
+# Values that break a rule, tried in every leaf of every realistic payload: instants outside
+# the plausible range (or beyond what UTC holds) in each provider's notation, epochs, and
+# identifiers that break the one rule.
+HOSTILE = [
+    "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "1999-12-31T23:59:59Z",
+    "2026-01-03T00:00:06Z", "2100-01-01T00:00:00+14:00", "9999-12-31 23:59:59 -0100",
+    "0001-01-01 00:00:00 +0100", "1999-12-31 23:59:59 +0000", "2026-01-03 00:00:06 +0000",
+    "1999-12-31", "2100-01-01", 0, 946_684_799, 1_767_398_406, 7_258_118_400, 10**12, -1,
+    "", " ", "u\x00", "u\n", "\u2028", " u", "x" * 300,
+]
+
+
+def _leaves(value: Any) -> list[tuple[Any, ...]]:
+    def walk(node: Any, prefix: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+        if isinstance(node, dict):
+            for key, child in node.items():
+                yield from walk(child, (*prefix, key))
+        elif isinstance(node, list):
+            for index, child in enumerate(node):
+                yield from walk(child, (*prefix, index))
+        elif prefix:
+            yield prefix
+    return list(walk(value, ()))
+
+
+@pytest.mark.parametrize("case", sorted(REALISTIC))
+def test_every_leaf_of_a_realistic_payload_with_each_hostile_value(case):
+    name, payload, headers = REALISTIC[case]
+    for path in _leaves(payload):
+        for value in HOSTILE:
+            parsed_or_refused(name, request(json.dumps(_replaced(payload, path, value))
+                                            .encode(), headers))
+
+
+@FAST
+@given(field=st.sampled_from(sorted(WITHINGS_FORM)), value=st.text(max_size=20)
+       | st.sampled_from(["0", "99999999999", "946684799", "1767249000", "2026-02-30",
+                          "2100-01-01", "1999-12-31", "٣٣١٨٨٤٢"]))
+def test_a_withings_form_with_any_field_replaced_is_parsed_or_refused(field, value):
+    form = {**WITHINGS_FORM, field: value}
+    parsed_or_refused("withings-open", request(urlencode(form).encode()))
 
 
 def _oura(body: bytes) -> dict[str, str]:
@@ -218,8 +352,14 @@ def _polar(body: bytes) -> dict[str, str]:
     return {"polar-webhook-signature": hmac_hex(b"s1", body)}
 
 
+def _native(body: bytes) -> dict[str, str]:
+    return {"webhook-id": "msg_1", "webhook-timestamp": str(NOW),
+            "webhook-signature": "v1," + hmac_b64(NATIVE_KEY, f"msg_1.{NOW}.".encode() + body)}
+
+
 SIGNERS: dict[str, Callable[[bytes], dict[str, str]]] = {
     "oura": _oura, "whoop": _whoop, "terra": _terra, "fitbit": _fitbit, "polar": _polar,
+    "auren": _native,
 }
 
 

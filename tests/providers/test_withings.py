@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from auren.errors import InvalidPayload, MalformedPayload, SignatureInvalid
@@ -60,7 +62,12 @@ def test_parse_makes_one_fetch_job_and_answers_200():
     (job,) = delivery.fetch_jobs
     assert (job.kind, job.object_id) == ("44", None)
     assert (job.user_id, job.provider_user_id) == ("withings:3318842", "3318842")
-    assert job.params == {"startdate": 1767218400, "enddate": 1767249000}
+    # The window is the job's own, and travels in params to every store.
+    assert (job.window_start, job.window_end) == (datetime(2025, 12, 31, 22, tzinfo=UTC),
+                                                  datetime(2026, 1, 1, 6, 30, tzinfo=UTC))
+    assert job.params == {"startdate": 1767218400, "enddate": 1767249000,
+                          "window_start": "2025-12-31T22:00:00.000000Z",
+                          "window_end": "2026-01-01T06:30:00.000000Z"}
     again = provider().parse(request(BODY, FORM), RECEIVED).fetch_jobs[0]
     assert again.job_id == job.job_id
 
@@ -76,6 +83,13 @@ def test_event_notifications_carry_date_and_action():
     (b"userid=1", "appli"),
     (b"userid=abc&appli=44", "userid"),
     (b"userid=1&appli=44&startdate=yesterday", "startdate"),
+    # Every instant and date within the plausible range (2000 .. two days after receipt).
+    (b"userid=1&appli=44&startdate=0&enddate=1767249000", "startdate"),
+    (b"userid=1&appli=44&startdate=1767218400&enddate=999999999999", "enddate"),
+    (b"userid=1&appli=44&startdate=1767249000&enddate=1767218400", "before"),
+    (b"userid=1&appli=46&date=9999-12-31", "date"),
+    (b"userid=1&appli=46&date=2026-02-30", "date"),
+    (b"userid=1&appli=46&date=99999999999", "date"),
 ])
 def test_wrong_fields_are_422(body, match):
     with pytest.raises(InvalidPayload, match=match):
