@@ -80,7 +80,7 @@ def timezone_or_utc(value: str | None) -> tzinfo:
     one must not stop its answer)."""
     try:
         return parse_timezone(value)
-    except InvalidPayload:
+    except (InvalidPayload, OSError, ValueError):  # whatever the zone database makes of it
         return UTC
 
 
@@ -464,7 +464,7 @@ class Neuros:
         text = safety.emergency_reply(finding, self.contacts)
         self._metrics.emergencies.labels(finding.category.value).inc()
         # Which rules fired, never the message: logs carry no message text.
-        log.warning("emergency answer given", extra={
+        log.info("emergency answer given", extra={
             "detail": f"{finding.category.value}: {' '.join(finding.rules)}"})
         intent = Intent.EMERGENCY.value
         record = [Message("user", message, {"intent": intent}),

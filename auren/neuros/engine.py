@@ -10,7 +10,7 @@ ended, activity to the day its interval is centred on. When several providers re
 metric, each day takes the value of the provider with the most days of that metric (ties by
 name): two wearables' step counts are never added together.
 
-Formulas (``shared/reference/neuros.md`` §2, with the minimum-data rules of §2.6):
+Formulas, each with its minimum-data rule:
 
 - HRV: ``x = ln(rMSSD)``; the 7-day baseline is the mean of ``x`` over the valid days of
   ``[d-6, d]`` (at least 3); the normal band is ``mu ± 0.5 sd`` of ``x`` over ``[d-60, d-1]``

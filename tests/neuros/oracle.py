@@ -1,7 +1,8 @@
 """Expected NEUROS numbers, computed independently from the simulator's raw daily records.
 
-Written from ``shared/reference/neuros.md`` §2 without importing the engine: if the engine and
-this file disagree, one of them misreads the formulas. Values are rounded as replies show them.
+Written from the published formulas (listed in ``auren.neuros.engine``'s docstring) without
+importing the engine: if the engine and this file disagree, one of them misreads the formulas.
+Values are rounded as replies show them.
 """
 
 from __future__ import annotations

@@ -36,9 +36,10 @@ OUTPUT_RULES: tuple[Rule, ...] = (
           r"warning signs)\b|\b(?:it is|that is|this is) (?:probably |likely )?nothing to "
           r"worry about\b"),
     _rule("medication-advice",
-          r"\b(?:take|double|increase|decrease|reduce|stop taking|skip|halve) (?:\d+ ?"
-          r"(?:mg|milligrams|pills?|tablets?|capsules?)|(?:your|the) (?:dose|dosage|"
-          r"medication|meds|insulin|pills|tablets))\b"),
+          r"\b(?:take|double|increase|decrease|reduce|stop taking|skip|halve) (?:(?:\d+|a|an|"
+          r"one|two|three|another|extra|more|double|half) (?:\w+ )?(?:mg|milligrams|pills?|"
+          r"tablets?|capsules?|doses?)|(?:your|the|my) (?:dose|dosage|medication|meds|insulin|"
+          r"pills|tablets))\b"),
 )
 
 

@@ -228,7 +228,9 @@ def english_near(terms: Iterable[str]) -> set[str]:
     """English words (pyspellchecker's list) one edit away from any of ``terms``."""
     from spellchecker import SpellChecker  # the word list is only read here, once
 
-    words = SpellChecker(language="en", distance=1).word_frequency.dictionary
+    listed = SpellChecker(language="en", distance=1).word_frequency.dictionary
+    # Messages are read without accents ("cafe"), so the list is too.
+    words = set(listed) | {_ascii_folded(w) for w in listed if not w.isascii()}
     near: set[str] = set()
     for term in terms:
         near.update(w for w in one_edit(term) if w in words)
