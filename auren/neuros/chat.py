@@ -410,7 +410,8 @@ class Neuros:
         self._llm_timeout_s = llm_timeout_s
         self._history = history_messages
         self.contacts = contacts or safety.contacts_for("intl")
-        safety.warm_up()  # the screen's word list, read now rather than in a first chat
+        # The screen's word list is read once per process: start now, not in a first chat.
+        safety.warm_up(background=True)
         self.cache = SeriesCache(marker=getattr(events, "events_marker", None),
                                  shared=shared_cache, lookups=metrics.count_cache_lookups)
         # For /health: the outcome of the latest LLM call ("ok" or why it fell back).

@@ -2,8 +2,9 @@
 
 Four files of messages written for it (see each file's header): ``safety_corpus.yaml`` (the
 development set), ``safety_corpus_heldout.yaml`` (a fifth of the first writing, set aside at
-random before the screen was built), and ``safety_corpus_blind.yaml`` and
-``safety_corpus_blind2.yaml`` (written later, each before its first run). Every emergency must
+random before the screen was built), and ``safety_corpus_blind.yaml``,
+``safety_corpus_blind2.yaml`` and ``safety_corpus_blind3.yaml`` (written later, each before
+its first run). Every emergency must
 be found (recall) and no ordinary message may trigger (false alarms); the test prints both,
 per file and overall, and holds the screen to recall >= 98 % and false alarms <= 2 %.
 Crisis messages (suicide, self-harm) must also get an answer that names the crisis line.
@@ -21,7 +22,8 @@ from auren.neuros.safety import Category, contacts_for, detect, emergency_reply
 
 HERE = Path(__file__).parent
 FILES = {"development": "safety_corpus.yaml", "held-out": "safety_corpus_heldout.yaml",
-         "blind": "safety_corpus_blind.yaml", "blind 2": "safety_corpus_blind2.yaml"}
+         "blind": "safety_corpus_blind.yaml", "blind 2": "safety_corpus_blind2.yaml",
+         "blind 3": "safety_corpus_blind3.yaml"}
 EMERGENCY_KINDS = {"suicide", "selfharm", "overdose", "stroke", "heart", "breathing", "other"}
 ORDINARY_KINDS = {"data", "fig", "medical"}
 CRISIS_KINDS = {"suicide", "selfharm"}

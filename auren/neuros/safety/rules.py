@@ -371,6 +371,12 @@ RULES: tuple[Rule, ...] = (
           unless=_ACCIDENT, force=_INTENT),
     _rule("did-it-to-self", H,
           r"\b(?:did|does|do|done|doing) (?:it|this|that|them) to (?:<SELF>)\b", weight=1),
+    _rule("cutting-again", H,
+          r"\b(?:started|start|been|keep|keeps|am|i am) cutting (?:myself )?again\b|"
+          r"\bcutting again\b", weight=1),
+    _rule("marked-body", H,
+          r"\b(?:arms?|wrists?|thighs?|legs?|skin) (?:<FILL> ){0,3}(?:a mess|covered in "
+          r"(?:cuts|scars|burns|blood)|cut up|scarred|all cut)\b", weight=1),
     _rule("cuts-on-body", H,
           r"\b(?:cuts|scars|burns|wounds|marks) (?:\w+ ){0,2}(?:on|all over) (?:my|his|her|"
           r"their) (?:arms?|wrists?|thighs?|legs?|stomach)\b", weight=1),
@@ -458,7 +464,9 @@ RULES: tuple[Rule, ...] = (
           r"\w+ ){0,3}(?:drooping|droopy|droops|drooped|droop|sagging|sags|sagged|fallen|"
           r"lopsided|crooked|uneven|paralysed|paralyzed|frozen)\b|"
           r"\b(?:drooping|droopy|lopsided|crooked|paralysed|paralyzed) (?:\w+ )?(?:face|mouth|"
-          r"smile)\b"),
+          r"smile)\b|"
+          r"\bside of (?:my|his|her|the) (?:face|mouth) (?:<FILL> ){0,3}(?:dropped|dropping|"
+          r"drops|slipped|slipping|sunk|sagging|collapsed)\b"),
     _rule("speech-slurred", K,
           r"\b(?:speech|words|talking|speaking|voice) (?:\w+ ){0,3}(?:slurred|slurring|slurry|"
           r"garbled|jumbled|gibberish)\b|\b(?:slurred|slurring|garbled|jumbled) (?:\w+ ){0,2}"

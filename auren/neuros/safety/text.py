@@ -258,9 +258,16 @@ def vocabulary() -> Vocabulary:
     return _vocabulary
 
 
-def warm_up() -> None:
-    """Build the vocabulary now (at start-up) rather than in the first chat that needs it."""
-    vocabulary()
+def warm_up(*, background: bool = False) -> None:
+    """Build the vocabulary now rather than in the first chat that needs it. ``background``:
+    on a daemon thread, so that a starting service is ready at once (a chat arriving before
+    it is done waits for it, as it would have built it itself)."""
+    if _vocabulary is not None:
+        return
+    if background:
+        threading.Thread(target=vocabulary, name="safety-vocabulary", daemon=True).start()
+    else:
+        vocabulary()
 
 
 def canonical(message: str) -> str:
