@@ -7,7 +7,8 @@ category fires on one strong match, or on two different weaker signs (stroke: "s
 "my arm feels weak"). The :class:`Finding` names the rules that fired and the words they
 matched, so every decision can be read back (and is, in the logs, without the message).
 
-No network, no model: the same message always gets the same answer, in microseconds.
+No network, no model: the same message always gets the same answer, in about a tenth of a
+millisecond.
 """
 
 from __future__ import annotations
