@@ -16,6 +16,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 # A comma-separated list in the environment; every entry is a secret and never printed.
 SecretList = Annotated[tuple[SecretStr, ...], NoDecode]
 PlainList = Annotated[tuple[str, ...], NoDecode]
+# One line of text a reply may quote: no control characters.
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+# The countries whose emergency number and crisis line NEUROS knows (auren.neuros.safety.replies
+# holds them; a test keeps the two lists equal), and "intl" for no single country.
+NeurosLocale = Literal["intl", "US", "CA", "GB", "IE", "AU", "NZ", "DE", "AT", "CH", "FR", "BE",
+                       "NL", "ES", "SE", "NO", "DK", "FI", "IN", "SG", "BR", "ZA"]
 
 
 def _split_csv(value: Any) -> Any:
@@ -152,6 +158,14 @@ class Settings(BaseSettings):
     neuros_max_body_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
     # Earlier messages of the conversation given as context (user and assistant both count).
     neuros_history_messages: int = Field(default=6, ge=0, le=50)
+    # The emergency answer names the local emergency number and a crisis line: NEUROS_LOCALE
+    # (an ISO country code of the built-in table, or intl) chooses both, and the two overrides
+    # replace either, e.g. for a country outside the table (with intl) or a regional service.
+    neuros_locale: NeurosLocale = "intl"
+    neuros_emergency_number: str | None = Field(default=None, min_length=2, max_length=60,
+                                                pattern=_PRINTABLE)
+    neuros_crisis_line: str | None = Field(default=None, min_length=3, max_length=200,
+                                           pattern=_PRINTABLE)
 
     # --- Gateway (port 9000) and the validation toolkit: where each service answers ----------
     auren_neuros_url: str = "http://127.0.0.1:8000"
@@ -180,6 +194,15 @@ class Settings(BaseSettings):
         "standard_webhook_secret",
         mode="before",
     )(_split_csv)
+
+    @field_validator("neuros_locale", mode="before")
+    @classmethod
+    def _locale_case(cls, value: Any) -> Any:
+        # "gb", "Gb" and "GB" are one country; "INTL" is intl.
+        if isinstance(value, str):
+            value = value.strip()
+            return "intl" if value.lower() == "intl" else value.upper()
+        return value
 
     @property
     def embedded(self) -> bool:

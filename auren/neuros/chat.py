@@ -3,8 +3,11 @@
 The ``user_id`` handed to :meth:`Neuros.answer` is the one the request was authorised for and
 the only one any read uses: ids or names inside the message are text, never a key. The LLM (if
 configured) sees de-identified facts and may call tools that are closures over that same
-``user_id``; its text is sanitised and number-checked, and on any failure the builtin phrasing
-is the answer.
+``user_id``; its text is sanitised, number-checked and screened for unsafe content, and on any
+failure the builtin phrasing is the answer.
+
+An emergency (``auren.neuros.safety``) is answered before anything else: no data is read, no
+LLM is asked, and a conversation that cannot be continued does not stop the answer.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 import orjson
 
 from auren.adapters.base import EventQuery, EventStore
-from auren.errors import InvalidPayload
+from auren.errors import AurenError, InvalidPayload, NotFound
 from auren.neuros import compose, engine, grounding, safety
 from auren.neuros.compose import Reply
 from auren.neuros.intents import DATA_INTENTS, ENERGY, HRV, RHR, SLEEP, STEPS, Intent, Parsed
@@ -39,6 +42,9 @@ T = TypeVar("T")
 V = TypeVar("V")
 
 BUILTIN = "builtin"
+# The longest an emergency answer waits for its turn to be recorded: the answer matters, the
+# record does not, and a slow or locked store must not hold it back.
+EMERGENCY_RECORD_WAIT_S = 2.0
 # Rows one metric query may return; a day of minute-level data for 90 days stays below it.
 _QUERY_LIMIT = 50_000
 _OFFSET = re.compile(r"^(?:utc|gmt)?\s*([+-])(\d{1,2})(?::?(\d{2}))?$")
@@ -79,6 +85,15 @@ def parse_timezone(value: str | None) -> tzinfo:
 def _zone_names() -> frozenset[str]:
     """Every zone name the installed tz database has (read once; empty if there is none)."""
     return frozenset(available_timezones())
+
+
+def timezone_or_utc(value: str | None) -> tzinfo:
+    """The zone ``value`` names, UTC when it names none (an emergency needs no zone, and a bad
+    one must not stop its answer)."""
+    try:
+        return parse_timezone(value)
+    except (InvalidPayload, OSError, ValueError):  # whatever the zone database makes of it
+        return UTC
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,13 +419,17 @@ class Neuros:
 
     def __init__(self, events: EventStore, conversations: ConversationStore,
                  llm: LLMProvider | None, metrics: NeurosMetrics, *, llm_timeout_s: float,
-                 history_messages: int, shared_cache: SharedLevel | None = None) -> None:
+                 history_messages: int, shared_cache: SharedLevel | None = None,
+                 contacts: safety.Contacts | None = None) -> None:
         self._events = events
         self._conversations = conversations
         self._llm = llm
         self._metrics = metrics
         self._llm_timeout_s = llm_timeout_s
         self._history = history_messages
+        self.contacts = contacts or safety.contacts_for("intl")
+        # The screen's word list is read once per process: start now, not in a first chat.
+        safety.warm_up(background=True)
         self.cache = SeriesCache(marker=events.events_marker,
                                  shared=shared_cache, lookups=metrics.count_cache_lookups)
         # For /health: the outcome of the latest LLM call ("ok" or why it fell back).
@@ -421,7 +440,13 @@ class Neuros:
         return self._llm.name if self._llm else BUILTIN
 
     async def answer(self, user_id: str, message: str, conversation_id: str | None,
-                     tz: tzinfo) -> ChatResult:
+                     tz: tzinfo, *, screened: safety.Screening | None = None) -> ChatResult:
+        """Answer one message; ``screened`` is the safety screen's result when the caller ran
+        it already (the HTTP layer does, before its limits)."""
+        screened = screened or safety.screen(message)
+        if screened.finding is not None:
+            return await self._emergency(user_id, message, conversation_id, screened.finding)
+        concern = screened.concern
         today = datetime.now(tz).date()
         data = UserData(self._events, user_id, tz, today, self.cache)
         if conversation_id is not None:
@@ -431,7 +456,6 @@ class Neuros:
             conversation_id, history = new_conversation_id(), []
         previous = next((Parsed.from_meta(m.meta) for m in reversed(history)
                          if m.role == "user"), None)
-        concern = safety.screen(message)
         parsed = parse_intent(message, today, previous)
         reply, intent = await self._builtin(parsed, concern, data, today)
 
@@ -451,12 +475,38 @@ class Neuros:
         ])
         return ChatResult(text, conversation_id, evidence, model, intent.value)
 
+    async def _emergency(self, user_id: str, message: str, conversation_id: str | None,
+                         finding: safety.Finding) -> ChatResult:
+        """The emergency answer. Recorded like any turn when the store allows within
+        ``EMERGENCY_RECORD_WAIT_S``: a conversation of another user (or none) starts a new
+        one, and a store that fails or is slow is logged, never in the way of the answer."""
+        text = safety.emergency_reply(finding, self.contacts)
+        self._metrics.emergencies.labels(finding.category.value).inc()
+        # Which rules fired, never the message: logs carry no message text.
+        log.info("emergency answer given", extra={
+            "detail": f"{finding.category.value}: {' '.join(finding.rules)}"})
+        intent = Intent.EMERGENCY.value
+        record = [Message("user", message, {"intent": intent}),
+                  Message("assistant", text, {"intent": intent, "model": BUILTIN,
+                                              "evidence": [], "safety": finding.category.value,
+                                              "rules": list(finding.rules)})]
+        cid = conversation_id or new_conversation_id()
+        try:
+            async with asyncio.timeout(EMERGENCY_RECORD_WAIT_S):
+                if conversation_id is not None:
+                    try:
+                        await self._conversations.history(user_id, conversation_id, 0)
+                    except NotFound:
+                        cid = new_conversation_id()
+                await self._conversations.append(user_id, cid, record)
+        except (TimeoutError, AurenError) as exc:
+            log.warning("emergency answer not recorded", extra={"error": type(exc).__name__})
+        return ChatResult(text, cid, [], BUILTIN, intent)
+
     # --- builtin --------------------------------------------------------------------------
 
     async def _builtin(self, parsed: Parsed, concern: safety.Concern | None, data: UserData,
                        today: date) -> tuple[Reply, Intent]:
-        if concern is safety.Concern.EMERGENCY:
-            return compose.emergency(), Intent.EMERGENCY
         if concern is safety.Concern.OTHER_PERSON:
             return compose.other_person(), Intent.OTHER_PERSON
         if concern is safety.Concern.MEDICAL:
@@ -609,6 +659,10 @@ class Neuros:
                 outcome = "empty"
             elif grounding.ungrounded(text, evidence):
                 outcome = "ungrounded"
+            elif safety.unsafe_reply(text) is not None:
+                # Self-harm encouragement, a method, advice against emergency care or on
+                # medication, or any talk of an emergency: not what phrasing data may say.
+                outcome = "unsafe"
         except TimeoutError:
             outcome = "timeout"
         except LLMError:

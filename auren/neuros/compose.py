@@ -22,12 +22,7 @@ from auren.neuros.engine import (
     ReadinessInsight,
     SleepInsight,
 )
-from auren.neuros.safety import (
-    EMERGENCY_LINE,
-    MEDICAL_LINE,
-    OTHER_PERSON_LINE,
-    RANGE_LINE,
-)
+from auren.neuros.safety import MEDICAL_LINE, OTHER_PERSON_LINE, RANGE_LINE
 
 CAPABILITIES = ("I can answer questions about your own sleep, HRV, resting heart rate, "
                 "readiness, recovery and training load, and how they changed over a period "
@@ -79,10 +74,6 @@ def help_reply() -> Reply:
 
 def unknown() -> Reply:
     return Reply("I'm not sure what you're asking. " + CAPABILITIES)
-
-
-def emergency() -> Reply:
-    return Reply(EMERGENCY_LINE + " I can't help with emergencies.")
 
 
 def other_person() -> Reply:

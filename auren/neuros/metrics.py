@@ -27,6 +27,12 @@ class NeurosMetrics:
         self.rate_limited = Counter("auren_neuros_rate_limited",
                                     "Chat requests refused by the per-user rate limit",
                                     registry=r)
+        self.emergencies = Counter("auren_neuros_emergencies",
+                                   "Emergency answers by category of the safety screen",
+                                   ["category"], registry=r)
+        self.emergencies_over_limit = Counter(
+            "auren_neuros_emergencies_over_limit",
+            "Emergency answers given although the user was over the rate limit", registry=r)
         self.cache_lookups = Counter("auren_neuros_cache_lookups",
                                      "Daily-series cache lookups (one per metric) by level: "
                                      "process, then redis for what the process missed",

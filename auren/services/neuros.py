@@ -7,8 +7,9 @@ every NEUROS process), Redis for the shared daily series and the optional LLM cl
 the per-user rate limit; the lifespan opens them and closes them again on shutdown.
 
 Order of checks on a chat: body size (413, while it streams) → JSON shape (400/422) → auth for
-the body's ``user_id`` exactly as the bridge's read API (401/403) → message length (413) →
-rate limit (429) → answer. Only authorised requests spend a user's rate budget.
+the body's ``user_id`` exactly as the bridge's read API (401/403) → safety screen → message
+length (413) → rate limit (429) → answer. Only authorised requests spend a user's rate budget;
+an emergency is answered whatever its length or the user's rate.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from auren.errors import (
     PayloadTooLarge,
 )
 from auren.events import iso
-from auren.neuros.chat import ChatResult, Neuros, parse_timezone
+from auren.neuros import safety
+from auren.neuros.chat import ChatResult, Neuros, parse_timezone, timezone_or_utc
 from auren.neuros.memory import ConversationStore
 from auren.neuros.metrics import NeurosMetrics
 from auren.neuros.ratelimit import RateLimiter
@@ -174,7 +176,8 @@ class ChatService:
     """One chat from raw body to result, for every route that answers one.
 
     Order of checks: body (413/415/400 while it streams) → shape (400/422) → auth (401/403)
-    → message length (413) → time zone (422) → rate limit (429) → answer.
+    → safety screen (an emergency skips the rest) → message length (413) → time zone (422)
+    → rate limit (429) → answer.
     """
 
     def __init__(self, state: NeurosState) -> None:
@@ -186,10 +189,17 @@ class ChatService:
         self._latency = {name: state.metrics.latency.labels(name) for name in ("chat", "stream")}
 
     def _admit(self, body: bytes, authorization: str | None,
-               client_host: str | None) -> tuple[ChatInput, tzinfo]:
+               client_host: str | None) -> tuple[ChatInput, tzinfo, safety.Screening]:
         state = self._state
         parsed = parse_chat_body(body)
         state.auth.authorize(authorization, client_host, parsed.user_id)
+        # The safety screen runs before every limit: an emergency is answered whatever the
+        # message's length, its time zone or the user's rate (it still spends a token).
+        screened = safety.screen(parsed.message)
+        if screened.emergency:
+            if not state.limiter.try_take(parsed.user_id):
+                state.metrics.emergencies_over_limit.inc()
+            return parsed, timezone_or_utc(parsed.timezone), screened
         if len(parsed.message) > self._max_chars:
             raise PayloadTooLarge(f"message exceeds {self._max_chars} characters")
         tz = parse_timezone(parsed.timezone)
@@ -198,16 +208,17 @@ class ChatService:
         except AurenError:
             state.metrics.rate_limited.inc()
             raise
-        return parsed, tz
+        return parsed, tz, screened
 
     async def run(self, endpoint: str, body: Callable[[], Awaitable[bytes]],
                   authorization: str | None, client_host: str | None) -> ChatResult:
         started = time.perf_counter()
         status, intent = 500, "none"
         try:
-            parsed, tz = self._admit(await body(), authorization, client_host)
+            parsed, tz, screened = self._admit(await body(), authorization, client_host)
             result = await self._state.neuros.answer(parsed.user_id, parsed.message,
-                                                     parsed.conversation_id, tz)
+                                                     parsed.conversation_id, tz,
+                                                     screened=screened)
             status, intent = 200, result.intent
             return result
         except ClientDisconnect:
@@ -309,7 +320,10 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
               if plane.redis is not None else None)
     neuros = Neuros(events, conversations, plane.llm, metrics,
                     llm_timeout_s=settings.neuros_llm_timeout_s,
-                    history_messages=settings.neuros_history_messages, shared_cache=shared)
+                    history_messages=settings.neuros_history_messages, shared_cache=shared,
+                    contacts=safety.contacts_for(settings.neuros_locale,
+                                                 settings.neuros_emergency_number,
+                                                 settings.neuros_crisis_line))
     state = NeurosState(settings, events, conversations, neuros, metrics,
                         RateLimiter(settings.neuros_rate_per_minute),
                         ReadAuth.from_settings(settings), time.time())

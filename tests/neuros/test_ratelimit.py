@@ -27,3 +27,15 @@ def test_memory_is_bounded() -> None:
     for user in "abcd":
         limiter.take(user)
     limiter.take("a")  # "a" was evicted (least recently seen), so it has a fresh bucket
+
+
+def test_try_take_spends_what_there_is_and_never_refuses() -> None:
+    now = [0.0]
+    limiter = RateLimiter(2, clock=lambda: now[0])  # one token every 30 s
+    assert limiter.try_take("a") and limiter.try_take("a")
+    assert not limiter.try_take("a")  # empty: nothing raised, nothing spent
+    with pytest.raises(RateLimited) as info:
+        limiter.take("a")
+    assert info.value.headers() == {"Retry-After": "30"}
+    now[0] = 30.0
+    assert limiter.try_take("a")

@@ -94,3 +94,54 @@ async def test_a_timezone_must_name_a_zone_of_the_tz_database(tmp_path: Path) ->
             response = await client.post("/chat", json={"message": "How did I sleep?",
                                                         "user_id": "u", "timezone": tz})
             assert response.status_code == 200, (tz, response.text)
+
+
+async def test_an_emergency_is_answered_past_every_limit_but_auth(tmp_path: Path) -> None:
+    """Length, time zone, rate and a conversation that is not the user's: none of them stops
+    an emergency answer. Authentication still does."""
+    settings = Settings(auren_data_dir=tmp_path, neuros_rate_per_minute=1,
+                        neuros_max_message_chars=100, neuros_locale="GB",
+                        auren_api_keys="svc-key")
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://neuros",
+                                     headers={"authorization": "Bearer svc-key"}) as c:
+            async def chat(user: str, message: str, **extra: str) -> httpx.Response:
+                return await c.post("/chat", json={"message": message, "user_id": user,
+                                                   **extra})
+
+            first = await chat("u", "how did I sleep?")
+            assert first.status_code == 200
+            assert (await chat("u", "how did I sleep?")).status_code == 429
+            answer = await chat("u", "I want to die")
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert body["intent"] == "emergency" and body["evidence"] == []
+            assert "Samaritans (call 116 123" in body["reply"] and "999" in body["reply"]
+
+            long = "I can't sleep and everything is going wrong. " * 5 + "I want to die."
+            assert (await chat("v", long.replace("I want to die.", ""))).status_code == 413
+            assert (await chat("v", long)).status_code == 200
+            assert (await chat("w", "hi", timezone="Mars/Olympus")).status_code == 422
+            assert (await chat("w", "my chest hurts", timezone="America")).status_code == 200
+
+            # Another user's conversation: the answer comes in a new one of this user's.
+            other = first.json()["conversation_id"]
+            answer = await chat("x", "I took too many sleeping pills", conversation_id=other)
+            assert answer.status_code == 200 and answer.json()["intent"] == "emergency"
+            assert answer.json()["conversation_id"] != other
+            mine = (await c.get(f"/api/v1/users/x/conversations/"
+                                f"{answer.json()['conversation_id']}")).json()["messages"]
+            assert [m["role"] for m in mine] == ["user", "assistant"]
+            assert mine[1]["meta"]["safety"] == "overdose"
+            theirs = (await c.get(f"/api/v1/users/u/conversations/{other}")).json()
+            assert len(theirs["messages"]) == 2
+
+            # Authentication is never skipped.
+            anonymous = await c.post("/chat", json={"message": "I want to die", "user_id": "u"},
+                                     headers={"authorization": ""})
+            assert anonymous.status_code == 401
+            metrics = (await c.get("/metrics")).text
+            assert "auren_neuros_emergencies_over_limit_total 1.0" in metrics
+            assert 'auren_neuros_emergencies_total{category="suicide"} 2.0' in metrics

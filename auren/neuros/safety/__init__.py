@@ -1,23 +1,38 @@
-"""The safety screen: runs before any coaching and decides what NEUROS must not do itself.
+"""The safety screen: runs before anything else on a chat and decides what NEUROS must not do.
 
-- **Emergency** words (chest pain, trouble breathing, fainting, thoughts of self-harm…): the
-  reply starts with the emergency-services line, and nothing else is coached.
+- **Emergency** (``emergency``: suicidal thoughts, self-harm, overdose or poisoning, stroke or
+  heart-attack signs, severe breathing trouble, collapse, seizure, bleeding, danger): the reply
+  is the emergency answer for the deployment's locale (``replies``: the local emergency number
+  and a crisis line), nothing is coached, no LLM is asked, and neither the rate limit nor the
+  message-length limit refuses it.
 - **Medical** questions (diagnosis, disease names, medication, "is this normal", pregnancy…):
   a short deferral to a clinician, beside the person's own data on the metric they named.
 - **Other people**: NEUROS only ever reads the authenticated user's data; a request about
   someone else (another user, an id, a partner) gets a plain "only your own data".
 
-Keyword rules are deliberately broad: a false positive costs a sentence of deferral; a false
-negative could be coaching where a doctor is needed. These lines carry no digits, so the
-"every number is evidence" rule holds for them too.
+The emergency screen is a deterministic classifier (canonical text, spelling-tolerant words,
+phrase rules with negation and figurative guards), measured against a corpus in the tests. The
+medical and other-person rules are deliberately broad keyword rules: a false positive costs a
+sentence of deferral. Their lines carry no digits, so the "every number is evidence" rule
+holds for them; an emergency answer's only numbers are the phone numbers it gives.
 """
 
 from __future__ import annotations
 
 import enum
 import re
+from dataclasses import dataclass
 
 from auren.neuros.intents import normalise
+from auren.neuros.safety.emergency import Finding, detect
+from auren.neuros.safety.output import unsafe_reply
+from auren.neuros.safety.replies import LOCALES, Contacts, contacts_for, emergency_reply
+from auren.neuros.safety.rules import Category
+from auren.neuros.safety.text import warm_up
+
+__all__ = ["LOCALES", "MEDICAL_LINE", "OTHER_PERSON_LINE", "RANGE_LINE", "Category", "Concern",
+           "Contacts", "Finding", "Screening", "contacts_for", "detect", "emergency_reply",
+           "screen", "unsafe_reply", "warm_up"]
 
 
 class Concern(enum.StrEnum):
@@ -26,9 +41,6 @@ class Concern(enum.StrEnum):
     OTHER_PERSON = "other_person"
 
 
-EMERGENCY_LINE = ("If you have chest pain, trouble breathing, fainting, signs of a stroke or "
-                  "thoughts of harming yourself, call your local emergency number now or go to "
-                  "the nearest emergency department.")
 MEDICAL_LINE = ("I can't diagnose conditions or advise on treatment or medication; please talk "
                 "to a doctor or another clinician about this.")
 OTHER_PERSON_LINE = ("I can only look at your own data, so I can't share or discuss anyone "
@@ -39,14 +51,6 @@ RANGE_LINE = ("Your resting heart rate is outside the usual adult range; conside
 # Alternatives that start at a word boundary share one "\b" (``\b(?:a|b)`` is ``\ba|\bb``):
 # Python's re tries every alternative at every position, each testing the boundary first, and
 # one shared test made the medical screen ten times faster (14 -> 1.5 us a message).
-_EMERGENCY = re.compile(
-    r"\b(?:faint\w*|pass(?:ing)? out\b|suicid\w*|stroke\b|seizure|overdos\w*|collaps\w*|"
-    r"unconscious\b|(?:911|112|999)\b)|"
-    r"chest (?:pain|pressure|tightness)|(?:can'?t|cannot|hard to|trouble|difficulty) "
-    r"breath\w*|short(?:ness)? of breath|passed out|kill (?:myself|me)|end my life|"
-    r"self[- ]harm|hurt(?:ing)? myself|heart attack|"
-    r"numb(?:ness)? (?:in|on) (?:my )?(?:face|arm|left)")
-
 _MEDICAL = re.compile(
     r"\b(?:diagnos\w*|disease\b|disorder\b|arrhythmi\w*|afib\b|"
     r"apn(?:o)?ea\b|covid\b|infect\w*|flu\b|fever\b|sick\b|"
@@ -75,13 +79,29 @@ _OTHER_PERSON = re.compile(
     r"records|history|conversations?|messages)\b")
 
 
-def screen(message: str) -> Concern | None:
-    """The first concern that applies, most serious first; None for an ordinary question."""
+@dataclass(frozen=True, slots=True)
+class Screening:
+    """What the screen found: the most serious concern, and for an emergency, why."""
+
+    concern: Concern | None
+    finding: Finding | None = None
+
+    @property
+    def emergency(self) -> bool:
+        return self.concern is Concern.EMERGENCY
+
+
+ORDINARY = Screening(None)
+
+
+def screen(message: str) -> Screening:
+    """The most serious concern of ``message``: emergency, other person, medical, or none."""
+    finding = detect(message)
+    if finding is not None:
+        return Screening(Concern.EMERGENCY, finding)
     text = normalise(message)
-    if _EMERGENCY.search(text):
-        return Concern.EMERGENCY
     if _OTHER_PERSON.search(text):
-        return Concern.OTHER_PERSON
+        return Screening(Concern.OTHER_PERSON)
     if _MEDICAL.search(text):
-        return Concern.MEDICAL
-    return None
+        return Screening(Concern.MEDICAL)
+    return ORDINARY
