@@ -301,7 +301,13 @@ async def run_sink(settings: Settings, *, idle_exit_s: float | None = None,
     try:
         await sink.open()
         log.info("sink started", extra={"detail": settings.kafka_sink_group})
-        return await sink.run(stop, idle_exit_s=idle_exit_s)
+        # /metrics and /health on SINK_METRICS_PORT when set (auren.sink_http).
+        from auren.sink_http import serving
+
+        async with serving(sink, settings, breaker) as port:
+            if port is not None:
+                log.info("sink metrics served", extra={"port": port})
+            return await sink.run(stop, idle_exit_s=idle_exit_s)
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
