@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from auren import db_cli, simulator
+from auren.docsgen.cli import docs_app
 from auren.infra_cli import infra_app
 from auren.observability import configure_logging
 from auren.ops import cli as ops_cli
@@ -26,6 +27,8 @@ app.add_typer(serve_app, name="serve")
 app.add_typer(infra_app, name="infra")
 # `auren db upgrade` and `auren sink`: the full stack's PostgreSQL side (auren.db_cli).
 db_cli.register(app)
+# `auren docs generate`: the generated, checked-in documents (auren.docsgen).
+app.add_typer(docs_app, name="docs")
 
 
 class ExitCode(enum.IntEnum):

@@ -55,11 +55,12 @@ class SinkCollector(Collector):
                  stats.skipped),
                 ("auren_sink_retries", "Failed PostgreSQL attempts of a batch", stats.retries)):
             yield CounterMetricFamily(name, help_text, value=value)
-        if stats.lag is not None:  # unknown until librdkafka's first statistics
-            yield GaugeMetricFamily("auren_sink_consumer_lag",
-                                    "Records behind the high watermark on the sink's "
-                                    "partitions (librdkafka statistics, every 5 s)",
-                                    value=stats.lag)
+        lag = GaugeMetricFamily("auren_sink_consumer_lag",
+                                "Records behind the high watermark on the sink's partitions "
+                                "(librdkafka statistics, every 5 s)")
+        if stats.lag is not None:  # unknown until the first statistics: declared, no sample
+            lag.add_metric([], stats.lag)
+        yield lag
         yield GaugeMetricFamily("auren_sink_last_batch_age_seconds",
                                 "Seconds since the last committed batch (grows while idle)",
                                 value=time.monotonic() - stats.last_batch_at)
