@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     kafka_sink_group: str = Field(default="auren-sink", min_length=1)
     # The most Kafka records the sink writes in one PostgreSQL transaction.
     sink_batch_records: int = Field(default=2000, ge=1, le=100_000)
+    # `auren sink` serves /metrics and /health on this port while it runs (None: no HTTP).
+    # The other services answer on their own ports; the sink has none, so Prometheus and the
+    # container's health check need this one (9001 in deploy/).
+    sink_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    sink_metrics_host: str = "127.0.0.1"
     postgres_pool_size: int = Field(default=10, ge=1, le=500)
     # Native range partitions (when TimescaleDB is absent): months created behind and ahead.
     postgres_partition_months_back: int = Field(default=12, ge=0, le=600)

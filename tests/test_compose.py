@@ -1,8 +1,10 @@
 """deploy/docker-compose.yml cannot run here (no Docker engine): check its structure instead.
 
 The same stack as ``auren infra`` (Kafka KRaft at the pom's version, PostgreSQL, Redis) plus
-bridge, sink and NEUROS; every reference resolves; every AUREN setting it passes exists; every
-command it runs is a real ``auren`` command; what must survive a container has a volume.
+the four services, the sink and their monitoring; every reference resolves; every AUREN setting
+it passes exists; every command it runs is a real ``auren`` command; what must survive a
+container has a volume; and the Docker standard of docs/SOP.md holds: python:3.11-slim,
+``auren-network``, ``restart: unless-stopped`` and a health check every 30 s on every service.
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ import pytest
 import yaml
 
 from auren.infra.servers import kafka_version
+from auren.ops.procs import DEFAULT_PORTS, SERVICES
 from auren.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
-AUREN_SERVICES = ("migrate", "bridge", "sink", "neuros")
+AUREN_SERVICES = ("migrate", "bridge", "sink", "neuros", "legacy", "gateway")
+# The services that read or write the data plane (the gateway only proxies).
+DATA_PLANE_SERVICES = ("migrate", "bridge", "sink", "neuros", "legacy")
+MONITORING = ("prometheus", "alertmanager", "grafana", "node-exporter")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +37,8 @@ def compose() -> dict[str, Any]:
 
 
 def test_the_stack_has_every_server_and_service(compose):
-    assert set(compose["services"]) == {"kafka", "postgres", "redis", *AUREN_SERVICES}
+    assert set(compose["services"]) == {"kafka", "postgres", "redis", *AUREN_SERVICES,
+                                        *MONITORING}
 
 
 def test_images_are_pinned_and_kafka_matches_the_loopback_stack(compose):
@@ -63,12 +70,13 @@ def test_every_dependency_exists_and_servers_are_health_checked(compose):
             else:
                 assert rule["condition"] == "service_healthy", (name, dependency)
                 assert "healthcheck" in services[dependency], dependency
-    for name in ("bridge", "sink", "neuros"):
+    for name in ("bridge", "sink", "neuros", "legacy"):
         assert set(services[name]["depends_on"]) == {"migrate", "kafka", "postgres", "redis"}
+    assert set(services["gateway"]["depends_on"]) == {"neuros", "bridge", "legacy"}
 
 
 def test_services_point_at_the_servers_by_name(compose):
-    for name in AUREN_SERVICES:
+    for name in DATA_PLANE_SERVICES:
         env = compose["services"][name]["environment"]
         assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
         assert env["REDIS_URL"] == "redis://redis:6379/0"
@@ -77,6 +85,10 @@ def test_services_point_at_the_servers_by_name(compose):
     postgres = compose["services"]["postgres"]["environment"]
     assert (postgres["POSTGRES_USER"], postgres["POSTGRES_DB"]) == ("auren", "auren_production")
     assert "timescaledb" in compose["services"]["postgres"]["image"]
+    gateway = compose["services"]["gateway"]["environment"]
+    for upstream in ("neuros", "bridge", "legacy"):
+        url = gateway[f"AUREN_{upstream.upper()}_URL"]
+        assert url == f"http://{upstream}:{DEFAULT_PORTS[upstream]}", url
 
 
 def test_every_variable_passed_to_auren_is_a_setting(compose):
@@ -88,7 +100,7 @@ def test_every_variable_passed_to_auren_is_a_setting(compose):
 
 def test_the_spool_and_conversations_survive_the_container(compose):
     services = compose["services"]
-    for name in ("bridge", "neuros"):
+    for name in ("bridge", "neuros", "legacy"):
         data_dir = services[name]["environment"]["AUREN_DATA_DIR"]
         mounts = {m.split(":")[1]: m.split(":")[0] for m in services[name]["volumes"]}
         assert mounts.get(data_dir) in compose["volumes"], (name, mounts)
@@ -118,4 +130,54 @@ def test_the_image_runs_the_auren_entry_point():
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["auren"]' in dockerfile
     assert re.search(r"^USER (?!root)\w+", dockerfile, re.M), "never runs as root"
-    assert "FROM python:3.11" in dockerfile
+    assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.M)
+
+
+def _health_url(service: dict[str, Any]) -> str:
+    test = " ".join(service["healthcheck"]["test"])
+    match = re.search(r"http://127\.0\.0\.1:(\d+)/\S*?(?=['\"\s]|$)", test)
+    assert match, test
+    return match.group(0)
+
+
+def test_the_docker_standard_holds_for_every_service(compose):
+    for name, service in compose["services"].items():
+        assert service["networks"] == ["auren-network"], name
+        if name == "migrate":  # a one-shot job: runs to completion, never restarted
+            assert service["restart"] == "no"
+            continue
+        assert service["restart"] == "unless-stopped", name
+        check = service["healthcheck"]
+        assert check["test"] and check["interval"] == "30s", name
+        assert check["timeout"] and check["retries"] >= 1, name
+    assert compose["networks"]["auren-network"]["name"] == "auren-network"
+
+
+def test_each_service_serves_on_its_allocated_port_and_is_checked_there(compose):
+    services = compose["services"]
+    for name in SERVICES:
+        port = DEFAULT_PORTS[name]
+        command = services[name]["command"]
+        assert command[:2] == ["serve", name], command
+        assert command[command.index("--port") + 1] == str(port)
+        assert command[command.index("--host") + 1] == "0.0.0.0"
+        assert services[name]["ports"] == [f"{port}:{port}"]
+        assert _health_url(services[name]) == f"http://127.0.0.1:{port}/health"
+    sink = services["sink"]
+    port = int(sink["environment"]["SINK_METRICS_PORT"])
+    assert 9000 < port <= 9999 and port not in DEFAULT_PORTS.values()
+    assert sink["environment"]["SINK_METRICS_HOST"] == "0.0.0.0"
+    assert _health_url(sink) == f"http://127.0.0.1:{port}/health"
+
+
+def test_monitoring_mounts_the_files_of_this_directory(compose):
+    services = compose["services"]
+    for name in MONITORING:
+        image = services[name]["image"]
+        assert re.search(r":v?\d+\.\d+\.\d+$", image), image
+        for volume in services[name].get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (DEPLOY / source).exists(), (name, source)
+        for port in services[name].get("ports", []):
+            assert port.startswith("127.0.0.1:"), (name, port)  # never public

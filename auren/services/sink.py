@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import orjson
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from auren.adapters.breaker import CircuitBreaker
 from auren.adapters.kafka import ensure_topics
 from auren.adapters.postgres import PostgresStore
 from auren.adapters.wire import DeliveryRecord, decode
@@ -287,7 +288,8 @@ async def run_sink(settings: Settings, *, idle_exit_s: float | None = None,
                    stop: asyncio.Event | None = None) -> SinkStats:
     """Open the store and the consumer, run until SIGTERM/SIGINT (or idle), close both."""
     stop = stop or asyncio.Event()
-    store = postgres_store(settings, application_name="auren-sink")
+    breaker = CircuitBreaker.from_settings("postgres", settings)
+    store = postgres_store(settings, application_name="auren-sink", breaker=breaker)
     await store.open()
     sink = Sink(settings, store)
     loop = asyncio.get_running_loop()
@@ -299,7 +301,13 @@ async def run_sink(settings: Settings, *, idle_exit_s: float | None = None,
     try:
         await sink.open()
         log.info("sink started", extra={"detail": settings.kafka_sink_group})
-        return await sink.run(stop, idle_exit_s=idle_exit_s)
+        # /metrics and /health on SINK_METRICS_PORT when set (auren.services.sink_http).
+        from auren.services.sink_http import serving
+
+        async with serving(sink, settings, breaker) as port:
+            if port is not None:
+                log.info("sink metrics served", extra={"port": port})
+            return await sink.run(stop, idle_exit_s=idle_exit_s)
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)

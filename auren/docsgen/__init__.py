@@ -1,0 +1,1 @@
+"""Documents generated from the code and checked in (``auren docs generate``)."""
