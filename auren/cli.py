@@ -17,6 +17,7 @@ from auren.infra_cli import infra_app
 from auren.observability import configure_logging
 from auren.ops import cli as ops_cli
 from auren.settings import Settings
+from auren.sim.api.cli import providers as sim_providers
 
 app = typer.Typer(help="AUREN: verified biometric ingestion, insights and validation.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -106,6 +107,11 @@ def serve_gateway(
     """Start the Gateway: /api/neuros/*, /api/bridge/*, /api/legacy/* and the dashboard."""
     _serve("gateway", host, port, workers)
 
+
+# `auren sim providers`: the provider API simulator (auren.sim.api).
+sim_app = typer.Typer(help="Simulated provider clouds.", no_args_is_help=True)
+app.add_typer(sim_app, name="sim")
+sim_app.command("providers")(sim_providers)
 
 # `auren serve all` and the validation toolkit (auren.ops.cli holds their code).
 serve_app.command("all")(ops_cli.serve_all)

@@ -1,0 +1,1 @@
+"""Simulated wearables and the provider clouds behind them, for tests, demos and benchmarks."""
