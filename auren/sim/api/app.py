@@ -197,6 +197,8 @@ def create_app(config: SimConfig | None = None, settings: Settings | None = None
 
     async def reply(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Reply)  # noqa: S101 - registered for Reply only
+        for name, value in getattr(request.state, "limit_headers", {}).items():
+            exc.response.headers.setdefault(name, value)
         return exc.response
 
     app.add_exception_handler(Reply, reply)

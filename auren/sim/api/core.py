@@ -605,6 +605,8 @@ class ProviderApi:
             {"app": self.client.client_id, "user": call.wearer.id, "token": token},
             self.state.registered_users(self.name), self.state.clock())
         call.limit = limit
+        # Errors raised later in the handler carry the limit headers too (the app adds them).
+        request.state.limit_headers = self.limit_headers(limit)
         if retry is not None:
             self.state.stats[f"{self.name}:rate_limited"] += 1
             raise Reply(self.rate_limited(retry, limit))
