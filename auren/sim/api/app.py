@@ -299,6 +299,7 @@ def create_app(config: SimConfig | None = None, settings: Settings | None = None
         for key, value in patch.model_dump(exclude_none=True).items():
             if key == "limits":
                 value = [Limit.model_validate(item) for item in value]
+                state.limiter.reset(api.name)  # new limits start with empty windows
             setattr(current, key, value)
         return {"provider": api.name, "access_ttl_s": current.access_ttl_s,
                 "page_size": current.page_size,

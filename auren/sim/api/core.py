@@ -269,6 +269,9 @@ class Limiter:
     def __init__(self) -> None:
         self._counts: dict[tuple[str, str, int, int], int] = {}
 
+    def reset(self, provider: str) -> None:
+        self._counts = {k: v for k, v in self._counts.items() if k[0] != provider}
+
     def hit(self, provider: str, limits: list[Limit], keys: Mapping[Scope, str],
             registered_users: int, now: float) -> tuple[LimitState | None, int | None]:
         """Count one call. Returns the tightest window's state and, when a window is already
