@@ -255,7 +255,7 @@ def _unwrap(response: httpx.Response) -> httpx.Response:
 @dataclass
 class Connection:
     provider: str
-    user: str
+    user: str | None
     client: OAuth2Client
     token: dict[str, Any]
     sim: Sim
@@ -319,7 +319,7 @@ def authorize(sim: Sim, provider: str, user: str | None, *, verifier: str | None
     return oauth, answer.headers["location"], state, verifier
 
 
-def connect(sim: Sim, provider: str, user: str, **params: str) -> Connection:
+def connect(sim: Sim, provider: str, user: str | None, **params: str) -> Connection:
     """The whole dance: consent, code exchange (PKCE where the provider has it)."""
     oauth, location, state, verifier = authorize(sim, provider, user, **params)
     extra = {"action": "requesttoken"} if FLOWS[provider].enveloped else {}
