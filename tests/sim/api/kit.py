@@ -39,7 +39,7 @@ from auren.simulator import UserHistory, generate_users
 from tests.helpers import free_port
 
 SEED = 7
-USERS = 16
+USERS = 80  # each test module uses its own 16 (tests/sim/api/test_*.py: BASE)
 DAYS = 40
 FUTURE = 10
 END = date(2026, 3, 1)

@@ -7,6 +7,9 @@ import pytest
 
 from tests.sim.api.kit import DAYS, END, FUTURE, SEED, USERS, Sim, connect, histories, user_id
 
+# This module's wearers: its own range, so that no other test module connects them.
+BASE = 64
+
 
 def test_config_and_users_describe_what_is_served(sim: Sim) -> None:
     config = sim.admin("GET", "/_sim/config")
@@ -23,17 +26,17 @@ def test_config_and_users_describe_what_is_served(sim: Sim) -> None:
 
 
 def test_advancing_past_the_horizon_reveals_nothing_more(sim: Sim) -> None:
-    user = user_id(15)
+    user = user_id(BASE + 15)
     first = sim.advance(user, FUTURE + 5)
     assert len(first["revealed"]) == FUTURE
     assert sim.advance(user)["revealed"] == []
 
 
 def test_queued_logins_pick_who_consents(sim: Sim) -> None:
-    sim.admin("POST", "/_sim/providers/oura/login", params={"user": user_id(9)})
+    sim.admin("POST", "/_sim/providers/oura/login", params={"user": user_id(BASE + 9)})
     connection = connect(sim, "oura", None)
     info = connection.get("/v2/usercollection/personal_info").json()
-    assert info["id"] == user_id(9)
+    assert info["id"] == user_id(BASE + 9)
 
 
 @pytest.mark.parametrize("method,path,body,status", [
@@ -42,7 +45,7 @@ def test_queued_logins_pick_who_consents(sim: Sim) -> None:
     ("POST", "/_sim/faults", {"kind": "timeout", "delay_s": 10_000}, 400),
     ("POST", "/_sim/faults", {"kind": "revoked", "user": "nobody"}, 404),
     ("POST", "/_sim/faults", {"kind": "expired_token", "provider": "oura",
-                              "user": "sim-7-0014"}, 422),
+                              "user": user_id(BASE + 14)}, 422),
     ("POST", "/_sim/users/nobody/advance", None, 404),
     ("POST", "/_sim/users/0/advance?days=0", None, 400),
     ("PATCH", "/_sim/providers/oura", {"page_size": 0}, 400),
@@ -90,7 +93,7 @@ def test_hostile_input_never_gets_a_server_error(sim: Sim, method: str, path: st
 
 
 def test_a_withings_subscription_to_a_dead_callback_is_refused(sim: Sim) -> None:
-    connection = connect(sim, "withings", user_id(14))
+    connection = connect(sim, "withings", user_id(BASE + 14))
     answer = connection.post("/notify", data={"action": "subscribe", "appli": 44,
                                               "callbackurl": "http://127.0.0.1:9/nothing"})
     assert answer.status_code == 200 and answer.json()["status"] == 293

@@ -18,16 +18,19 @@ import pytest
 from auren.simulator import DayRecord
 from tests.sim.api.kit import DAYS, END, Sim, connect, histories, terra_headers, user_id
 
+# This module's wearers: its own range, so that no other test module connects them.
+BASE = 16
+
 HISTORIES = histories()
 
 
 def visible(index: int) -> list[DayRecord]:
-    return list(HISTORIES[index].days[:DAYS])
+    return list(HISTORIES[BASE + index].days[:DAYS])
 
 
 def test_oura_pages_with_next_token_and_keeps_deviations_and_rmssd(sim: Sim) -> None:
     sim.patch("oura", page_size=7)
-    connection = connect(sim, "oura", user_id(0))
+    connection = connect(sim, "oura", user_id(BASE + 0))
     days = visible(0)
     params = {"start_date": str(days[0].day), "end_date": str(END)}
     docs: list[dict[str, Any]] = []
@@ -72,9 +75,9 @@ def test_oura_pages_with_next_token_and_keeps_deviations_and_rmssd(sim: Sim) -> 
 
 
 def test_whoop_pages_newest_first_in_milliseconds_and_kilojoules(sim: Sim) -> None:
-    connection = connect(sim, "whoop", user_id(0))
+    connection = connect(sim, "whoop", user_id(BASE + 0))
     days = visible(0)
-    profile = HISTORIES[0].profile
+    profile = HISTORIES[BASE + 0].profile
     records: list[dict[str, Any]] = []
     token = None
     while True:
@@ -108,7 +111,7 @@ def test_whoop_pages_newest_first_in_milliseconds_and_kilojoules(sim: Sim) -> No
 
 
 def test_fitbit_local_times_minutes_units_by_language_and_range_limits(sim: Sim) -> None:
-    connection = connect(sim, "fitbit", user_id(0))
+    connection = connect(sim, "fitbit", user_id(BASE + 0))
     days = visible(0)
     collected: list[dict[str, Any]] = []
     url: str | None = connection.url("/1.2/user/-/sleep/list.json")
@@ -145,7 +148,7 @@ def test_fitbit_local_times_minutes_units_by_language_and_range_limits(sim: Sim)
 
 
 def test_polar_shows_only_what_was_uploaded_after_registration(sim: Sim) -> None:
-    user = user_id(12)
+    user = user_id(BASE + 12)
     connection = connect(sim, "polar", user)
     unregistered = connection.get("/v3/users/sleep")
     assert unregistered.status_code == 403 and unregistered.json()["errorType"]
@@ -153,7 +156,7 @@ def test_polar_shows_only_what_was_uploaded_after_registration(sim: Sim) -> None
     assert connection.post("/v3/users", json={"member-id": "m-12"}).status_code == 409
     assert connection.get("/v3/users/sleep").json() == {"nights": []}  # no history at all
     sim.advance(user, 2)
-    new_days = HISTORIES[12].days[DAYS:DAYS + 2]
+    new_days = HISTORIES[BASE + 12].days[DAYS:DAYS + 2]
     nights = connection.get("/v3/users/sleep").json()["nights"]
     assert [n["date"] for n in nights] == [str(r.day) for r in new_days]
     assert [n["deep_sleep"] for n in nights] == [r.deep_s for r in new_days]  # seconds
@@ -167,7 +170,7 @@ def test_polar_shows_only_what_was_uploaded_after_registration(sim: Sim) -> None
     wide = connection.get("/v3/users/activities", params={
         "from": str(new_days[0].day - timedelta(days=28)), "to": str(new_days[0].day)})
     assert wide.status_code == 400
-    old = connection.get(f"/v3/users/sleep/{HISTORIES[12].days[DAYS - 1].day}")
+    old = connection.get(f"/v3/users/sleep/{HISTORIES[BASE + 12].days[DAYS - 1].day}")
     assert old.status_code == 404  # uploaded before registration
     info = connection.get(f"/v3/users/{connection.token['x_user_id']}").json()
     assert info["member-id"] == "m-12" and "registration-date" in info
@@ -175,7 +178,7 @@ def test_polar_shows_only_what_was_uploaded_after_registration(sim: Sim) -> None
 
 def test_withings_scales_by_powers_of_ten_and_pages_with_more_and_offset(sim: Sim) -> None:
     sim.patch("withings", page_size=6)
-    connection = connect(sim, "withings", user_id(0))
+    connection = connect(sim, "withings", user_id(BASE + 0))
     days = visible(0)
     groups: list[dict[str, Any]] = []
     offset = 0
@@ -218,10 +221,10 @@ def test_withings_scales_by_powers_of_ten_and_pages_with_more_and_offset(sim: Si
 
 
 def test_garmin_pulls_by_upload_window_of_at_most_a_day(sim: Sim, sink: Any) -> None:
-    user = user_id(13)
+    user = user_id(BASE + 13)
     connection = connect(sim, "garmin", user)
     result = sim.advance(user, 1)
-    record = HISTORIES[13].days[DAYS]
+    record = HISTORIES[BASE + 13].days[DAYS]
     pings = [n for n in result["notifications"] if n["provider"] == "garmin"]
     assert {n["kind"] for n in pings} == {"dailies", "sleeps", "hrv", "pulseox", "skinTemp"}
     sleeps = next(n for n in pings if n["kind"] == "sleeps")
@@ -238,7 +241,7 @@ def test_garmin_pulls_by_upload_window_of_at_most_a_day(sim: Sim, sink: Any) -> 
 
 def test_garmin_backfill_answers_202_then_pings_and_refuses_repeats(sim: Sim,
                                                                      sink: Any) -> None:
-    user = user_id(14)
+    user = user_id(BASE + 14)
     connection = connect(sim, "garmin", user)
     start = datetime.combine(END - timedelta(days=5), datetime.min.time(), UTC)
     params = {"summaryStartTimeInSeconds": int(start.timestamp()),
@@ -251,7 +254,7 @@ def test_garmin_backfill_answers_202_then_pings_and_refuses_repeats(sim: Sim,
                           params=params).status_code == 409
     wide = dict(params, summaryEndTimeInSeconds=params["summaryStartTimeInSeconds"] + 31 * 86_400)
     assert connection.get("/wellness-api/rest/backfill/hrv", params=wide).status_code == 400
-    without = connect(sim, "garmin", user_id(15), sim_scopes="ACTIVITY_EXPORT HEALTH_EXPORT")
+    without = connect(sim, "garmin", user_id(BASE + 15), sim_scopes="ACTIVITY_EXPORT HEALTH_EXPORT")
     assert without.get("/wellness-api/rest/backfill/hrv", params=params).status_code == 403
 
 
@@ -259,7 +262,7 @@ def test_terra_answers_inline_only_when_asked_and_otherwise_sends_webhooks(
         sim: Sim, sink: Any) -> None:
     session = httpx.post(sim.url + "/terra/v2/auth/generateWidgetSession",
                          json={"reference_id": "ref-3"}, headers=terra_headers()).json()
-    done = httpx.get(session["url"], params={"resource": "OURA", "sim_user": user_id(3)})
+    done = httpx.get(session["url"], params={"resource": "OURA", "sim_user": user_id(BASE + 3)})
     terra_user = done.json()["user_id"]
     sink.wait_for(1)  # the auth webhook
     days = visible(3)

@@ -13,6 +13,9 @@ import pytest
 
 from tests.sim.api.kit import FLOWS, Connection, Sim, connect, user_id
 
+# This module's wearers: its own range, so that no other test module connects them.
+BASE = 32
+
 PROVIDERS = ["oura", "whoop", "fitbit", "polar", "withings", "garmin"]
 
 
@@ -32,7 +35,7 @@ def probe(connection: Connection, **kwargs: Any) -> httpx.Response:
 
 
 def connected(sim: Sim, provider: str, index: int) -> Connection:
-    connection = connect(sim, provider, user_id(index))
+    connection = connect(sim, provider, user_id(BASE + index))
     if provider == "polar" and connection.post(
             "/v3/users", json={"member-id": f"m-{index}"}).status_code not in (200, 409):
         raise AssertionError("registration failed")
@@ -50,7 +53,7 @@ def ok(response: httpx.Response) -> bool:
 def test_rate_limit_fault_answers_in_the_providers_format_then_clears(sim: Sim,
                                                                       provider: str) -> None:
     connection = connected(sim, provider, 1)
-    sim.fault(kind="rate_limit", provider=provider, user=user_id(1), retry_after_s=7)
+    sim.fault(kind="rate_limit", provider=provider, user=user_id(BASE + 1), retry_after_s=7)
     limited = probe(connection)
     if provider == "withings":
         assert limited.status_code == 200 and limited.json()["status"] == 601
@@ -97,7 +100,7 @@ def test_timeout_fault_holds_the_answer(sim: Sim) -> None:
 def test_faults_hit_only_their_provider_and_user(sim: Sim) -> None:
     target, bystander = connected(sim, "oura", 5), connected(sim, "oura", 6)
     other_provider = connected(sim, "whoop", 5)
-    sim.fault(kind="server_error", provider="oura", user=user_id(5), count=None)
+    sim.fault(kind="server_error", provider="oura", user=user_id(BASE + 5), count=None)
     assert probe(target).status_code == 503
     assert ok(probe(bystander)) and ok(probe(other_provider))
     assert probe(target).status_code == 503  # count None: until cleared
@@ -111,7 +114,7 @@ def test_faults_hit_only_their_provider_and_user(sim: Sim) -> None:
 def test_revoked_grant_answers_401_in_the_providers_format_and_refresh_fails(
         sim: Sim, provider: str) -> None:
     connection = connected(sim, provider, 7)
-    assert sim.fault(kind="revoked", provider=provider, user=user_id(7))["applied"] >= 1
+    assert sim.fault(kind="revoked", provider=provider, user=user_id(BASE + 7))["applied"] >= 1
     answer = probe(connection)
     if provider == "withings":
         assert answer.status_code == 200 and answer.json()["status"] == 401
@@ -135,7 +138,7 @@ def test_revoked_grant_answers_401_in_the_providers_format_and_refresh_fails(
 @pytest.mark.parametrize("provider", ["oura", "whoop", "fitbit", "withings", "garmin"])
 def test_expired_access_token_is_refreshed_and_works_again(sim: Sim, provider: str) -> None:
     connection = connected(sim, provider, 8)
-    sim.fault(kind="expired_token", provider=provider, user=user_id(8))
+    sim.fault(kind="expired_token", provider=provider, user=user_id(BASE + 8))
     expired = probe(connection)
     if provider == "withings":
         assert expired.json()["status"] == 401

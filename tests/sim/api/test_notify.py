@@ -29,6 +29,9 @@ from tests.sim.api.kit import (
     user_id,
 )
 
+# This module's wearers: its own range, so that no other test module connects them.
+BASE = 48
+
 HISTORIES = histories()
 
 
@@ -48,7 +51,7 @@ def jobs(captured: list[Captured]) -> list[FetchJob]:
 
 def prepare(sim: Sim, sink: Receiver, provider: str, index: int) -> Connection:
     """Connect, plus what the provider needs before it notifies anyone."""
-    connection = connect(sim, provider, user_id(index))
+    connection = connect(sim, provider, user_id(BASE + index))
     if provider == "fitbit":
         answer = connection.post("/1/user/-/apiSubscriptions/sub-1.json")
         assert answer.status_code == 201, answer.text
@@ -72,8 +75,8 @@ def test_a_new_day_is_notified_signed_and_its_jobs_fetch_that_day(
     index = 1
     connection = prepare(sim, sink, provider, index)
     sink.take()
-    result = sim.advance(user_id(index))
-    record = HISTORIES[index].days[DAYS + _advanced(sim, index) - 1]
+    result = sim.advance(user_id(BASE + index))
+    record = HISTORIES[BASE + index].days[DAYS + _advanced(sim, index) - 1]
     mine = [n for n in result["notifications"] if n["provider"] == provider]
     assert mine and all(200 <= (n["status"] or 0) < 300 for n in mine), mine
     captured = [c for c in sink.wait_for(len(result["notifications"]))
@@ -89,11 +92,11 @@ def test_terra_pushes_the_new_day_in_full_signed(sim: Sim, sink: Receiver) -> No
     index = 2
     session = httpx.post(sim.url + "/terra/v2/auth/generateWidgetSession",
                          json={"reference_id": "auren-7"}, headers=terra_headers()).json()
-    httpx.get(session["url"], params={"resource": "OURA", "sim_user": user_id(index)})
+    httpx.get(session["url"], params={"resource": "OURA", "sim_user": user_id(BASE + index)})
     auth = verified(sink.wait_for(1)[0])
     assert not auth.events and not auth.fetch_jobs  # a control event
-    result = sim.advance(user_id(index))
-    record = HISTORIES[index].days[DAYS + _advanced(sim, index) - 1]
+    result = sim.advance(user_id(BASE + index))
+    record = HISTORIES[BASE + index].days[DAYS + _advanced(sim, index) - 1]
     captured = [c for c in sink.wait_for(len(result["notifications"]))
                 if c.path == "/webhooks/terra"]
     events = [e for c in captured for e in verified(c).events]
@@ -108,7 +111,7 @@ def test_a_tampered_notification_does_not_verify(sim: Sim, sink: Receiver) -> No
     for provider in ("oura", "whoop", "polar"):
         prepare(sim, sink, provider, 3)
     sink.take()
-    result = sim.advance(user_id(3))
+    result = sim.advance(user_id(BASE + 3))
     captured = sink.wait_for(len(result["notifications"]))
     assert {c.path for c in captured} == {"/webhooks/oura", "/webhooks/whoop",
                                           "/webhooks/polar"}
@@ -120,13 +123,13 @@ def test_a_tampered_notification_does_not_verify(sim: Sim, sink: Receiver) -> No
 
 
 def test_fitbit_and_withings_notify_only_subscribed_users(sim: Sim, sink: Receiver) -> None:
-    connect(sim, "fitbit", user_id(4))
-    connect(sim, "withings", user_id(4))
-    result = sim.advance(user_id(4))
+    connect(sim, "fitbit", user_id(BASE + 4))
+    connect(sim, "withings", user_id(BASE + 4))
+    result = sim.advance(user_id(BASE + 4))
     assert not [n for n in result["notifications"]
                 if n["provider"] in ("fitbit", "withings")]
     sim.patch("fitbit", subscriptions_required=False)
-    result = sim.advance(user_id(4))
+    result = sim.advance(user_id(BASE + 4))
     assert [n["kind"] for n in result["notifications"] if n["provider"] == "fitbit"] == [
         "sleep+activities"]
 
@@ -135,8 +138,8 @@ def test_whoop_recovery_variant_with_a_cycle_id_fetches_by_cycle(sim: Sim,
                                                                  sink: Receiver) -> None:
     connection = prepare(sim, sink, "whoop", 5)
     sim.patch("whoop", variant={"recovery_id": "cycle"})
-    result = sim.advance(user_id(5))
-    record = HISTORIES[5].days[DAYS + _advanced(sim, 5) - 1]
+    result = sim.advance(user_id(BASE + 5))
+    record = HISTORIES[BASE + 5].days[DAYS + _advanced(sim, 5) - 1]
     recovery = [j for j in jobs(sink.wait_for(len(result["notifications"])))
                 if j.kind == "recovery.updated"]
     assert recovery and recovery[0].object_id is not None and recovery[0].object_id.isdigit()
@@ -153,11 +156,12 @@ def test_a_user_revoking_at_the_provider_is_notified(sim: Sim, sink: Receiver, p
     if provider == "terra":
         session = httpx.post(sim.url + "/terra/v2/auth/generateWidgetSession",
                              json={"reference_id": "auren-8"}, headers=terra_headers()).json()
-        httpx.get(session["url"], params={"resource": "GARMIN", "sim_user": user_id(6)})
+        httpx.get(session["url"], params={"resource": "GARMIN", "sim_user": user_id(BASE + 6)})
     else:
         prepare(sim, sink, provider, 6)
     sink.take()
-    result = sim.admin("POST", f"/_sim/users/{user_id(6)}/revoke", params={"provider": provider})
+    result = sim.admin("POST", f"/_sim/users/{user_id(BASE + 6)}/revoke",
+                       params={"provider": provider})
     assert result["revoked"] == 1
     assert [n["kind"] for n in result["notifications"]] == [kind]
     captured = sink.wait_for(1)
@@ -174,9 +178,9 @@ def test_a_user_revoking_at_the_provider_is_notified(sim: Sim, sink: Receiver, p
 
 def _advanced(sim: Sim, index: int) -> int:
     """How many days past the start the user's history now shows."""
-    user = sim.admin("GET", "/_sim/users")[index]
+    user = sim.admin("GET", "/_sim/users")[BASE + index]
     shown = datetime.fromisoformat(user["visible_through"]).date()
-    return (shown - HISTORIES[index].days[DAYS - 1].day).days
+    return (shown - HISTORIES[BASE + index].days[DAYS - 1].day).days
 
 
 def connection_user(connection: Connection) -> str:
