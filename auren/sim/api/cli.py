@@ -11,7 +11,6 @@ from rich.console import Console
 
 from auren.observability import configure_logging
 from auren.settings import Settings
-from auren.sim.api.app import SimConfig, create_app, provider_urls
 
 
 def providers(
@@ -37,6 +36,9 @@ def providers(
 
     Provider secrets and client credentials are read from the same environment as the bridge.
     """
+    # Imported here: every other `auren` command would otherwise pay for loading the app.
+    from auren.sim.api.app import SimConfig, create_app, provider_urls
+
     settings = Settings()
     configure_logging(settings.log_level)
     try:

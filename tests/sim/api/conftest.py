@@ -32,9 +32,15 @@ def _reset(request: pytest.FixtureRequest) -> Iterator[None]:
     if "sim" not in request.fixturenames:
         return
     server: Sim = request.getfixturevalue("sim")
-    server.admin("DELETE", "/_sim/faults")
+    if server.admin("GET", "/_sim/faults"):
+        server.admin("DELETE", "/_sim/faults")
+    current = server.admin("GET", "/_sim/config")["providers"]
     for provider, values in DEFAULTS.items():
-        server.patch(provider, **values)
+        now = current[provider]
+        for limit in values["limits"]:
+            limit.setdefault("per_user", 0)
+        if any(now[key] != value for key, value in values.items()):
+            server.patch(provider, **values)
     sink: Receiver = request.getfixturevalue("sink")
     sink.take()
 
