@@ -4,6 +4,7 @@ load balancer, held responses, bodies cut off mid-way, revoked grants, expired t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -11,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.sim.api.kit import FLOWS, Connection, Sim, connect, user_id
+from tests.sim.api.kit import FLOWS, Connection, Sim, authorize, connect, user_id
 
 # This module's wearers: its own range, so that no other test module connects them.
 BASE = 32
@@ -188,3 +189,32 @@ def test_documented_limits_count_per_app_user_or_token_with_their_headers(sim: S
 
 def test_token_endpoint_paths_are_the_flows_used_by_the_tests() -> None:
     assert set(FLOWS) == set(PROVIDERS)
+
+
+def test_a_broken_token_answer_leaves_the_code_usable(sim: Sim) -> None:
+    sim.fault(kind="malformed", provider="oura", target="token")
+    oauth, location, state, verifier = authorize(sim, "oura", user_id(BASE + 13))
+    with pytest.raises(ValueError):  # the JSON is cut off
+        oauth.fetch_token(sim.url + FLOWS["oura"].token, authorization_response=location,
+                          state=state, code_verifier=verifier)
+    token = oauth.fetch_token(sim.url + FLOWS["oura"].token, authorization_response=location,
+                              state=state, code_verifier=verifier)
+    assert token["access_token"]
+
+
+@pytest.mark.parametrize("provider", ["whoop", "fitbit", "garmin"])
+async def test_concurrent_refreshes_with_one_rotating_token_let_exactly_one_win(
+        sim: Sim, provider: str) -> None:
+    connection = connected(sim, provider, 14)
+    flow = FLOWS[provider]
+    client = connection.client
+    form = {"grant_type": "refresh_token", "refresh_token": connection.token["refresh_token"]}
+    auth: dict[str, Any] = {}
+    if flow.auth_method == "client_secret_basic":
+        auth["auth"] = (client.client_id, client.client_secret)
+    else:
+        form.update(client_id=client.client_id, client_secret=client.client_secret)
+    async with httpx.AsyncClient(timeout=30) as http:
+        answers = await asyncio.gather(*(http.post(sim.url + flow.token, data=form, **auth)
+                                         for _ in range(4)))
+    assert sorted(a.status_code for a in answers) == [200, 400, 400, 400]
