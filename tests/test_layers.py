@@ -23,7 +23,8 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("auren.ingest", "auren.neuros"),  # the webhook path; NEUROS's engine and memory
     ("auren.services",),  # the apps, the sink, the composition root, the kernel
     ("auren.sim", "auren.infra"),  # synthetic wearers; the loopback stack (tooling)
-    ("auren.ops", "auren.docsgen"),  # the validation toolkit; the generated documents
+    ("auren.ops",),  # the validation toolkit
+    ("auren.docsgen",),  # documents generated from the code (dashboards from the SLA table)
     ("auren.cli",),  # the command line, mounted in one place
     ("auren.__main__",),  # python -m auren
 )

@@ -50,7 +50,7 @@ class WebhookDelivery:
 
 
 @dataclass(frozen=True, slots=True)
-class _Unsigned:
+class UnsignedDelivery:
     body: bytes
     delivery_id: str
     items: int
@@ -61,12 +61,12 @@ class _Unsigned:
 _SIM_NAMESPACE = uuid.UUID("0f3a6c2e-8d1b-5b7e-a4c9-2e6f1d0b7a53")
 
 
-def _uid(*parts: object) -> str:
+def uid(*parts: object) -> str:
     """A UUIDv5 over ``parts``: stable for a record, distinct for everything else."""
     return str(uuid.uuid5(_SIM_NAMESPACE, "|".join(map(str, parts))))
 
 
-def _number_id(user_id: str, digits: int = 8) -> int:
+def number_id(user_id: str, digits: int = 8) -> int:
     """A provider-style numeric user id, stable per simulated user."""
     number = int.from_bytes(hashlib.sha256(user_id.encode()).digest()[:8], "big")
     return number % int(10**digits)
@@ -85,7 +85,7 @@ def _json(value: Any) -> bytes:
 
 
 @dataclass(slots=True)
-class _Context:
+class RenderContext:
     """What a renderer needs besides the record: the run's identity and the clock."""
 
     run_id: str
@@ -93,7 +93,7 @@ class _Context:
 
     def delivery_id(self, *parts: object) -> str:
         # Run-scoped: a second run with the same seed sends new deliveries of the same records.
-        return _uid("delivery", self.run_id, *parts)
+        return uid("delivery", self.run_id, *parts)
 
     @property
     def now_iso(self) -> str:
@@ -131,25 +131,25 @@ def native_events(record: DayRecord) -> list[dict[str, Any]]:
     ]
 
 
-def _render_native(record: DayRecord, ctx: _Context) -> list[_Unsigned]:
+def _render_native(record: DayRecord, ctx: RenderContext) -> list[UnsignedDelivery]:
     events = native_events(record)
     body = {"type": EVENT_TYPE, "user_id": record.user_id, "events": events}
     msg_id = "msg_" + ctx.delivery_id("auren", record.user_id, record.day).replace("-", "")
-    return [_Unsigned(_json(body), msg_id, len(events), {"msg_id": msg_id})]
+    return [UnsignedDelivery(_json(body), msg_id, len(events), {"msg_id": msg_id})]
 
 
 # -- Terra (full payloads: sleep and daily) ----------------------------------------------------
 
 
-def _render_terra(record: DayRecord, ctx: _Context) -> list[_Unsigned]:
+def render_terra(record: DayRecord, ctx: RenderContext) -> list[UnsignedDelivery]:
     off = record.utc_offset_min
-    user = {"user_id": _uid("terra-user", record.user_id), "provider": "OURA",
+    user = {"user_id": uid("terra-user", record.user_id), "provider": "OURA",
             "reference_id": record.user_id, "scopes": None, "active": True,
             "last_webhook_update": ctx.now_iso}
     sleep = {
         "metadata": {"start_time": _local_iso(record.sleep_start, off),
                      "end_time": _local_iso(record.sleep_end, off),
-                     "summary_id": _uid("terra-sleep", record.user_id, record.day),
+                     "summary_id": uid("terra-sleep", record.user_id, record.day),
                      "is_nap": False, "upload_type": 1},
         "heart_rate_data": {"summary": {"avg_hr_bpm": record.resting_hr_bpm + 6,
                                         "resting_hr_bpm": record.resting_hr_bpm,
@@ -178,22 +178,22 @@ def _render_terra(record: DayRecord, ctx: _Context) -> list[_Unsigned]:
         # X-Terra-Trace-Id: unique per delivery, the same on Terra's retries.
         trace = ctx.delivery_id("terra", kind, record.user_id, record.day)
         body = {"type": kind, "user": user, "data": [item], "version": "2022-03-16"}
-        out.append(_Unsigned(_json(body), trace, items, {"trace_id": trace}))
+        out.append(UnsignedDelivery(_json(body), trace, items, {"trace_id": trace}))
     return out
 
 
 # -- Garmin (push: dailies, sleeps, hrv) -------------------------------------------------------
 
 
-def _render_garmin(record: DayRecord, ctx: _Context) -> list[_Unsigned]:
-    user = _uid("garmin-user", record.user_id)
-    common = {"userId": user, "userAccessToken": _uid("garmin-token", record.user_id),
+def render_garmin(record: DayRecord, ctx: RenderContext) -> list[UnsignedDelivery]:
+    user = uid("garmin-user", record.user_id)
+    common = {"userId": user, "userAccessToken": uid("garmin-token", record.user_id),
               "calendarDate": record.day.isoformat(),
               "startTimeOffsetInSeconds": record.utc_offset_min * 60}
 
     def summary(kind: str, start: datetime) -> str:
         # Garmin's summary ids look like "x<hex>-<hex start>"; updates reuse the same id.
-        return f"x{_uid(kind, record.user_id, record.day)[:8]}-{int(start.timestamp()):x}"
+        return f"x{uid(kind, record.user_id, record.day)[:8]}-{int(start.timestamp()):x}"
 
     body = {
         "dailies": [{**common, "summaryId": summary("dailies", record.day_start),
@@ -219,7 +219,7 @@ def _render_garmin(record: DayRecord, ctx: _Context) -> list[_Unsigned]:
     }
     delivery = ctx.delivery_id("garmin", record.user_id, record.day)
     # 4 daily values, 6 sleep values (deep + light + REM as total sleep, time in bed), HRV.
-    return [_Unsigned(_json(body), delivery, 11)]
+    return [UnsignedDelivery(_json(body), delivery, 11)]
 
 
 # -- Apple Health via Health Auto Export ---------------------------------------------------------
@@ -230,7 +230,7 @@ def _hae_date(moment: datetime, offset_min: int) -> str:
     return _local(moment, offset_min).strftime("%Y-%m-%d %H:%M:%S %z")
 
 
-def _render_apple(record: DayRecord, ctx: _Context) -> list[_Unsigned]:
+def _render_apple(record: DayRecord, ctx: RenderContext) -> list[UnsignedDelivery]:
     off = record.utc_offset_min
 
     def metric(name: str, units: str, qty: float, at: datetime) -> dict[str, Any]:
@@ -263,46 +263,46 @@ def _render_apple(record: DayRecord, ctx: _Context) -> list[_Unsigned]:
     body = {"data": {"metrics": metrics, "workouts": []}}
     # The phone posts for the AUREN user named in x-auren-user-id (an unbound API key).
     # 7 single values and 6 of the night (total sleep, 4 stages, time in bed).
-    return [_Unsigned(_json(body), ctx.delivery_id("apple", record.user_id, record.day), 13,
-                      {"user_id": record.user_id})]
+    return [UnsignedDelivery(_json(body), ctx.delivery_id("apple", record.user_id, record.day),
+                             13, {"user_id": record.user_id})]
 
 
 # -- thin notifications ---------------------------------------------------------------------
 
 
-def _render_oura(record: DayRecord, ctx: _Context) -> list[_Unsigned]:
+def _render_oura(record: DayRecord, ctx: RenderContext) -> list[UnsignedDelivery]:
     out = []
     for data_type in ("sleep", "daily_readiness", "daily_activity", "daily_spo2"):
         # Oura's object id names the record (stable); event_time makes each notification new.
         body = {"event_type": "create", "data_type": data_type,
-                "object_id": _uid("oura", data_type, record.user_id, record.day),
+                "object_id": uid("oura", data_type, record.user_id, record.day),
                 "event_time": ctx.now_iso, "user_id": record.user_id}
-        out.append(_Unsigned(_json(body), ctx.delivery_id("oura", data_type, record.user_id,
-                                                           record.day), 1))
+        out.append(UnsignedDelivery(
+            _json(body), ctx.delivery_id("oura", data_type, record.user_id, record.day), 1))
     return out
 
 
-def _render_whoop(record: DayRecord, ctx: _Context) -> list[_Unsigned]:
-    user = _number_id(record.user_id, 6)
+def _render_whoop(record: DayRecord, ctx: RenderContext) -> list[UnsignedDelivery]:
+    user = number_id(record.user_id, 6)
     out = []
     for kind in ("sleep.updated", "recovery.updated"):
         trace = ctx.delivery_id("whoop", kind, record.user_id, record.day)
-        body = {"user_id": user, "id": _uid("whoop", kind, record.user_id, record.day),
+        body = {"user_id": user, "id": uid("whoop", kind, record.user_id, record.day),
                 "type": kind, "trace_id": trace}
-        out.append(_Unsigned(_json(body), trace, 1))
+        out.append(UnsignedDelivery(_json(body), trace, 1))
     return out
 
 
-def _render_fitbit(record: DayRecord, ctx: _Context) -> list[_Unsigned]:
-    owner = f"{_number_id(record.user_id, 9):X}"
+def _render_fitbit(record: DayRecord, ctx: RenderContext) -> list[UnsignedDelivery]:
+    owner = f"{number_id(record.user_id, 9):X}"
     body = [{"collectionType": kind, "date": record.day.isoformat(), "ownerId": owner,
              "ownerType": "user", "subscriptionId": f"{owner}-{kind}"}
             for kind in ("sleep", "activities")]
-    return [_Unsigned(_json(body), ctx.delivery_id("fitbit", record.user_id, record.day), 2)]
+    return [UnsignedDelivery(_json(body), ctx.delivery_id("fitbit", record.user_id, record.day), 2)]
 
 
-def _render_polar(record: DayRecord, ctx: _Context) -> list[_Unsigned]:
-    user = _number_id(record.user_id, 7)
+def _render_polar(record: DayRecord, ctx: RenderContext) -> list[UnsignedDelivery]:
+    user = number_id(record.user_id, 7)
     day = record.day.isoformat()
     out = []
     for event, url in (("SLEEP", f"https://www.polaraccesslink.com/v3/users/sleep/{day}"),
@@ -310,35 +310,36 @@ def _render_polar(record: DayRecord, ctx: _Context) -> list[_Unsigned]:
                         f"https://www.polaraccesslink.com/v3/users/activities/{day}")):
         body = {"event": event, "user_id": user, "date": day, "timestamp": ctx.now_iso,
                 "url": url}
-        out.append(_Unsigned(_json(body), ctx.delivery_id("polar", event, record.user_id, day),
-                             1, {"event": event}))
+        out.append(UnsignedDelivery(
+            _json(body), ctx.delivery_id("polar", event, record.user_id, day), 1,
+            {"event": event}))
     return out
 
 
-def _render_withings(record: DayRecord, ctx: _Context) -> list[_Unsigned]:
-    user = _number_id(record.user_id, 7)
+def _render_withings(record: DayRecord, ctx: RenderContext) -> list[UnsignedDelivery]:
+    user = number_id(record.user_id, 7)
     out = []
     # appli 44 = sleep, 16 = activity; the window is what changed, in Unix seconds.
     for appli, start, end in ((44, record.sleep_start, record.sleep_end),
                               (16, record.day_start, record.day_end)):
         body = urlencode({"userid": user, "appli": appli, "startdate": int(start.timestamp()),
                           "enddate": int(end.timestamp())}).encode()
-        out.append(_Unsigned(body, ctx.delivery_id("withings", appli, record.user_id,
-                                                   record.day), 1))
+        out.append(UnsignedDelivery(
+            body, ctx.delivery_id("withings", appli, record.user_id, record.day), 1))
     return out
 
 
 @dataclass(frozen=True, slots=True)
 class _Spec:
     setting: str  # the Settings field holding its secret
-    render: Callable[[DayRecord, _Context], list[_Unsigned]]
+    render: Callable[[DayRecord, RenderContext], list[UnsignedDelivery]]
 
 
 # Keyed like auren.providers.PROVIDER_CLASSES: the name is also the route segment.
 PROVIDERS: dict[str, _Spec] = {
     "auren": _Spec("standard_webhook_secret", _render_native),
-    "terra": _Spec("terra_signing_secret", _render_terra),
-    "garmin": _Spec("garmin_client_id", _render_garmin),
+    "terra": _Spec("terra_signing_secret", render_terra),
+    "garmin": _Spec("garmin_client_id", render_garmin),
     "apple": _Spec("hae_api_keys", _render_apple),
     "oura": _Spec("oura_client_secret", _render_oura),
     "whoop": _Spec("whoop_client_secret", _render_whoop),
@@ -365,7 +366,7 @@ class ProviderTarget:
     takes_secret: bool
     keywords: frozenset[str]
 
-    def sign(self, unsigned: _Unsigned, user_id: str, now: float, *,
+    def sign(self, unsigned: UnsignedDelivery, user_id: str, now: float, *,
              redelivery: bool = False) -> WebhookDelivery:
         # Every attempt is signed anew, as a provider does on a retry: a re-delivery has the
         # same ids and body but a fresh timestamp.
@@ -379,7 +380,7 @@ class ProviderTarget:
                                unsigned.delivery_id, user_id, unsigned.items, redelivery)
 
     def render(self, record: DayRecord, *, run_id: str, now: float) -> list[WebhookDelivery]:
-        ctx = _Context(run_id, now)
+        ctx = RenderContext(run_id, now)
         return [self.sign(u, record.user_id, now) for u in self.spec.render(record, ctx)]
 
 
@@ -474,7 +475,7 @@ def render_deliveries(
             record = history.days[index]
             for target in targets:
                 now = clock()
-                for unsigned in target.spec.render(record, _Context(run, now)):
+                for unsigned in target.spec.render(record, RenderContext(run, now)):
                     yield target.sign(unsigned, record.user_id, now)
                     if redeliver and rng.random() < redeliver:
                         yield target.sign(unsigned, record.user_id, clock(), redelivery=True)

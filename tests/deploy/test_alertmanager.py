@@ -10,8 +10,8 @@ import subprocess
 import pytest
 import yaml
 
-from tests.deploy.test_prometheus import _rules
 from tests.deploy.tools import DEPLOY, system_tool
+from tests.deploy.tools import rules as _rules
 
 CONFIG = DEPLOY / "alertmanager.yml"
 RECEIVER_OF = {"page": "auren-pager", "ticket": "auren-tickets"}

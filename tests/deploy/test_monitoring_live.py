@@ -34,13 +34,14 @@ import yaml
 
 from auren.docsgen import dashboards
 from auren.ops.procs import SERVICES
-from tests.deploy.test_prometheus import RULE_FILES, _rules
 from tests.deploy.tools import (
     DEPLOY,
+    RULE_FILES,
     exposition_names,
     promql_metric_names,
     system_tool,
 )
+from tests.deploy.tools import rules as _rules
 from tests.helpers import (
     ServerProcess,
     free_port,

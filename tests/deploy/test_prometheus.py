@@ -14,25 +14,25 @@ import yaml
 
 from auren.ops import sla
 from auren.ops.procs import DEFAULT_PORTS, SERVICES
-from tests.deploy.tools import DEPLOY, DOCS, ROOT, heading_anchors, system_tool
+from tests.deploy.tools import (
+    DEPLOY,
+    DOCS,
+    PROMETHEUS,
+    ROOT,
+    RULE_FILES,
+    heading_anchors,
+    system_tool,
+)
+from tests.deploy.tools import (
+    rules as _rules,
+)
 
-PROMETHEUS = DEPLOY / "prometheus"
-RULE_FILES = sorted((PROMETHEUS / "rules").glob("*.yml"))
 TEST_FILES = sorted((PROMETHEUS / "tests").glob("*.yml"))
 
 
 def _promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([system_tool("promtool"), *map(str, args)], capture_output=True,
                           text=True, timeout=60, check=False, cwd=PROMETHEUS)
-
-
-def _rules() -> dict[str, dict[str, Any]]:
-    rules: dict[str, dict[str, Any]] = {}
-    for path in RULE_FILES:
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            for rule in group["rules"]:
-                rules[rule.get("alert") or rule["record"]] = rule
-    return rules
 
 
 def test_the_configuration_and_its_rule_files_pass_promtool_check():

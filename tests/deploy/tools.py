@@ -6,12 +6,26 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 DOCS = ROOT / "docs"
+PROMETHEUS = DEPLOY / "prometheus"
+RULE_FILES = sorted((PROMETHEUS / "rules").glob("*.yml"))
+
+
+def rules() -> dict[str, dict[str, Any]]:
+    """Every shipped recording and alerting rule, by its record or alert name."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                found[rule.get("alert") or rule["record"]] = rule
+    return found
 
 
 def system_tool(name: str) -> str:
