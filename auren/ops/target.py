@@ -62,6 +62,26 @@ class Target:
     def store_name(self) -> str:
         return "PostgreSQL" if self.settings.postgres_url is not None else "SQLite"
 
+    @property
+    def store_label(self) -> str:
+        """Which store the reconciliation reads, for a report line."""
+        if self.settings.postgres_url is not None:
+            return "PostgreSQL (POSTGRES_URL)"
+        if self.data_dir is None:
+            return "no store"
+        return f"SQLite {self.data_dir / 'auren.sqlite3'}"
+
+    async def store_records(self, namespace: str, timeout_s: float = 30.0) -> dict[str, int]:
+        """How many times each source record id of users in ``namespace`` is stored; raises
+        ProbeFailed when the store cannot be read."""
+        if self.settings.postgres_url is not None:
+            return await deps.postgres_records(self.settings.postgres_url.get_secret_value(),
+                                               namespace, timeout_s)
+        if self.data_dir is None:
+            raise deps.ProbeFailed("no store to read: give --data-dir (embedded) or "
+                                   "POSTGRES_URL (full stack)")
+        return await deps.sqlite_records(self.data_dir / "auren.sqlite3", namespace, timeout_s)
+
     def error_log_offsets(self) -> dict[str, int]:
         return {name: _size(path) for name, path in self.log_paths.items()}
 
