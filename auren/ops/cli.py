@@ -442,6 +442,7 @@ def validate(
         Path("reports"),
     no_faults: Annotated[bool, typer.Option("--no-faults", help="Skip the faults phase.")] =
         False,
+    no_reconcile: NoReconcile = False,
 ) -> None:
     """Every phase of the validation plan in order — health, e2e, SLA baselines, stress at
     100 connections, the progressive ramp and its breaking point, faults, reconciliation — and
@@ -461,7 +462,7 @@ def validate(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(USAGE) from None
     plan = validation.Plan.make(quick=quick, rows=rows, ramp=levels, engine=engine,
-                                faults=not no_faults)
+                                faults=not no_faults, reconcile=not no_reconcile)
     directory = validation.report_dir(reports)
     with _target(neuros, legacy, bridge, gateway, deployed, data_dir, err) as target:
         if not target.settings.standard_webhook_secret:
@@ -478,7 +479,8 @@ def validate(
                     "recommendations": run["recommendations"]})
     else:
         _print_validation(run, paths)
-    code = {"PASS": OK, "FAIL": CHECK_FAILED, "INVALID": ENVIRONMENT}[run["verdict"]]
+    code = {"PASS": OK, "FAIL": CHECK_FAILED, "NOT RECONCILED": CHECK_FAILED,
+            "INVALID": ENVIRONMENT}[run["verdict"]]
     raise typer.Exit(code)
 
 
@@ -511,7 +513,8 @@ def _print_validation(run: dict[str, Any], paths: dict[str, Path]) -> None:
     metrics.add_row("CPU at peak (server processes, % of a core)",
                     num(peak["cpu_peak_pct"], " %"))
     metrics.add_row("memory at peak (RSS)", num(peak["rss_peak_mb"], " MB"))
-    metrics.add_row("events lost", str(perf["events_lost"]))
+    metrics.add_row("events lost (by identity)", "not reconciled" if perf["events_lost"] is None
+                    else str(perf["events_lost"]))
     console.print(metrics)
     for verdict in run["sla"]:
         style = STYLE.get(verdict["status"], "yellow")
@@ -521,11 +524,14 @@ def _print_validation(run: dict[str, Any], paths: dict[str, Path]) -> None:
                       f"{verdict['error_rate']:.3%} (< {row['error_rate']:.3%}): "
                       f"[{style}]{verdict['status'].upper()}[/{style}]")
     console.print(f"breaking point: {run['ramp']['conclusion']}")
+    _print_reconciliation(console, run["reconciliation"])
     console.print("recommendations:")
     for text in run["recommendations"]:
         console.print(f"  - {text.replace('**', '')}")
-    style = {"PASS": "green", "FAIL": "red"}.get(run["verdict"], "yellow")
-    console.print(f"verdict: [{style}]{run['verdict']}[/{style}]")
+    style = {"PASS": "green", "FAIL": "red", "NOT RECONCILED": "red"}.get(run["verdict"],
+                                                                        "yellow")
+    note = f" — {run['verdict_note']}" if run.get("verdict_note") else ""
+    console.print(f"verdict: [{style}]{run['verdict']}[/{style}]{note}")
     console.print(f"report: {paths['html']}  (also report.md, report.json and the charts "
                   f"in {paths['html'].parent})")
 

@@ -60,13 +60,6 @@ class Ledger:
         """Sequence numbers of requests answered 2xx (an answer that was read)."""
         return (seq for seq, outcome in enumerate(self.outcomes) if 200 <= outcome < 300)
 
-    def of_kind(self, kind: str) -> Iterator[int]:
-        test = {"acknowledged": lambda o: 200 <= o < 300,
-                "rejected": lambda o: o >= 100 and not 200 <= o < 300,
-                "unanswered": lambda o: o == UNANSWERED,
-                "not_sent": lambda o: o == NOT_SENT}[kind]
-        return (seq for seq, outcome in enumerate(self.outcomes) if test(outcome))
-
     def counts(self) -> dict[str, int]:
         out = {"rendered": len(self.outcomes), "acknowledged": 0, "rejected": 0,
                "unanswered": 0, "not_sent": 0}

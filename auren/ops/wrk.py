@@ -218,7 +218,7 @@ def fill_ledger(result: StepResult, answers: Path, threads: int, pool_size: int,
             continue
         with path.open() as lines:
             for line in lines:
-                position, _, status = line.partition(" ")
-                ledger.answered(seq(thread, int(position)), int(status))
+                where, _, status = line.partition(" ")
+                ledger.answered(seq(thread, int(where)), int(status))
     counts = ledger.counts()
     result.sent = counts["acknowledged"] + counts["rejected"] + counts["unanswered"]
