@@ -536,6 +536,41 @@ def _print_validation(run: dict[str, Any], paths: dict[str, Path]) -> None:
                   f"in {paths['html'].parent})")
 
 
+# --- faultproxy ---------------------------------------------------------------------------------
+
+
+def faultproxy(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Control API port (loopback).")] =
+        8474,
+    routes: Annotated[list[str] | None, typer.Option(
+        "--route", help="NAME=LISTEN_PORT=UPSTREAM_HOST:PORT, repeatable: listen on "
+                        "127.0.0.1:LISTEN_PORT and forward to the upstream.",
+        show_default=False)] = None,
+) -> None:
+    """The fault proxy (Toxiproxy's model: latency, jitter, bandwidth, slicing, timeouts, reset
+    peer, disabled routes) in front of dependencies or services, driven by its JSON control API
+    on 127.0.0.1:PORT; `auren faults` uses it. Runs until SIGTERM or Ctrl-C."""
+    import signal as signals
+
+    from auren.observability import configure_logging
+    from auren.ops import faultproxy as fp
+
+    err = Console(stderr=True)
+    try:
+        parsed = [fp.parse_route(text) for text in routes or []]
+    except fp.FaultProxyError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(USAGE) from None
+    if not parsed:
+        err.print("[red]give at least one --route[/red]")
+        raise typer.Exit(USAGE)
+    configure_logging("INFO")
+    # SIGTERM ends it like Ctrl-C: uvicorn's handler stops the control API, then the routes.
+    signals.signal(signals.SIGTERM, signals.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(fp.serve(port, parsed))
+
+
 def register(app: typer.Typer) -> None:
     """Add the toolkit's commands to the ``auren`` app."""
     app.command("health")(health)
@@ -543,3 +578,4 @@ def register(app: typer.Typer) -> None:
     app.command("loadtest")(loadtest)
     app.command("faults")(faults)
     app.command("validate")(validate)
+    app.command("faultproxy")(faultproxy)
