@@ -27,7 +27,8 @@ from auren.ops.procs import EnvironmentBroken
 
 OK, CHECK_FAILED, USAGE, ENVIRONMENT = 0, 1, 2, 3  # auren.cli.ExitCode (not imported: cycle)
 
-STYLE = {"pass": "green", "warn": "yellow", "fail": "red", "n/a": "dim"}
+STYLE = {"pass": "green", "warn": "yellow", "fail": "red", "n/a": "dim",
+         "not reconciled": "red"}
 
 Neuros = Annotated[str | None, typer.Option("--neuros", help="NEUROS base URL.",
                                             show_default=False)]
@@ -383,30 +384,41 @@ def faults(
     neuros: Neuros = None, legacy: Legacy = None, bridge: Bridge = None,
     gateway: Gateway = None, deployed: Deployed = False, data_dir: DataDir = None,
     as_json: JsonOut = False,
-    mode: Annotated[str, typer.Option(help="How a dependency is failed: kill (SIGKILL, then "
-                                           "restart), pause (SIGSTOP: hung, connections "
-                                           "open) or both.")] = "kill",
+    mode: Annotated[str, typer.Option(
+        help="Drills, comma-separated: kill (SIGKILL, then restart) and pause (SIGSTOP) of each "
+             "dependency started by `auren infra`; slow (latency over the breaker's slow-call "
+             "bound), lossy (connection resets) and partition (nothing passes) through the "
+             "fault proxy; upstream (the gateway's link to the bridge slower than its "
+             "timeout); `both` = kill,pause; `all`.")] = "all",
     fault_s: Annotated[float, typer.Option(min=1, max=300,
                                            help="How long each fault lasts, s.")] = 8.0,
     rate: Annotated[float, typer.Option(min=1, max=10_000,
                                         help="Webhooks/s during each fault.")] = 40.0,
+    no_reconcile: NoReconcile = False,
 ) -> None:
     """Circuit-breaker verification: a malformed burst gets only 4xx and opens no breaker;
-    in the full stack each dependency fails under load, the breaker opens, requests are
-    accepted or shed with 503 + Retry-After, and it closes after recovery. Faults are always
-    undone, also on Ctrl-C."""
+    each drill fails a dependency (or the gateway's upstream link) under load, the breaker
+    opens, requests are accepted or shed with 503 + Retry-After (504 at the gateway), it
+    recovers, and every webhook acknowledged meanwhile is stored (by identity). Faults are
+    always undone, also on Ctrl-C."""
     from auren.ops import faults as fault_ops
 
     err = Console(stderr=True)
-    if mode not in ("pause", "kill", "both"):
-        err.print("[red]--mode kill|pause|both[/red]")
-        raise typer.Exit(USAGE)
+    try:
+        drills = fault_ops.parse_drills(mode)
+    except ValueError as exc:
+        err.print(f"[red]--mode: {exc}[/red]")
+        raise typer.Exit(USAGE) from None
     with _target(neuros, legacy, bridge, gateway, deployed, data_dir, err) as target:
         result = fault_ops.FaultsResult()
         result.checks.append(asyncio.run(fault_ops.malformed_burst(target)))
-        dependency = fault_ops.dependency_faults(target, fault_s=fault_s, rate=rate, mode=mode)
+        dependency = fault_ops.dependency_faults(target, drills=drills, fault_s=fault_s,
+                                                 rate=rate)
         result.checks.extend(dependency.checks)
         result.steps.extend(dependency.steps)
+        loss = fault_ops.loss_check(target, result.steps, enabled=not no_reconcile)
+        if loss is not None:
+            result.checks.append(loss)
     if as_json:
         _emit_json(result.as_dict())
     else:
@@ -429,6 +441,12 @@ def validate(
     neuros: Neuros = None, legacy: Legacy = None, bridge: Bridge = None,
     gateway: Gateway = None, deployed: Deployed = False, data_dir: DataDir = None,
     as_json: JsonOut = False,
+    stack: Annotated[str, typer.Option(
+        help="With no target: embedded (SQLite, the default) or full: `auren infra` brings "
+             "Kafka, PostgreSQL and Redis up in a private directory on free ports (--data-dir "
+             "to name it and keep it), with the fault proxy in front of them and of the "
+             "services; the services and the sink start against it; everything is torn down "
+             "at the end, also on Ctrl-C or failure.")] = "embedded",
     quick: Annotated[bool, typer.Option("--quick", help="Short phases (a few minutes in "
                                                         "all).")] = False,
     sla_file: Annotated[Path | None, typer.Option("--sla", help="SLA YAML (default: the "
@@ -445,15 +463,21 @@ def validate(
     no_reconcile: NoReconcile = False,
 ) -> None:
     """Every phase of the validation plan in order — health, e2e, SLA baselines, stress at
-    100 connections, the progressive ramp and its breaking point, faults, reconciliation — and
-    one report directory reports/<UTC timestamp>/ (report.md, report.html, report.json, PNGs).
+    100 connections, the progressive ramp and its breaking point, faults and drills,
+    reconciliation by identity — and one report directory reports/<UTC timestamp>/
+    (report.md, report.html, report.json, PNGs). It cannot PASS unless every acknowledged
+    webhook was found in the store (or --no-reconcile, which the verdict then says).
     """
     from auren.ops import sla
     from auren.ops import validate as validation
+    from auren.ops.faults import sigterm_unwinds
 
     err = Console(stderr=True)
-    if engine not in ("auto", "builtin", "wrk"):
-        err.print("[red]--engine auto|builtin|wrk[/red]")
+    if engine not in ("auto", "builtin", "wrk") or stack not in ("embedded", "full"):
+        err.print("[red]--engine auto|builtin|wrk, --stack embedded|full[/red]")
+        raise typer.Exit(USAGE)
+    if stack == "full" and (deployed or any((neuros, legacy, bridge, gateway))):
+        err.print("[red]--stack full starts its own system: give no target URLs[/red]")
         raise typer.Exit(USAGE)
     try:
         rows = sla.load(sla_file)
@@ -464,17 +488,27 @@ def validate(
     plan = validation.Plan.make(quick=quick, rows=rows, ramp=levels, engine=engine,
                                 faults=not no_faults, reconcile=not no_reconcile)
     directory = validation.report_dir(reports)
-    with _target(neuros, legacy, bridge, gateway, deployed, data_dir, err) as target:
+
+    def log(message: str) -> None:
+        err.print(f"[dim]{message}[/dim]")
+
+    with sigterm_unwinds(), _system(stack, neuros, legacy, bridge, gateway, deployed, data_dir,
+                                    err, log) as target:
         if not target.settings.standard_webhook_secret:
             err.print("[red]the load phases sign webhooks with STANDARD_WEBHOOK_SECRET: set "
                       "it to the bridge's secret[/red]")
             raise typer.Exit(USAGE)
         with progress_bars(not as_json and sys.stderr.isatty()) as progress:
-            run = validation.run_validation(target, plan, log=lambda m: err.print(
-                f"[dim]{m}[/dim]"), progress=progress)
-    paths = validation.write_report(run, directory)
+            run = validation.run_validation(target, plan, log=log, progress=progress)
+        if stack == "full":
+            from auren.ops.fullstack import keep_logs
+
+            kept = keep_logs(target, directory)
+            run["environment"]["logs"] = f"{kept} (copied before the stack was torn down)"
+        paths = validation.write_report(run, directory)
     if as_json:
-        _emit_json({"verdict": run["verdict"], "report": {k: str(v) for k, v in paths.items()},
+        _emit_json({"verdict": run["verdict"], "verdict_note": run["verdict_note"],
+                    "report": {k: str(v) for k, v in paths.items()},
                     "validation": run["validation"], "performance": run["performance"],
                     "recommendations": run["recommendations"]})
     else:
@@ -482,6 +516,24 @@ def validate(
     code = {"PASS": OK, "FAIL": CHECK_FAILED, "NOT RECONCILED": CHECK_FAILED,
             "INVALID": ENVIRONMENT}[run["verdict"]]
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _system(stack: str, neuros: str | None, legacy: str | None, bridge: str | None,
+            gateway: str | None, deployed: bool, data_dir: Path | None, err: Console,
+            log: Any) -> Iterator[Any]:
+    if stack == "embedded":
+        with _target(neuros, legacy, bridge, gateway, deployed, data_dir, err) as target:
+            yield target
+        return
+    from auren.ops.fullstack import full_stack_system
+
+    try:
+        with full_stack_system(data_dir, log=log) as target:
+            yield target
+    except EnvironmentBroken as exc:
+        err.print(f"[red]environment: {exc}[/red]")
+        raise typer.Exit(ENVIRONMENT) from None
 
 
 def _print_validation(run: dict[str, Any], paths: dict[str, Path]) -> None:

@@ -381,12 +381,14 @@ async def _progress(started: float, duration_s: float,
 async def run_open(base_url: str, factory: RequestFactory, *, rate: float, duration_s: float,
                    connections: int = 64, timeout_s: float = 10.0, label: str = "",
                    max_outstanding: int = 50_000,
-                   on_progress: Callable[[float], None] | None = None) -> StepResult:
+                   on_progress: Callable[[float], None] | None = None,
+                   stop: asyncio.Event | None = None) -> StepResult:
     """Request *i* is due at ``i / rate`` s; latency counts from then (wrk2's model).
 
     At most ``connections`` requests are on the wire; the others wait for a connection and
     that wait is part of their latency. Beyond ``max_outstanding`` due requests the schedule
-    drops (counted, and a failure): memory stays bounded through any stall.
+    drops (counted, and a failure): memory stays bounded through any stall. ``stop`` ends the
+    schedule early (the drills stop once the system has recovered); what was sent is awaited.
     """
     if not rate > 0:
         raise ValueError("rate must be positive")
@@ -431,11 +433,11 @@ async def run_open(base_url: str, factory: RequestFactory, *, rate: float, durat
     progress = asyncio.create_task(_progress(started, duration_s, on_progress))
     try:
         index = 0
-        while index < total:
+        while index < total and not (stop is not None and stop.is_set()):
             now = time.perf_counter()
             intended = started + index / rate
             if intended > now:
-                await asyncio.sleep(intended - now)
+                await asyncio.sleep(min(intended - now, 0.25))
                 continue
             # Everything due by now goes out in this wake-up (sleep granularity is ~1 ms).
             while index < total and started + index / rate <= now:

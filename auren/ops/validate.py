@@ -36,6 +36,7 @@ from auren.ops.target import TITLES, Target
 DEFAULT_RAMP = (50.0, 100.0, 200.0, 500.0)
 QUICK_RAMP = (25.0, 100.0, 400.0)
 STRESS_CONNECTIONS = 100
+QUICK_DRILLS = ("kill", "slow", "partition", "upstream")
 
 
 @dataclass
@@ -177,9 +178,12 @@ def run_validation(target: Target, plan: Plan, *, log: Log,
         if plan.faults:
             done = phase("faults")
             fault_result.checks.append(asyncio.run(faults.malformed_burst(target)))
-            # Quick: a crash of each dependency; full: a crash and a hang (pause) of each.
-            dependency = faults.dependency_faults(target, unaffected_ms=row.latency_ms,
-                                                  mode="kill" if plan.quick else "both")
+            # Quick: a crash, a slow and a cut-off dependency, and a slow gateway upstream;
+            # full: every drill. Their load steps are reconciled with all the others.
+            dependency = faults.dependency_faults(
+                target, unaffected_ms=row.latency_ms, quick=plan.quick,
+                drills=list(QUICK_DRILLS if plan.quick else faults.DRILLS),
+                fault_s=3.0 if plan.quick else 8.0)
             fault_result.checks.extend(dependency.checks)
             fault_result.steps.extend(dependency.steps)
             load_steps.extend(dependency.steps)
