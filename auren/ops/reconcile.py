@@ -33,6 +33,7 @@ from auren.ops.target import Target
 PASS, FAIL, NOT_RECONCILED, NA = "pass", "fail", "not reconciled", "n/a"
 SAMPLE = 5
 POLL_S = 1.0
+QUIET_S = 5.0
 
 
 @dataclass
@@ -99,17 +100,21 @@ def _missing(groups: dict[int, tuple[Identity, list[Ledger]]],
 
 async def read_settled(target: Target, groups: dict[int, tuple[Identity, list[Ledger]]],
                        wait_s: float) -> dict[str, dict[str, int]]:
-    """The run's records once every acknowledged id is there and a second read agrees, or
-    whatever is there when ``wait_s`` has passed. Raises ProbeFailed when unreadable."""
+    """The run's records once every acknowledged id is there and a second read agrees; with
+    ids missing, once nothing has changed for ``QUIET_S`` (a sink still writing changes the
+    store every read), at most ``wait_s``. Raises ProbeFailed when unreadable."""
     namespaces = sorted({identity.namespace for identity, _ in groups.values()})
     deadline = time.monotonic() + wait_s
     last = await _read(target, namespaces)
+    quiet_since = time.monotonic()
     while time.monotonic() < deadline:
         await asyncio.sleep(POLL_S)
         now = await _read(target, namespaces)
-        if now == last and not _missing(groups, now):
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+            continue
+        if not _missing(groups, now) or time.monotonic() - quiet_since >= QUIET_S:
             return now
-        last = now
     return last
 
 
