@@ -145,13 +145,20 @@ def status_command(
 
     Exit code 0 when every server asked about answers, 1 otherwise.
     """
+    from auren.ops import placement
+
     cfg = _config(data_dir, kafka_port, kafka_controller_port, postgres_port, redis_port)
     statuses = infra.status(cfg, _names(servers), timeout=timeout)
+    proxy = placement.recorded(cfg)
     if as_json:
         typer.echo(json.dumps([s.to_dict() for s in statuses], indent=2))
     else:
         for item in statuses:
             typer.echo(item.line())
+        if proxy is not None:
+            state = "running" if proxy.alive() else "not running"
+            typer.echo(f"{'faultproxy':<9} {state:<11} pid {proxy.pid:<6} control API "
+                       f"{proxy.placement.url}")
     raise typer.Exit(_OK if all(s.answering for s in statuses) else _CHECK_FAILED)
 
 
