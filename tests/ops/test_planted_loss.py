@@ -135,3 +135,28 @@ def test_no_reconcile_is_said_and_not_a_pass_of_the_loss_check(embedded: Target,
     recon = json.loads(result.stdout)["reconciliation"]
     assert recon["status"] == "not reconciled" and recon["opted_out"]
     assert "--no-reconcile" in recon["detail"] and recon["lost"] is None
+
+
+def test_validate_through_the_lossy_proxy_fails_with_the_exact_count(
+        embedded: Target, lossy: tuple[str, Path], tmp_path: Path) -> None:
+    # The run the toolkit once called PASS with "Events lost: 0".
+    url, log = lossy
+    offset = log.stat().st_size
+    sla = tmp_path / "sla.yaml"
+    sla.write_text("sla:\n  - {name: webhooks, service: bridge, method: POST, path: "
+                   "/webhooks/auren,\n     latency_ms: 500, percentile: 95, error_rate: 0.01, "
+                   "rate: 200, duration_s: 4}\n")
+    options = url_options(embedded)
+    options[options.index("--bridge") + 1] = url
+    result = runner.invoke(app, ["validate", "--quick", "--json", "--sla", str(sla), "--ramp",
+                                 "10", "--no-faults", "--reports", str(tmp_path / "reports"),
+                                 *options], env=env_of(embedded))
+    summary = json.loads(result.stdout)
+    truth = dropped(log, offset)
+    assert len(truth) >= 1, summary
+    assert result.exit_code == 1 and summary["verdict"] == "FAIL", summary
+    lost = len(truth) * workloads.EVENTS_PER_WEBHOOK
+    assert summary["performance"]["events_lost"] == lost, (summary["performance"], truth)
+    run = json.loads(Path(summary["report"]["json"]).read_text())
+    assert run["reconciliation"]["lost_requests"] == len(truth)
+    assert f"**{lost}**" in Path(summary["report"]["md"]).read_text()
