@@ -255,13 +255,11 @@ def run(target: Target, plan: Plan, rows: list[SLARow],
     sampler = Sampler(target.pids).start()
     try:
         offsets = asyncio.run(kafka_baseline(target))
+        ramp_result: Ramp | None = None
         if plan.levels:
-            ramp_result: Ramp | None = ramp(target, template, plan.levels, row, sampler,
-                                            progress)
-            assert ramp_result is not None  # noqa: S101 - for mypy
+            ramp_result = ramp(target, template, plan.levels, row, sampler, progress)
             steps = ramp_result.steps
         else:
-            ramp_result = None
             steps = [run_step(target, template, sampler, progress)]
         if workload != "webhooks":
             recon = Reconciliation(reconcile.NA, detail="only webhooks are reconciled")
