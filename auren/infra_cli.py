@@ -178,7 +178,7 @@ def down_command(
 
     cfg = _config(data_dir, None, None, None, None)
     try:
-        if servers is None:
+        if servers is None and placement.recorded(cfg) is not None:
             typer.echo(f"{'faultproxy':<9} {placement.stop_for_infra(cfg)}")
         statuses = infra.down(cfg, _names(servers), timeout=timeout)
     except InfraError as exc:
