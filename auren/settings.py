@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     auren_kafka_heap_mb: int = Field(default=512, ge=128, le=32_768)
     # Where Maven's Kafka jars are cached across data dirs (None: ~/.cache/auren).
     auren_infra_cache_dir: Path | None = None
+    # `auren infra up --fault-proxy`: the fault proxy's control port; its routes to Kafka,
+    # PostgreSQL and Redis listen on the next three ports, Kafka's listener for them on the 4th.
+    auren_fault_proxy_port: int = Field(default=8474, ge=1, le=65530)
 
     # --- full-stack data plane (read only when the URLs above are set) -------------------------
     # Kafka: events go to one topic keyed by user id, thin notifications (fetch jobs) to another;
@@ -181,6 +184,9 @@ class Settings(BaseSettings):
     gateway_timeout_s: float = Field(default=30.0, gt=0, le=300)
     gateway_connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
     gateway_max_body_bytes: int = Field(default=2 * 1_048_576, ge=1024, le=64 * 1_048_576)
+    # The control API of the fault proxy (`auren faultproxy`) that `auren faults` drives for
+    # the slow, lossy, partition and gateway drills; None: those drills are n/a.
+    auren_fault_proxy_url: str | None = None
 
     # --- process ------------------------------------------------------------------------------
     log_level: str = "INFO"

@@ -29,6 +29,7 @@ app.command("e2e")(toolkit.e2e)
 app.command("loadtest")(toolkit.loadtest)
 app.command("faults")(toolkit.faults)
 app.command("validate")(toolkit.validate)
+app.command("faultproxy")(toolkit.faultproxy)
 # auren infra up | down | status: the loopback Kafka/PostgreSQL/Redis stack (auren.infra)
 app.add_typer(infra.infra_app, name="infra")
 # auren db upgrade, auren sink: the full stack's PostgreSQL side

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -48,11 +49,13 @@ RedisPort = Annotated[int | None, typer.Option(
 
 def _config(data_dir: Path | None, kafka_port: int | None, kafka_controller_port: int | None,
             postgres_port: int | None, redis_port: int | None) -> InfraConfig:
+    from auren.ops import placement
+
     try:
-        return InfraConfig.from_settings(
+        return placement.with_recorded(InfraConfig.from_settings(
             Settings(), data_dir=data_dir, kafka_port=kafka_port,
             kafka_controller_port=kafka_controller_port, postgres_port=postgres_port,
-            redis_port=redis_port)
+            redis_port=redis_port))
     except InfraError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(ExitCode.USAGE) from exc
@@ -81,21 +84,43 @@ def up_command(
         infra.DEFAULT_START_TIMEOUT_S,
     env_file: Annotated[bool, typer.Option(
         help="Write the export lines to <data>/infra/env (mode 0600).")] = True,
+    fault_proxy: Annotated[bool, typer.Option(
+        "--fault-proxy", help="Also start the fault proxy (`auren faultproxy`) in front of the "
+                              "three servers and export URLs through it (and "
+                              "AUREN_FAULT_PROXY_URL), for `auren faults`. Its ports: "
+                              "AUREN_FAULT_PROXY_PORT (8474) and the four after it.")] = False,
 ) -> None:
     """Start what is not running, wait until each answers, print the URLs to export.
 
     Installs PostgreSQL and Redis (Debian packages) and fetches Kafka (Maven) when missing.
     Exit code 0 when all answer, 3 when one could not be started or did not answer in time.
     """
+    from auren.ops import placement
+
     cfg = _config(data_dir, kafka_port, kafka_controller_port, postgres_port, redis_port)
+    proxy = placement.recorded(cfg)
+    if fault_proxy and proxy is None:
+        cfg, layout = placement.for_infra(cfg, Settings().auren_fault_proxy_port)
+    elif proxy is not None:  # placed by an earlier `up --fault-proxy`: stays until `down`
+        layout = proxy.placement
     try:
         statuses = infra.up(cfg, _names(servers), timeout=timeout, write_env=env_file)
-    except InfraError as exc:
+        if fault_proxy or proxy is not None:
+            proxy = placement.start_for_infra(cfg, layout)
+    except (InfraError, RuntimeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         _print(infra.status(cfg, _names(servers)))
         raise typer.Exit(ExitCode.ENVIRONMENT) from exc
     _print(statuses)
-    for line in infra.export_lines(cfg):
+    if proxy is None:
+        exports = infra.export_lines(cfg)
+    else:
+        typer.echo(f"fault proxy pid {proxy.pid}, control API {proxy.placement.url}", err=True)
+        env = placement.proxied_env(infra.connection_env(cfg), proxy.placement)
+        exports = [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
+        if env_file:
+            placement.write_env(cfg, env)
+    for line in exports:
         typer.echo(line)
     if env_file:
         typer.echo(f"# also written to {cfg.env_file} (source it)", err=True)
@@ -118,13 +143,20 @@ def status_command(
 
     Exit code 0 when every server asked about answers, 1 otherwise.
     """
+    from auren.ops import placement
+
     cfg = _config(data_dir, kafka_port, kafka_controller_port, postgres_port, redis_port)
     statuses = infra.status(cfg, _names(servers), timeout=timeout)
+    proxy = placement.recorded(cfg)
     if as_json:
         typer.echo(json.dumps([s.to_dict() for s in statuses], indent=2))
     else:
         for item in statuses:
             typer.echo(item.line())
+        if proxy is not None:
+            state = "running" if proxy.alive() else "not running"
+            typer.echo(f"{'faultproxy':<9} {state:<11} pid {proxy.pid:<6} control API "
+                       f"{proxy.placement.url}")
     raise typer.Exit(ExitCode.OK if all(s.answering for s in statuses) else ExitCode.CHECK_FAILED)
 
 
@@ -140,8 +172,12 @@ def down_command(
 
     Only the recorded processes are signalled. Data stays in <data>/infra for the next `up`.
     """
+    from auren.ops import placement
+
     cfg = _config(data_dir, None, None, None, None)
     try:
+        if servers is None and placement.recorded(cfg) is not None:
+            typer.echo(f"{'faultproxy':<9} {placement.stop_for_infra(cfg)}")
         statuses = infra.down(cfg, _names(servers), timeout=timeout)
     except InfraError as exc:
         typer.echo(f"error: {exc}", err=True)

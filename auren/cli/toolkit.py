@@ -32,7 +32,8 @@ CHECK_FAILED: int = ExitCode.CHECK_FAILED
 USAGE: int = ExitCode.USAGE
 ENVIRONMENT: int = ExitCode.ENVIRONMENT
 
-STYLE = {"pass": "green", "warn": "yellow", "fail": "red", "n/a": "dim"}
+STYLE = {"pass": "green", "warn": "yellow", "fail": "red", "n/a": "dim",
+         "not reconciled": "red"}
 
 Neuros = Annotated[str | None, typer.Option("--neuros", help="NEUROS base URL.",
                                             show_default=False)]
@@ -71,7 +72,7 @@ def _target(neuros: str | None, legacy: str | None, bridge: str | None, gateway:
     for name, url in overrides.items():
         if url is not None and not url.startswith(("http://", "https://")):
             err.print(f"[red]--{name} must be an http(s) URL, got {url!r}[/red]")
-            raise typer.Exit(USAGE)
+            raise typer.Exit(ExitCode.USAGE)
     try:
         if not deployed and not any(overrides.values()):
             err.print("[dim]no target given: starting the embedded system ...[/dim]")
@@ -292,6 +293,17 @@ def _levels(text: str) -> list[float]:
     return levels
 
 
+NoReconcile = Annotated[bool, typer.Option(
+    "--no-reconcile", help="Do not compare the webhooks with the store (when it cannot be read "
+                           "from here); the verdict then says that no loss was measured.")]
+
+
+def _print_reconciliation(console: Console, recon: dict[str, Any]) -> None:
+    style = STYLE.get(recon["status"], "yellow")
+    console.print(f"reconciliation: [{style}]{recon['status'].upper()}[/{style}] "
+                  f"{recon['detail']}")
+
+
 def loadtest(
     neuros: Neuros = None, legacy: Legacy = None, bridge: Bridge = None,
     gateway: Gateway = None, deployed: Deployed = False, data_dir: DataDir = None,
@@ -323,81 +335,51 @@ def loadtest(
                                                   show_default=False)] = None,
     timeout: Annotated[float, typer.Option(min=0.1, max=120,
                                            help="Per-request timeout, s.")] = 10.0,
+    no_reconcile: NoReconcile = False,
 ) -> None:
     """Closed- or open-model load with HDR percentiles, server CPU/RSS, ERROR log lines and a
-    reconciliation of answered webhooks against the store (lost must be 0)."""
+    reconciliation by identity of every webhook against the store: lost (acknowledged ids not
+    stored) and duplicated must be 0, and a store that cannot be read fails the run."""
     from auren.ops import loadtest as lt
     from auren.ops import sla
-    from auren.ops.sampler import Sampler
 
     err = Console(stderr=True)
-    if endpoint not in ("webhooks", "chat", "health") or model not in ("closed", "open") or \
+    if endpoint not in lt.ENDPOINTS or model not in ("closed", "open") or \
             engine not in ("auto", "builtin", "wrk"):
         err.print("[red]--endpoint webhooks|chat|health, --model closed|open, "
                   "--engine auto|builtin|wrk[/red]")
-        raise typer.Exit(USAGE)
+        raise typer.Exit(ExitCode.USAGE)
     if engine == "wrk" and (model == "open" or not shutil.which("wrk")):
         err.print("[red]--engine wrk needs wrk installed and the closed model[/red]")
-        raise typer.Exit(USAGE)
+        raise typer.Exit(ExitCode.USAGE)
     try:
         rows = sla.load(sla_file)
         levels = _levels(ramp_levels) if ramp_levels else None
     except (sla.SLAConfigError, typer.BadParameter) as exc:
         err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(USAGE) from None
-    workload = {"webhooks": "webhooks", "chat": "chat", "health": "get"}[endpoint]
-    path = {"webhooks": "/webhooks/auren", "chat": "/chat", "health": "/health"}[endpoint]
-    service = service or ("neuros" if endpoint == "chat" else "bridge")
-    row = next((r for r in rows if r.workload == workload), sla.webhook_row(rows))
-    template = lt.Step(service, workload, path, model,
-                       float(connections if model == "closed" else rate), duration, engine,
-                       connections=connections, timeout_s=timeout)
-    with _target(neuros, legacy, bridge, gateway, deployed, data_dir, err) as target:
-        sampler = Sampler(target.pids).start()
+        raise typer.Exit(ExitCode.USAGE) from None
+    plan = lt.Plan(endpoint, service, model, connections, rate, duration, levels, engine,
+                   timeout, reconcile=not no_reconcile)
+    with _target(neuros, legacy, bridge, gateway, deployed, data_dir, err) as target, \
+            progress_bars(not as_json and sys.stderr.isatty()) as progress:
         try:
-            before, offsets = asyncio.run(lt.store_baseline(target))
-            with progress_bars(not as_json and sys.stderr.isatty()) as progress:
-                try:
-                    if levels:
-                        ramp_result = lt.ramp(target, template, levels, row, sampler, progress)
-                        steps = ramp_result.steps
-                    else:
-                        ramp_result = None
-                        steps = [lt.run_step(target, template, sampler, progress)]
-                except lt.NoSecret as exc:
-                    err.print(f"[red]{exc}[/red]")
-                    raise typer.Exit(USAGE) from None
-            recon = asyncio.run(lt.reconcile(target, before, offsets, steps))
-        finally:
-            sampler.stop()
-    if workload != "webhooks":
-        recon = lt.Reconciliation("n/a", detail="only webhooks are reconciled")
-    verdicts = [sla.verdict(row, s.latency_ms, s.error_rate, s.invalid, s.invalid_reason)
-                for s in steps]
+            outcome = lt.run(target, plan, rows, progress)
+        except lt.NoSecret as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(ExitCode.USAGE) from None
     if as_json:
-        _emit_json({"target": target.describe(), "sla": row.as_dict(),
-                    "steps": [s.as_dict() for s in steps],
-                    "verdicts": [v.as_dict() for v in verdicts],
-                    "ramp": ramp_result.as_dict() if ramp_result else None,
-                    "reconciliation": recon.as_dict(), "samples": sampler.as_dict()})
+        _emit_json(outcome.as_dict())
     else:
         console = _console()
-        console.print(step_table(f"AUREN load test — {target.describe()} — {row.describe()}",
-                                 steps, row))
-        for step in steps:
+        console.print(step_table(f"AUREN load test — {outcome.target} — "
+                                 f"{outcome.row.describe()}", outcome.steps, outcome.row))
+        for step in outcome.steps:
             if step.invalid:
                 console.print(f"[yellow]{step.label}: INVALID — {step.invalid_reason}[/yellow]")
-        if ramp_result is not None:
-            console.print(f"breaking point: {ramp_result.conclusion}")
-        style = STYLE.get(recon.status, "")
-        console.print(f"reconciliation: [{style}]{recon.status.upper()}[/{style}] {recon.detail}")
-    if recon.status == "fail":
-        raise typer.Exit(CHECK_FAILED)
-    if ramp_result is None:
-        if verdicts[0].status == "invalid":
-            raise typer.Exit(ENVIRONMENT)
-        raise typer.Exit(OK if verdicts[0].status == "pass" else CHECK_FAILED)
-    raise typer.Exit(OK)
+        if outcome.ramp is not None:
+            console.print(f"breaking point: {outcome.ramp.conclusion}")
+        _print_reconciliation(console, outcome.reconciliation.as_dict())
+    raise typer.Exit(outcome.exit_code)
 
 
 # --- faults -------------------------------------------------------------------------------------
@@ -407,30 +389,41 @@ def faults(
     neuros: Neuros = None, legacy: Legacy = None, bridge: Bridge = None,
     gateway: Gateway = None, deployed: Deployed = False, data_dir: DataDir = None,
     as_json: JsonOut = False,
-    mode: Annotated[str, typer.Option(help="How a dependency is failed: kill (SIGKILL, then "
-                                           "restart), pause (SIGSTOP: hung, connections "
-                                           "open) or both.")] = "kill",
+    mode: Annotated[str, typer.Option(
+        help="Drills, comma-separated: kill (SIGKILL, then restart) and pause (SIGSTOP) of each "
+             "dependency started by `auren infra`; slow (latency over the breaker's slow-call "
+             "bound), lossy (connection resets) and partition (nothing passes) through the "
+             "fault proxy; upstream (the gateway's link to the bridge slower than its "
+             "timeout); `both` = kill,pause; `all`.")] = "all",
     fault_s: Annotated[float, typer.Option(min=1, max=300,
                                            help="How long each fault lasts, s.")] = 8.0,
     rate: Annotated[float, typer.Option(min=1, max=10_000,
                                         help="Webhooks/s during each fault.")] = 40.0,
+    no_reconcile: NoReconcile = False,
 ) -> None:
     """Circuit-breaker verification: a malformed burst gets only 4xx and opens no breaker;
-    in the full stack each dependency fails under load, the breaker opens, requests are
-    accepted or shed with 503 + Retry-After, and it closes after recovery. Faults are always
-    undone, also on Ctrl-C."""
+    each drill fails a dependency (or the gateway's upstream link) under load, the breaker
+    opens, requests are accepted or shed with 503 + Retry-After (504 at the gateway), it
+    recovers, and every webhook acknowledged meanwhile is stored (by identity). Faults are
+    always undone, also on Ctrl-C."""
     from auren.ops import faults as fault_ops
 
     err = Console(stderr=True)
-    if mode not in ("pause", "kill", "both"):
-        err.print("[red]--mode kill|pause|both[/red]")
-        raise typer.Exit(USAGE)
+    try:
+        drills = fault_ops.parse_drills(mode)
+    except ValueError as exc:
+        err.print(f"[red]--mode: {exc}[/red]")
+        raise typer.Exit(ExitCode.USAGE) from None
     with _target(neuros, legacy, bridge, gateway, deployed, data_dir, err) as target:
         result = fault_ops.FaultsResult()
         result.checks.append(asyncio.run(fault_ops.malformed_burst(target)))
-        dependency = fault_ops.dependency_faults(target, fault_s=fault_s, rate=rate, mode=mode)
+        dependency = fault_ops.dependency_faults(target, drills=drills, fault_s=fault_s,
+                                                 rate=rate)
         result.checks.extend(dependency.checks)
         result.steps.extend(dependency.steps)
+        loss = fault_ops.loss_check(target, result.steps, enabled=not no_reconcile)
+        if loss is not None:
+            result.checks.append(loss)
     if as_json:
         _emit_json(result.as_dict())
     else:
@@ -453,6 +446,12 @@ def validate(
     neuros: Neuros = None, legacy: Legacy = None, bridge: Bridge = None,
     gateway: Gateway = None, deployed: Deployed = False, data_dir: DataDir = None,
     as_json: JsonOut = False,
+    stack: Annotated[str, typer.Option(
+        help="With no target: embedded (SQLite, the default) or full: `auren infra` brings "
+             "Kafka, PostgreSQL and Redis up in a private directory on free ports (--data-dir "
+             "to name it and keep it), with the fault proxy in front of them and of the "
+             "services; the services and the sink start against it; everything is torn down "
+             "at the end, also on Ctrl-C or failure.")] = "embedded",
     quick: Annotated[bool, typer.Option("--quick", help="Short phases (a few minutes in "
                                                         "all).")] = False,
     sla_file: Annotated[Path | None, typer.Option("--sla", help="SLA YAML (default: the "
@@ -466,44 +465,80 @@ def validate(
         Path("reports"),
     no_faults: Annotated[bool, typer.Option("--no-faults", help="Skip the faults phase.")] =
         False,
+    no_reconcile: NoReconcile = False,
 ) -> None:
     """Every phase of the validation plan in order — health, e2e, SLA baselines, stress at
-    100 connections, the progressive ramp and its breaking point, faults, reconciliation — and
-    one report directory reports/<UTC timestamp>/ (report.md, report.html, report.json, PNGs).
+    100 connections, the progressive ramp and its breaking point, faults and drills,
+    reconciliation by identity — and one report directory reports/<UTC timestamp>/
+    (report.md, report.html, report.json, PNGs). It cannot PASS unless every acknowledged
+    webhook was found in the store (or --no-reconcile, which the verdict then says).
     """
     from auren.ops import sla
     from auren.ops import validate as validation
+    from auren.ops.faults import sigterm_unwinds
 
     err = Console(stderr=True)
-    if engine not in ("auto", "builtin", "wrk"):
-        err.print("[red]--engine auto|builtin|wrk[/red]")
-        raise typer.Exit(USAGE)
+    if engine not in ("auto", "builtin", "wrk") or stack not in ("embedded", "full"):
+        err.print("[red]--engine auto|builtin|wrk, --stack embedded|full[/red]")
+        raise typer.Exit(ExitCode.USAGE)
+    if stack == "full" and (deployed or any((neuros, legacy, bridge, gateway))):
+        err.print("[red]--stack full starts its own system: give no target URLs[/red]")
+        raise typer.Exit(ExitCode.USAGE)
     try:
         rows = sla.load(sla_file)
         levels = tuple(_levels(ramp_levels)) if ramp_levels else None
     except (sla.SLAConfigError, typer.BadParameter) as exc:
         err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(USAGE) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     plan = validation.Plan.make(quick=quick, rows=rows, ramp=levels, engine=engine,
-                                faults=not no_faults)
+                                faults=not no_faults, reconcile=not no_reconcile)
     directory = validation.report_dir(reports)
-    with _target(neuros, legacy, bridge, gateway, deployed, data_dir, err) as target:
+
+    def log(message: str) -> None:
+        err.print(f"[dim]{message}[/dim]")
+
+    with sigterm_unwinds(), _system(stack, neuros, legacy, bridge, gateway, deployed, data_dir,
+                                    err, log) as target:
         if not target.settings.standard_webhook_secret:
             err.print("[red]the load phases sign webhooks with STANDARD_WEBHOOK_SECRET: set "
                       "it to the bridge's secret[/red]")
-            raise typer.Exit(USAGE)
+            raise typer.Exit(ExitCode.USAGE)
         with progress_bars(not as_json and sys.stderr.isatty()) as progress:
-            run = validation.run_validation(target, plan, log=lambda m: err.print(
-                f"[dim]{m}[/dim]"), progress=progress)
-    paths = validation.write_report(run, directory)
+            run = validation.run_validation(target, plan, log=log, progress=progress)
+        if stack == "full":
+            from auren.ops.fullstack import keep_logs
+
+            kept = keep_logs(target, directory)
+            run["environment"]["logs"] = f"{kept} (copied before the stack was torn down)"
+        paths = validation.write_report(run, directory)
     if as_json:
-        _emit_json({"verdict": run["verdict"], "report": {k: str(v) for k, v in paths.items()},
+        _emit_json({"verdict": run["verdict"], "verdict_note": run["verdict_note"],
+                    "report": {k: str(v) for k, v in paths.items()},
                     "validation": run["validation"], "performance": run["performance"],
                     "recommendations": run["recommendations"]})
     else:
         _print_validation(run, paths)
-    code = {"PASS": OK, "FAIL": CHECK_FAILED, "INVALID": ENVIRONMENT}[run["verdict"]]
+    code = {"PASS": OK, "FAIL": CHECK_FAILED, "NOT RECONCILED": CHECK_FAILED,
+            "INVALID": ENVIRONMENT}[run["verdict"]]
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _system(stack: str, neuros: str | None, legacy: str | None, bridge: str | None,
+            gateway: str | None, deployed: bool, data_dir: Path | None, err: Console,
+            log: Any) -> Iterator[Any]:
+    if stack == "embedded":
+        with _target(neuros, legacy, bridge, gateway, deployed, data_dir, err) as target:
+            yield target
+        return
+    from auren.ops.fullstack import full_stack_system
+
+    try:
+        with full_stack_system(data_dir, log=log) as target:
+            yield target
+    except EnvironmentBroken as exc:
+        err.print(f"[red]environment: {exc}[/red]")
+        raise typer.Exit(ENVIRONMENT) from None
 
 
 def _print_validation(run: dict[str, Any], paths: dict[str, Path]) -> None:
@@ -535,7 +570,8 @@ def _print_validation(run: dict[str, Any], paths: dict[str, Path]) -> None:
     metrics.add_row("CPU at peak (server processes, % of a core)",
                     num(peak["cpu_peak_pct"], " %"))
     metrics.add_row("memory at peak (RSS)", num(peak["rss_peak_mb"], " MB"))
-    metrics.add_row("events lost", str(perf["events_lost"]))
+    metrics.add_row("events lost (by identity)", "not reconciled" if perf["events_lost"] is None
+                    else str(perf["events_lost"]))
     console.print(metrics)
     for verdict in run["sla"]:
         style = STYLE.get(verdict["status"], "yellow")
@@ -545,11 +581,48 @@ def _print_validation(run: dict[str, Any], paths: dict[str, Path]) -> None:
                       f"{verdict['error_rate']:.3%} (< {row['error_rate']:.3%}): "
                       f"[{style}]{verdict['status'].upper()}[/{style}]")
     console.print(f"breaking point: {run['ramp']['conclusion']}")
+    _print_reconciliation(console, run["reconciliation"])
     console.print("recommendations:")
     for text in run["recommendations"]:
         console.print(f"  - {text.replace('**', '')}")
-    style = {"PASS": "green", "FAIL": "red"}.get(run["verdict"], "yellow")
-    console.print(f"verdict: [{style}]{run['verdict']}[/{style}]")
+    style = {"PASS": "green", "FAIL": "red", "NOT RECONCILED": "red"}.get(run["verdict"],
+                                                                        "yellow")
+    note = f" — {run['verdict_note']}" if run.get("verdict_note") else ""
+    console.print(f"verdict: [{style}]{run['verdict']}[/{style}]{note}")
     console.print(f"report: {paths['html']}  (also report.md, report.json and the charts "
                   f"in {paths['html'].parent})")
 
+
+# --- faultproxy ---------------------------------------------------------------------------------
+
+
+def faultproxy(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Control API port (loopback).")] =
+        8474,
+    routes: Annotated[list[str] | None, typer.Option(
+        "--route", help="NAME=LISTEN_PORT=UPSTREAM_HOST:PORT, repeatable: listen on "
+                        "127.0.0.1:LISTEN_PORT and forward to the upstream.",
+        show_default=False)] = None,
+) -> None:
+    """The fault proxy (Toxiproxy's model: latency, jitter, bandwidth, slicing, timeouts, reset
+    peer, disabled routes) in front of dependencies or services, driven by its JSON control API
+    on 127.0.0.1:PORT; `auren faults` uses it. Runs until SIGTERM or Ctrl-C."""
+    import signal as signals
+
+    from auren.observability import configure_logging
+    from auren.ops import faultproxy as fp
+
+    err = Console(stderr=True)
+    try:
+        parsed = [fp.parse_route(text) for text in routes or []]
+    except fp.FaultProxyError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(ExitCode.USAGE) from None
+    if not parsed:
+        err.print("[red]give at least one --route[/red]")
+        raise typer.Exit(ExitCode.USAGE)
+    configure_logging("INFO")
+    # SIGTERM ends it like Ctrl-C: uvicorn's handler stops the control API, then the routes.
+    signals.signal(signals.SIGTERM, signals.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(fp.serve(port, parsed))

@@ -54,14 +54,19 @@ class InfraConfig:
     # Where the Kafka jars fetched by Maven are cached, shared by every data dir (None: the
     # user's cache dir). Keeps the second `up`, and every test run, off the network.
     cache_dir: Path | None = None
+    # A fault proxy between the services and Kafka (auren.ops.placement): the port of a second
+    # broker listener for clients that come through it, and the proxy's port that listener
+    # advertises. Kafka hands clients the address to use after bootstrap, so without its own
+    # listener a proxied client would reconnect straight to the broker. None: no proxy.
+    kafka_proxied: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         # Generated configs embed absolute paths and the servers run with other working dirs.
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
         ports = [self.kafka_port, self.kafka_controller_port, self.postgres_port,
-                 self.redis_port]
+                 self.redis_port, *(self.kafka_proxied or ())]
         if len(set(ports)) != len(ports):
-            raise InfraError(f"the four infra ports must differ, got {ports}")
+            raise InfraError(f"the infra ports must differ, got {ports}")
         for port in ports:
             if not 1 <= port <= 65535:
                 raise InfraError(f"port {port} is out of range")

@@ -185,7 +185,10 @@ class KafkaServer(Server):
         return self.dir / "data"
 
     def ports(self) -> dict[str, int]:
-        return {"broker": self.cfg.kafka_port, "controller": self.cfg.kafka_controller_port}
+        ports = {"broker": self.cfg.kafka_port, "controller": self.cfg.kafka_controller_port}
+        if self.cfg.kafka_proxied is not None:
+            ports["proxied"] = self.cfg.kafka_proxied[0]
+        return ports
 
     def export(self) -> tuple[str, str]:
         return "KAFKA_BOOTSTRAP_SERVERS", f"{HOST}:{self.cfg.kafka_port}"
@@ -195,6 +198,15 @@ class KafkaServer(Server):
 
     def server_properties(self) -> str:
         broker, controller = self.cfg.kafka_port, self.cfg.kafka_controller_port
+        listeners = f"PLAINTEXT://{HOST}:{broker},CONTROLLER://{HOST}:{controller}"
+        advertised = f"PLAINTEXT://{HOST}:{broker}"
+        protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+        if self.cfg.kafka_proxied is not None:
+            # Clients that bootstrap through the fault proxy are told to stay on it.
+            proxied, proxy = self.cfg.kafka_proxied
+            listeners += f",PROXIED://{HOST}:{proxied}"
+            advertised += f",PROXIED://{HOST}:{proxy}"
+            protocols += ",PROXIED:PLAINTEXT"
         return "\n".join([
             "# Written by `auren infra up` on every start; edits are overwritten.",
             "# One node that is both broker and KRaft controller (no ZooKeeper in Kafka 4).",
@@ -203,11 +215,11 @@ class KafkaServer(Server):
             # A static voter list (not --standalone's dynamic quorum, which records the
             # controller's endpoint in the log): the ports can change between runs.
             f"controller.quorum.voters=1@{HOST}:{controller}",
-            f"listeners=PLAINTEXT://{HOST}:{broker},CONTROLLER://{HOST}:{controller}",
-            f"advertised.listeners=PLAINTEXT://{HOST}:{broker}",
+            f"listeners={listeners}",
+            f"advertised.listeners={advertised}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"listener.security.protocol.map={protocols}",
             f"log.dirs={self.data}",
             # A single node can hold one replica of anything: every internal topic and every
             # in-sync requirement must say 1, or transactions, groups and acks=all would stall.

@@ -213,3 +213,56 @@ async def sqlite_count(path: Path, timeout_s: float = 10.0) -> StoreCount:
         raise ProbeFailed(f"count failed: {type(exc).__name__}") from None
     except TimeoutError:
         raise ProbeFailed(f"count took longer than {timeout_s:g} s") from None
+
+
+# --- the events of one load workload, by source record id ---------------------------------------
+
+
+def _namespace_bounds(namespace: str) -> tuple[str, str]:
+    """``[low, high)`` of the user ids starting with ``namespace``: a range the (user_id, ...)
+    index serves in both stores, where LIKE would not in SQLite."""
+    if not namespace:
+        raise ValueError("an empty namespace would match every user")
+    return namespace, namespace[:-1] + chr(ord(namespace[-1]) + 1)
+
+
+_RECORDS_SQL = (f"SELECT source_record_id, count(*) FROM {EVENTS_TABLE} "  # noqa: S608
+                "WHERE user_id >= {low} AND user_id < {high} GROUP BY source_record_id")
+
+
+def _sqlite_records(path: Path, namespace: str) -> dict[str, int]:
+    if not path.exists():
+        raise ProbeFailed(f"{path} does not exist")
+    low, high = _namespace_bounds(namespace)
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as conn:
+        rows = conn.execute(_RECORDS_SQL.format(low="?", high="?"), (low, high)).fetchall()
+    return {str(record): int(n) for record, n in rows if record is not None}
+
+
+async def sqlite_records(path: Path, namespace: str, timeout_s: float = 30.0) -> dict[str, int]:
+    """How many times each source record id of users in ``namespace`` is stored (SQLite)."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(_sqlite_records, path, namespace),
+                                      timeout_s)
+    except sqlite3.Error as exc:
+        raise ProbeFailed(f"{path}: {type(exc).__name__}: {exc}") from None
+    except TimeoutError:
+        raise ProbeFailed(f"reading {path} took longer than {timeout_s:g} s") from None
+
+
+async def postgres_records(dsn: str, namespace: str, timeout_s: float = 30.0
+                           ) -> dict[str, int]:
+    """How many times each source record id of users in ``namespace`` is stored (PostgreSQL)."""
+    import asyncpg
+
+    low, high = _namespace_bounds(namespace)
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout_s)
+        try:
+            rows = await conn.fetch(_RECORDS_SQL.format(low="$1", high="$2"), low, high,
+                                    timeout=timeout_s)
+        finally:
+            await conn.close(timeout=timeout_s)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        raise ProbeFailed(f"query failed: {type(exc).__name__}: {exc}") from None
+    return {str(r[0]): int(r[1]) for r in rows if r[0] is not None}

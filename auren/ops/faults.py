@@ -1,23 +1,33 @@
-"""Circuit-breaker verification and bad input under load.
+"""Circuit-breaker verification, bad input under load, and drills in which things get slow.
 
 1. **Malformed burst**: requests that are wrong in every way a client can be wrong (bad
    signature, no signature, broken JSON under a valid signature, a declared body over the cap,
    a compressed body, an unknown provider, a wrong method) must each get a 4xx — never a 5xx
    or a hang — and must not open any circuit breaker (a client's mistake says nothing about a
    dependency).
-2. **Dependency faults** (full stack, servers started by ``auren infra``): each configured
-   dependency is made to fail (paused with SIGSTOP, or killed and restarted) while an
-   open-model load runs (``mode``: kill = a crash, then a restart; pause = a hung server
-   whose connections stay open, the harder case; both). Expected: the bridge's breaker for
-   it opens; every answer is a 2xx or a 503 with ``Retry-After`` (never another 5xx, never
-   a timeout); after the dependency is back the breaker goes half-open and closes; the
-   reconciliation shows 0 lost.
+2. **Dependency drills** (full stack): each configured dependency is failed in turn while an
+   open-model load runs, by every drill asked for (``DRILLS``) that the deployment allows:
+   ``kill`` (SIGKILL, then a restart) and ``pause`` (SIGSTOP: hung, connections open) for
+   servers started by ``auren infra``; through the fault proxy (``auren.ops.faultproxy``, placed
+   by ``auren infra up --fault-proxy`` or ``auren validate --stack full``) ``slow`` (every answer
+   delayed by twice the breaker's slow-call bound), ``lossy`` (every connection reset shortly
+   after it opens) and ``partition`` (nothing passes, connections stay open). Expected: the
+   bridge's breaker for it opens; every answer is a 2xx or a 503 with ``Retry-After`` (never
+   another 5xx, never a timeout); after the fault the breaker goes half-open and closes, and
+   the load stops once it has. A dependency off the webhook path may leave every answer fast:
+   then a closed breaker is right, and the detail says so.
+3. **Upstream slow at the gateway** (``upstream``): the link from the gateway to the bridge
+   answers later than the gateway's timeout. Expected: 504 problem+json within the timeout,
+   NEUROS still answering through the gateway, 2xx again once the link is fast.
+4. Every webhook a drill got a 2xx for must be stored exactly once: the drills' load steps are
+   reconciled by identity like every other (``loss_check`` for ``auren faults``; ``auren
+   validate`` reconciles them with the rest).
 
 The breaker states are read from the bridge's ``/health``: any check entry carrying a
 ``state`` of closed/open/half_open is a breaker, named by its check key. A bridge that exposes
 none cannot have its breakers verified, and the checks say so (n/a with the reason) rather than
 guess. Every fault is undone in ``finally`` (and SIGTERM is turned into the same unwinding),
-so an interrupted run never leaves a dependency stopped.
+so an interrupted run never leaves a dependency stopped or a toxic in place.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,13 +49,19 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from auren.ops import loadgen, workloads
+from auren.ops import faultproxy, loadgen, placement, workloads
 from auren.ops.health import FAIL, NA, PASS
 from auren.ops.target import Target
 from auren.providers.native import decode_whsec
 
 BREAKER_STATES = ("closed", "open", "half_open")
 DEPENDENCIES = ("kafka", "postgres", "redis")
+DRILLS = ("kill", "pause", "slow", "lossy", "partition", "upstream")
+NOT_RECONCILED = "not reconciled"
+LEAD_S = 1.0  # load before a fault is applied
+LOSSY_RESET_MS = 100
+GATEWAY_RATE = 5.0  # webhooks/s through the gateway: its hung requests stay within its pool
+QUICK_GATEWAY_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -65,7 +81,7 @@ class FaultsResult:
 
     @property
     def ok(self) -> bool:
-        return not any(c.status == FAIL for c in self.checks)
+        return not any(c.status in (FAIL, NOT_RECONCILED) for c in self.checks)
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "checks": [c.as_dict() for c in self.checks],
@@ -186,7 +202,7 @@ async def malformed_burst(target: Target, *, rounds: int = 20, concurrency: int 
 
 
 @contextlib.contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
+def sigterm_unwinds() -> Iterator[None]:
     """SIGTERM during a fault unwinds like Ctrl-C, so the ``finally`` that undoes it runs."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -209,51 +225,173 @@ def _configured(target: Target) -> list[str]:
                                   ("redis", settings.redis_url is not None)) if on]
 
 
-def dependency_faults(target: Target, *, fault_s: float = 8.0, recover_s: float = 30.0,
-                      rate: float = 40.0, mode: str = "kill", unaffected_ms: float = 500.0
-                      ) -> FaultsResult:
-    """Each configured dependency failed in turn under load (see the module docstring).
+def parse_drills(text: str) -> list[str]:
+    """``kill,slow``, ``both`` (kill and pause) or ``all``: the drills, in a fixed order."""
+    wanted: set[str] = set()
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if part == "all":
+            wanted.update(DRILLS)
+        elif part == "both":
+            wanted.update(("kill", "pause"))
+        elif part in DRILLS:
+            wanted.add(part)
+        else:
+            raise ValueError(f"unknown drill {part!r}: one of {', '.join(DRILLS)}, both, all")
+    if not wanted:
+        raise ValueError("no drill given")
+    return [d for d in DRILLS if d in wanted]
+
+
+def _slow_bound(target: Target, dependency: str) -> float:
+    """The breaker's slow-call bound of ``dependency`` (s): a slow drill adds twice it."""
+    settings = target.settings
+    bound = {"kafka": settings.kafka_slow_call_s, "redis": settings.redis_slow_call_s,
+             "postgres": settings.postgres_slow_call_s}[dependency]
+    return bound or 1.0
+
+
+def _proxy(target: Target) -> tuple[faultproxy.Client | None, dict[str, Any], str]:
+    """The fault proxy's client and routes, or None and why there is none."""
+    url = target.fault_proxy_url or target.settings.auren_fault_proxy_url
+    if not url:
+        return None, {}, ("no fault proxy in front of it (auren infra up --fault-proxy, or "
+                          "AUREN_FAULT_PROXY_URL)")
+    client = faultproxy.Client(url)
+    try:
+        return client, client.routes(), ""
+    except (httpx.HTTPError, faultproxy.FaultProxyError) as exc:
+        client.close()
+        return None, {}, f"the fault proxy at {url} does not answer ({type(exc).__name__})"
+
+
+@dataclass
+class Drill:
+    """One fault, how to apply it and how to undo it."""
+
+    name: str
+    inject: Callable[[], object]
+    undo: Callable[[], object]
+    what: str  # for the detail: "kill kafka", "+2000 ms latency on redis", ...
+
+
+def _proxy_drill(client: faultproxy.Client, route: str, kind: str, target: Target,
+                 dependency: str) -> Drill:
+    names: list[tuple[str, str]] = []
+
+    def add(toxic: str, stream: str, **attributes: float) -> None:
+        names.append((route, client.add_toxic(route, toxic, stream=stream,
+                                              name=f"drill_{kind}_{stream}", **attributes)))
+
+    def undo() -> None:
+        for route_name, toxic in names:
+            with contextlib.suppress(faultproxy.FaultProxyError, httpx.HTTPError):
+                client.remove_toxic(route_name, toxic)
+        names.clear()
+
+    if kind == "slow":
+        latency_ms = 2000 * _slow_bound(target, dependency)
+        return Drill(kind, lambda: add("latency", "downstream", latency=latency_ms), undo,
+                     f"+{latency_ms:.0f} ms on every answer of {dependency} (twice its "
+                     "breaker's slow-call bound)")
+    if kind == "lossy":
+        return Drill(kind, lambda: add("reset_peer", "downstream", timeout=LOSSY_RESET_MS),
+                     undo, f"every connection to {dependency} reset (RST) "
+                           f"{LOSSY_RESET_MS} ms after it opens")
+
+    def partition() -> None:
+        add("timeout", "upstream", timeout=0)
+        add("timeout", "downstream", timeout=0)
+
+    return Drill(kind, partition, undo, f"network partition: nothing passes to or from "
+                                        f"{dependency}, connections stay open")
+
+
+def _infra_drill(cfg: Any, dependency: str, kind: str) -> Drill:
+    from auren import infra
+
+    if kind == "pause":
+        return Drill(kind, lambda: infra.pause_server(cfg, dependency),
+                     lambda: infra.resume_server(cfg, dependency),
+                     f"SIGSTOP {dependency} (hung: connections open, nothing answers)")
+    return Drill(kind, lambda: infra.kill_server(cfg, dependency),
+                 lambda: infra.restart_server(cfg, dependency),
+                 f"SIGKILL {dependency}, then a restart")
+
+
+def dependency_faults(target: Target, *, drills: list[str] | None = None,
+                      fault_s: float = 8.0, recover_s: float = 30.0, rate: float = 40.0,
+                      unaffected_ms: float = 500.0, quick: bool = False,
+                      mode: str | None = None) -> FaultsResult:
+    """Each configured dependency failed in turn under load, by every drill asked for that
+    this deployment allows (see the module docstring), then the gateway's upstream drill.
 
     A breaker that stays closed passes only when the fault did not touch the webhooks at all
     (every answer 2xx, p99 within ``unaffected_ms``, the webhook SLA): a dependency off the
     webhook path (PostgreSQL behind Kafka) gives its breaker nothing to trip on.
     """
+    chosen = drills or parse_drills(mode or "all")
     result = FaultsResult()
+    client, routes, no_proxy = _proxy(target)
+    try:
+        _dependency_drills(target, result, chosen, client, routes, no_proxy,
+                           fault_s=fault_s, recover_s=recover_s, rate=rate,
+                           unaffected_ms=unaffected_ms)
+        if "upstream" in chosen:
+            upstream_drill(target, result, client, routes, no_proxy, fault_s=fault_s,
+                           recover_s=recover_s, rate=rate, quick=quick)
+    finally:
+        if client is not None:
+            client.close()
+    return result
+
+
+def _dependency_drills(target: Target, result: FaultsResult, chosen: list[str],
+                       client: faultproxy.Client | None, routes: dict[str, Any],
+                       no_proxy: str, **timing: float) -> None:
     name = "dependency faults: breakers open, shed with 503 + Retry-After, then close"
+    wanted = [d for d in chosen if d != "upstream"]
+    if not wanted:
+        return
     if target.embedded:
         result.checks.append(FaultCheck(name, NA, "embedded mode has no external "
                                         "dependency and the embedded bridge no circuit "
-                                        "breaker; run against the full stack (auren infra up)"))
-        return result
+                                        "breaker; run against the full stack (auren validate "
+                                        "--stack full, or auren infra up --fault-proxy)"))
+        return
     health = asyncio.run(_health_once(target.urls["bridge"]))
     states = breaker_states(health)
     if not states:
         result.checks.append(FaultCheck(name, NA, "the bridge's /health exposes no circuit "
                                         "breaker state, so breakers cannot be verified"))
-        return result
+        return
     from auren import infra
-    from auren.infra.base import InfraConfig
 
-    cfg = InfraConfig.from_settings(target.settings)
+    cfg = target.infra or placement.infra_config(target.settings)
     for dependency in _configured(target):
-        if infra.running_pid(cfg, dependency) is None:
-            result.checks.append(FaultCheck(f"{dependency} fault", NA,
-                                            f"{dependency} was not started by `auren infra`: "
-                                            "the toolkit only stops processes it can identify"))
-            continue
         breaker = next((b for b in states if dependency in b.lower()), None)
-        if breaker is None:
-            result.checks.append(FaultCheck(f"{dependency} fault", NA,
-                                            f"no breaker named after {dependency} in /health "
-                                            f"({', '.join(states)})"))
-            continue
-        for how in (("kill", "pause") if mode == "both" else (mode,)):
-            check, step = _one_fault(target, cfg, dependency, breaker, fault_s=fault_s,
-                                     recover_s=recover_s, rate=rate, mode=how,
-                                     unaffected_ms=unaffected_ms)
+        for kind in wanted:
+            title = f"{dependency} {kind}: breaker opens, sheds 503 + Retry-After, then closes"
+            if breaker is None:
+                result.checks.append(FaultCheck(title, NA, f"no breaker named after "
+                                                f"{dependency} in /health "
+                                                f"({', '.join(states)})"))
+                continue
+            if kind in ("kill", "pause"):
+                if infra.running_pid(cfg, dependency) is None:
+                    result.checks.append(FaultCheck(
+                        title, NA, f"{dependency} was not started by `auren infra`: the "
+                                   "toolkit only stops processes it can identify"))
+                    continue
+                drill = _infra_drill(cfg, dependency, kind)
+            else:
+                if client is None or dependency not in routes:
+                    why = no_proxy or f"the fault proxy has no route {dependency!r}"
+                    result.checks.append(FaultCheck(title, NA, f"{dependency} {kind}: {why}"))
+                    continue
+                drill = _proxy_drill(client, dependency, kind, target, dependency)
+            check, step = _one_fault(target, dependency, breaker, drill, title, **timing)
             result.checks.append(check)
             result.steps.append(step)
-    return result
 
 
 async def _health_once(url: str) -> dict[str, Any]:
@@ -261,20 +399,45 @@ async def _health_once(url: str) -> dict[str, Any]:
         return await _health(client, url)
 
 
-def _one_fault(target: Target, cfg: Any, dependency: str, breaker: str, *, fault_s: float,
-               recover_s: float, rate: float, mode: str, unaffected_ms: float
-               ) -> tuple[FaultCheck, loadgen.StepResult]:
-    from auren import infra
+async def _closed(bridge: str, breaker: str, wait_s: float) -> str:
+    """Wait (bounded) until ``breaker`` is closed, so each drill starts from a healthy state;
+    returns the state seen last."""
+    deadline = time.monotonic() + wait_s
+    async with httpx.AsyncClient(timeout=httpx.Timeout(2.0), trust_env=False) as client:
+        while True:
+            state = breaker_states(await _health(client, bridge)).get(breaker, "?")
+            if state == "closed" or time.monotonic() > deadline:
+                return state
+            await asyncio.sleep(0.25)
 
+
+async def _under_load(load: Awaitable[loadgen.StepResult], drill: Drill, fault_s: float,
+                      settle: Callable[[], Awaitable[None]], stop: asyncio.Event
+                      ) -> loadgen.StepResult:
+    """``drill`` applied for ``fault_s`` while ``load`` runs, always undone; the load stops
+    once ``settle`` returns (recovered, or bounded)."""
+    task = asyncio.ensure_future(load)
+    injected = False
+    try:
+        await asyncio.sleep(LEAD_S)
+        injected = True  # before: a fault half-applied when inject fails is undone too
+        await asyncio.to_thread(drill.inject)
+        await asyncio.sleep(fault_s)
+    finally:
+        if injected:
+            await asyncio.to_thread(drill.undo)
+    await settle()
+    stop.set()
+    return await task
+
+
+def _one_fault(target: Target, dependency: str, breaker: str, drill: Drill, name: str, *,
+               fault_s: float, recover_s: float, rate: float, unaffected_ms: float
+               ) -> tuple[FaultCheck, loadgen.StepResult]:
     seen: list[tuple[float, str]] = []
     recovered = asyncio.Event()  # the breaker was open and is closed again
-    inject: Callable[[], object] = (lambda: infra.pause_server(cfg, dependency)) \
-        if mode == "pause" else (lambda: infra.kill_server(cfg, dependency))
-    undo: Callable[[], object] = (lambda: infra.resume_server(cfg, dependency)) \
-        if mode == "pause" else (lambda: infra.restart_server(cfg, dependency))
     secret = target.settings.standard_webhook_secret[0].get_secret_value()
     bridge = target.urls["bridge"]
-    duration = fault_s + recover_s
 
     async def watch(stop: asyncio.Event) -> None:
         async with httpx.AsyncClient(timeout=httpx.Timeout(2.0), trust_env=False) as client:
@@ -288,33 +451,38 @@ def _one_fault(target: Target, cfg: Any, dependency: str, breaker: str, *, fault
                     await asyncio.wait_for(stop.wait(), 0.25)
 
     async def scenario() -> loadgen.StepResult:
-        stop = asyncio.Event()
-        watcher = asyncio.create_task(watch(stop))
-        load = asyncio.create_task(loadgen.run_open(
-            bridge, workloads.webhooks(bridge, secret), rate=rate, duration_s=duration,
-            connections=32, timeout_s=10.0, label=f"{dependency} {mode}"))
-        injected = False
+        stop, done = asyncio.Event(), asyncio.Event()
+        watcher = asyncio.create_task(watch(done))
+
+        async def settle() -> None:
+            # Until the breaker that opened has closed again; one that never opened needs
+            # only a moment to show what the fault's end did.
+            opened = any(s == "open" for _, s in seen)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(recovered.wait(), recover_s if opened else 2.0)
+            if not opened and any(s == "open" for _, s in seen):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(recovered.wait(), recover_s)
+
+        load = loadgen.run_open(bridge, workloads.webhooks(bridge, secret), rate=rate,
+                                duration_s=LEAD_S + fault_s + recover_s, connections=32,
+                                timeout_s=10.0, label=f"{dependency} {drill.name}", stop=stop)
         try:
-            await asyncio.sleep(1.0)
-            injected = True  # before: a fault half-applied when inject fails is undone too
-            await asyncio.to_thread(inject)
-            await asyncio.sleep(fault_s)
+            step = await _under_load(load, drill, fault_s, settle, stop)
         finally:
-            if injected:
-                await asyncio.to_thread(undo)
-        step = await load
-        # Let the breaker finish recovering after the load ended, boundedly.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(recovered.wait(), recover_s)
-        stop.set()
-        await watcher
+            done.set()
+            await watcher
         return step
 
-    with _sigterm_unwinds():
+    before = asyncio.run(_closed(bridge, breaker, recover_s))
+    with sigterm_unwinds():
         step = asyncio.run(scenario())
     step.workload = "webhooks"
     path = [state for _, state in seen]
     problems = []
+    if before != "closed":
+        problems.append(f"the breaker was {before} before the fault, still recovering from an "
+                        f"earlier one after {recover_s:g} s")
     p99 = step.latency_ms.get("p99", 0.0)
     untouched = (not step.errors and step.ok_2xx == step.sent and p99 <= unaffected_ms)
     if "open" not in path and not untouched:
@@ -331,13 +499,158 @@ def _one_fault(target: Target, cfg: Any, dependency: str, breaker: str, *, fault
         problems.append(f"{step.no_retry_after_503} 503s without Retry-After")
     if step.errors:
         problems.append(f"requests with no answer: {dict(step.errors)}")
-    detail = (f"{mode} {dependency} {fault_s:g} s under {rate:g} req/s: breaker "
+    detail = (f"{drill.what}, {fault_s:g} s under {rate:g} req/s: breaker "
               f"{' → '.join(path) or 'not seen'}; statuses "
               f"{dict(sorted(step.statuses.items()))}; p99 {p99:.0f} ms")
     if "open" not in path and untouched:
         detail += (f"; webhooks did not depend on {dependency} during the fault (all 2xx, p99 "
                    f"within {unaffected_ms:g} ms), so there was nothing for its breaker to "
                    "trip on")
-    name = f"{dependency} {mode}: breaker opens, sheds 503 + Retry-After, then closes"
     return FaultCheck(name, FAIL if problems else PASS,
                       ("; ".join(problems) + f" ({detail})") if problems else detail), step
+
+
+# --- the gateway's upstream gets slow ----------------------------------------------------------
+
+
+def upstream_drill(target: Target, result: FaultsResult, client: faultproxy.Client | None,
+                   routes: dict[str, Any], no_proxy: str, *, fault_s: float,
+                   recover_s: float, rate: float, quick: bool = False) -> None:
+    """The link from the gateway to the bridge answers later than the gateway's timeout.
+
+    Expected: the gateway answers 504 problem+json within its timeout (never a hang, never
+    another 5xx) while NEUROS stays reachable through it, and everything is 2xx again once
+    the link is fast. What the bridge stored anyway is reconciled by identity with the rest."""
+    name = "gateway upstream slow: 504 problem+json in time, others unaffected, recovers"
+    route = placement.GATEWAY_ROUTES["bridge"]
+    if client is None or route not in routes:
+        why = no_proxy or f"the fault proxy has no route {route!r}"
+        result.checks.append(FaultCheck(name, NA, f"between the gateway and the bridge: {why}"))
+        return
+    timeout_s = target.settings.gateway_timeout_s
+    if quick and timeout_s > QUICK_GATEWAY_TIMEOUT_S:
+        result.checks.append(FaultCheck(name, NA, f"GATEWAY_TIMEOUT_S is {timeout_s:g} s: "
+                                        f"quick runs drill timeouts up to "
+                                        f"{QUICK_GATEWAY_TIMEOUT_S:g} s (run without --quick)"))
+        return
+    latency_ms = 1000 * (timeout_s + 1.0)
+    drill = Drill("upstream", lambda: client.add_toxic(route, "latency", latency=latency_ms,
+                                                       name="drill_upstream"),
+                  lambda: _remove_quietly(client, route, "drill_upstream"),
+                  f"+{latency_ms:.0f} ms between the gateway and the bridge (its timeout is "
+                  f"{timeout_s:g} s)")
+    gateway = target.urls["gateway"]
+    secret = target.settings.standard_webhook_secret[0].get_secret_value()
+    gateway_rate = max(1.0, min(rate, GATEWAY_RATE))
+    probes: dict[str, Any] = {}
+
+    async def probe_during_fault() -> None:
+        await asyncio.sleep(LEAD_S + 0.5)
+        async with httpx.AsyncClient(timeout=timeout_s + 10, trust_env=False) as http:
+            began = time.perf_counter()
+            try:
+                response = await http.get(gateway + "/api/bridge/health")
+                probes["bridge"] = (response.status_code,
+                                    response.headers.get("content-type", ""),
+                                    time.perf_counter() - began)
+            except httpx.HTTPError as exc:
+                probes["bridge"] = (type(exc).__name__, "", time.perf_counter() - began)
+
+    async def isolation_during_fault() -> None:
+        await asyncio.sleep(LEAD_S + 0.5)
+        began = time.perf_counter()
+        try:
+            async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
+                response = await http.get(gateway + "/api/neuros/health")
+            probes["neuros"] = (response.status_code, time.perf_counter() - began)
+        except httpx.HTTPError as exc:
+            probes["neuros"] = (type(exc).__name__, time.perf_counter() - began)
+
+    async def recovery() -> None:
+        deadline = time.monotonic() + recover_s
+        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as http:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    began = time.perf_counter()
+                    response = await http.get(gateway + "/api/bridge/health")
+                    if response.status_code == 200:
+                        probes["recovered_s"] = time.perf_counter() - began
+                        return
+                await asyncio.sleep(0.25)
+
+    async def scenario() -> loadgen.StepResult:
+        stop = asyncio.Event()
+        path = "/api/bridge/webhooks/auren"
+        load = loadgen.run_open(gateway, workloads.webhooks(gateway, secret, path=path),
+                                rate=gateway_rate,
+                                duration_s=LEAD_S + fault_s + timeout_s + recover_s,
+                                connections=64, timeout_s=timeout_s + 10.0,
+                                label="gateway upstream slow", stop=stop)
+        side = [asyncio.create_task(probe_during_fault()),
+                asyncio.create_task(isolation_during_fault())]
+
+        async def settle() -> None:
+            await asyncio.gather(*side)
+            await asyncio.sleep(timeout_s + 1.0)  # the last slowed requests end in 504
+            await recovery()
+
+        return await _under_load(load, drill, fault_s, settle, stop)
+
+    with sigterm_unwinds():
+        step = asyncio.run(scenario())
+    step.workload = "webhooks"
+    problems = []
+    bridge = probes.get("bridge")
+    if bridge is None or bridge[0] != 504 or "problem+json" not in bridge[1]:
+        problems.append(f"a request through the slowed link got {bridge and bridge[:2]}, not "
+                        "504 application/problem+json")
+    elif bridge[2] > timeout_s + 2.0:
+        problems.append(f"the 504 took {bridge[2]:.1f} s, beyond the gateway's timeout "
+                        f"({timeout_s:g} s)")
+    others = {code: n for code, n in step.statuses.items()
+              if code >= 400 and code not in (504, 503)}
+    if others:
+        problems.append(f"answers other than 2xx or 504: {others}")
+    if step.errors:
+        problems.append(f"requests with no answer from the gateway: {dict(step.errors)}")
+    if 504 not in step.statuses:
+        problems.append("no webhook through the slowed link was answered 504")
+    neuros = probes.get("neuros")
+    if "gateway-neuros" in routes and (neuros is None or neuros[0] != 200 or neuros[1] > 1.0):
+        problems.append(f"NEUROS through the gateway during the fault: {neuros} (expected 200 "
+                        "within 1 s: one slow upstream must not hold up the others)")
+    if "recovered_s" not in probes:
+        problems.append(f"the bridge was not reachable through the gateway again within "
+                        f"{recover_s:g} s after the fault")
+    detail = (f"{drill.what}, {fault_s:g} s under {gateway_rate:g} webhooks/s through the "
+              f"gateway: statuses {dict(sorted(step.statuses.items()))}; probe "
+              f"{bridge[0] if bridge else '-'} in {bridge[2] if bridge else 0:.1f} s; NEUROS "
+              f"{neuros[0] if neuros else '-'} in {neuros[1] if neuros else 0:.2f} s; "
+              f"{'recovered' if 'recovered_s' in probes else 'not recovered'}")
+    result.checks.append(FaultCheck(name, FAIL if problems else PASS,
+                                    ("; ".join(problems) + f" ({detail})") if problems
+                                    else detail))
+    result.steps.append(step)
+
+
+def _remove_quietly(client: faultproxy.Client, route: str, name: str) -> None:
+    with contextlib.suppress(faultproxy.FaultProxyError, httpx.HTTPError):
+        client.remove_toxic(route, name)
+
+
+# --- no loss during the drills -----------------------------------------------------------------
+
+
+def loss_check(target: Target, steps: list[loadgen.StepResult], *, enabled: bool = True
+               ) -> FaultCheck | None:
+    """Every webhook the drills' load got a 2xx for is in the store exactly once (by id)."""
+    from auren.ops import reconcile
+
+    if not steps:
+        return None
+    name = "no loss during the drills (by identity)"
+    if not enabled:  # opted out: said, and not counted as a pass of the loss check
+        return FaultCheck(name, NA, reconcile.skipped("--no-reconcile").detail)
+    recon = asyncio.run(reconcile.reconcile(target, steps))
+    status = {reconcile.PASS: PASS, reconcile.FAIL: FAIL}.get(recon.status, NOT_RECONCILED)
+    return FaultCheck(name, status, recon.detail)

@@ -33,6 +33,8 @@ import orjson
 import psutil
 from hdrh.histogram import HdrHistogram
 
+from auren.ops.ledger import Identity, Ledger
+
 # Microseconds from 1 µs to 10 min, 3 significant digits (0.1 % resolution).
 _LOWEST_US, _HIGHEST_US, _DIGITS = 1, 600_000_000, 3
 MAX_LAG_MS = 50.0
@@ -41,8 +43,14 @@ MAX_GEN_CPU_PCT = 95.0
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 REFILL = 256
 
-# Renders ``n`` raw HTTP requests, each with the ``items`` the server should store for it.
+# Renders ``n`` raw HTTP requests, each with the ``items`` the server should store for it. A
+# factory that is also an ``Identity`` (the webhook workload) knows the ids each one carries:
+# the n-th request it rendered is sequence number n of the step's ledger.
 RequestFactory = Callable[[int], list[tuple[bytes, int]]]
+
+
+def new_ledger(factory: RequestFactory) -> Ledger:
+    return Ledger(factory if isinstance(factory, Identity) else None)
 
 
 def new_histogram() -> HdrHistogram:
@@ -200,6 +208,8 @@ class StepResult:
     error_lines: dict[str, int] = field(default_factory=dict)
     workload: str = ""  # webhooks | chat | get: set by the load test
     no_retry_after_503: int = 0  # 503 answers without Retry-After (a shed must say when)
+    # What became of each rendered request (answered with which status, or why not).
+    ledger: Ledger = field(default_factory=Ledger)
 
     @property
     def achieved_rate(self) -> float:
@@ -239,19 +249,24 @@ class StepResult:
             "invalid_reason": self.invalid_reason, "wrapped": self.wrapped,
             "server": self.server, "error_lines": self.error_lines,
             "no_retry_after_503": self.no_retry_after_503, "histogram": self.histogram,
+            "requests": self.ledger.as_dict(),
         }
 
 
 class _Requests:
-    """Pre-rendered requests, refilled in small batches so memory stays bounded."""
+    """Pre-rendered requests, refilled in small batches so memory stays bounded; each comes
+    with its sequence number in ``ledger``."""
 
-    def __init__(self, factory: RequestFactory) -> None:
+    def __init__(self, factory: RequestFactory, ledger: Ledger) -> None:
         self._factory = factory
-        self._queue: deque[tuple[bytes, int]] = deque()
+        self._ledger = ledger
+        self._queue: deque[tuple[bytes, int, int]] = deque()
 
-    def next(self) -> tuple[bytes, int]:
+    def next(self) -> tuple[bytes, int, int]:
         if not self._queue:
-            self._queue.extend(self._factory(REFILL))
+            batch = self._factory(REFILL)
+            first = self._ledger.rendered(len(batch))
+            self._queue.extend((raw, items, first + i) for i, (raw, items) in enumerate(batch))
         return self._queue.popleft()
 
 
@@ -305,10 +320,12 @@ async def run_closed(base_url: str, factory: RequestFactory, *, connections: int
                      on_progress: Callable[[float], None] | None = None) -> StepResult:
     """``connections`` workers, each sending back to back for ``duration_s`` (like wrk -c)."""
     host, port = _host_port(base_url)
-    result = StepResult(label, "closed", "builtin", connections, None)
+    result = StepResult(label, "closed", "builtin", connections, None,
+                        ledger=new_ledger(factory))
+    ledger = result.ledger
     hist = new_histogram()
     raw_us: array[int] = array("q")
-    requests = _Requests(factory)
+    requests = _Requests(factory, ledger)
     cpu = _CPUMeter()
     started = time.perf_counter()
     deadline = started + duration_s
@@ -317,16 +334,19 @@ async def run_closed(base_url: str, factory: RequestFactory, *, connections: int
         conn = Connection(host, port, timeout_s)
         try:
             while time.perf_counter() < deadline:
-                raw, items = requests.next()
+                raw, items, seq = requests.next()
                 sent_at = time.perf_counter()
                 result.sent += 1
+                ledger.sent(seq)
                 try:
                     status, body = await conn.request(raw)
                 except HTTPError as exc:
                     result.errors[exc.kind] += 1
                     if exc.kind == "connect":
+                        ledger.not_sent(seq)  # nothing was written
                         await asyncio.sleep(0.05)  # a refused port must not spin a core
                     continue
+                ledger.answered(seq, status)
                 micros = max(1, int((time.perf_counter() - sent_at) * 1_000_000))
                 hist.record_value(min(micros, _HIGHEST_US))
                 raw_us.append(micros)
@@ -361,19 +381,23 @@ async def _progress(started: float, duration_s: float,
 async def run_open(base_url: str, factory: RequestFactory, *, rate: float, duration_s: float,
                    connections: int = 64, timeout_s: float = 10.0, label: str = "",
                    max_outstanding: int = 50_000,
-                   on_progress: Callable[[float], None] | None = None) -> StepResult:
+                   on_progress: Callable[[float], None] | None = None,
+                   stop: asyncio.Event | None = None) -> StepResult:
     """Request *i* is due at ``i / rate`` s; latency counts from then (wrk2's model).
 
     At most ``connections`` requests are on the wire; the others wait for a connection and
     that wait is part of their latency. Beyond ``max_outstanding`` due requests the schedule
-    drops (counted, and a failure): memory stays bounded through any stall.
+    drops (counted, and a failure): memory stays bounded through any stall. ``stop`` ends the
+    schedule early (the drills stop once the system has recovered); what was sent is awaited.
     """
     if not rate > 0:
         raise ValueError("rate must be positive")
     host, port = _host_port(base_url)
-    result = StepResult(label, "open", "builtin", connections, rate)
+    result = StepResult(label, "open", "builtin", connections, rate,
+                        ledger=new_ledger(factory))
+    ledger = result.ledger
     hist, uncorrected, lag = new_histogram(), new_histogram(), new_histogram()
-    requests = _Requests(factory)
+    requests = _Requests(factory, ledger)
     pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(connections):
         pool.put_nowait(Connection(host, port, timeout_s))
@@ -382,19 +406,22 @@ async def run_open(base_url: str, factory: RequestFactory, *, rate: float, durat
     total = int(rate * duration_s)
     started = time.perf_counter() + 0.01
 
-    async def one(raw: bytes, items: int, intended: float) -> None:
+    async def one(raw: bytes, items: int, seq: int, intended: float) -> None:
         conn = await pool.get()
         sent_at = time.perf_counter()
+        ledger.sent(seq)
         try:
             status, body = await conn.request(raw)
             shed_silently = status == 503 and not conn.retry_after
         except HTTPError as exc:
             result.errors[exc.kind] += 1
             if exc.kind == "connect":
+                ledger.not_sent(seq)
                 await asyncio.sleep(0.05)
             return
         finally:
             pool.put_nowait(conn)
+        ledger.answered(seq, status)
         done = time.perf_counter()
         hist.record_value(min(max(1, int((done - intended) * 1_000_000)), _HIGHEST_US))
         uncorrected.record_value(min(max(1, int((done - sent_at) * 1_000_000)), _HIGHEST_US))
@@ -406,11 +433,11 @@ async def run_open(base_url: str, factory: RequestFactory, *, rate: float, durat
     progress = asyncio.create_task(_progress(started, duration_s, on_progress))
     try:
         index = 0
-        while index < total:
+        while index < total and not (stop is not None and stop.is_set()):
             now = time.perf_counter()
             intended = started + index / rate
             if intended > now:
-                await asyncio.sleep(intended - now)
+                await asyncio.sleep(min(intended - now, 0.25))
                 continue
             # Everything due by now goes out in this wake-up (sleep granularity is ~1 ms).
             while index < total and started + index / rate <= now:
@@ -421,9 +448,9 @@ async def run_open(base_url: str, factory: RequestFactory, *, rate: float, durat
                 if len(outstanding) >= max_outstanding:
                     result.dropped += 1
                     continue
-                raw, items = requests.next()
+                raw, items, seq = requests.next()
                 result.sent += 1
-                task = asyncio.create_task(one(raw, items, due))
+                task = asyncio.create_task(one(raw, items, seq, due))
                 outstanding.add(task)
                 task.add_done_callback(outstanding.discard)
         send_window = time.perf_counter() - started

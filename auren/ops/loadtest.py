@@ -1,5 +1,6 @@
-"""Load phases over the engines: a measured step, a ramp with its breaking point, and the
-reconciliation of what was answered against what was stored.
+"""Load phases over the engines: a measured step, a ramp with its breaking point, and
+``auren loadtest`` itself (:func:`run`): the steps, then the reconciliation by identity of
+every webhook against the store (``auren.ops.reconcile``).
 
 A step runs one engine at one load level while the sampler records the server processes, and
 counts the ERROR lines the services logged meanwhile. A ramp steps through the given levels
@@ -17,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from auren.ops import deps, loadgen, workloads, wrk
+from auren.ops import deps, loadgen, reconcile, sla, workloads, wrk
 from auren.ops.loadgen import RequestFactory, StepResult
+from auren.ops.reconcile import Reconciliation
 from auren.ops.sampler import Sampler
 from auren.ops.sla import SLARow, verdict
 from auren.ops.target import Target
@@ -178,93 +180,96 @@ def ramp(target: Target, template: Step, levels: list[float], row: SLARow,
     return out
 
 
+async def kafka_baseline(target: Target) -> int | str | None:
+    """The Kafka topic's offsets before the load (full stack), for the records-appended line."""
+    if not target.settings.kafka_bootstrap_servers:
+        return None
+    try:
+        return await deps.kafka_offsets(target.settings.kafka_bootstrap_servers, 5.0)
+    except deps.ProbeFailed as exc:
+        return str(exc)
+
+
+# --- `auren loadtest`: one step or a ramp, then the reconciliation ------------------------------
+
+
+ENDPOINTS = {"webhooks": ("webhooks", "/webhooks/auren"), "chat": ("chat", "/chat"),
+             "health": ("get", "/health")}
+
+
 @dataclass
-class Reconciliation:
-    status: str  # pass | fail | n/a
-    answered_2xx: int = 0
-    accepted: int = 0
-    stored: int | None = None
-    lost: int = 0
-    unanswered_stored: int = 0
-    kafka_records: int | None = None
-    detail: str = ""
+class Plan:
+    """What ``auren loadtest`` runs, parsed and checked by the CLI."""
+
+    endpoint: str = "webhooks"  # webhooks | chat | health
+    service: str | None = None  # default: bridge (webhooks, health), neuros (chat)
+    model: str = "closed"
+    connections: int = 100
+    rate: float = 200.0
+    duration_s: float = 30.0
+    levels: list[float] | None = None  # a ramp
+    engine: str = "auto"
+    timeout_s: float = 10.0
+    reconcile: bool = True  # False: --no-reconcile, said in the verdict
+
+
+@dataclass
+class Outcome:
+    target: str
+    row: SLARow
+    steps: list[StepResult]
+    verdicts: list[Any]
+    ramp: Ramp | None
+    reconciliation: Reconciliation
+    samples: dict[str, Any]
+
+    @property
+    def exit_code(self) -> int:
+        """0 pass, 1 a check failed (loss, SLA, not reconciled), 3 the generator's limit."""
+        if self.reconciliation.blocks_pass:
+            return 1
+        if self.ramp is None:
+            status = self.verdicts[0].status
+            return 0 if status == "pass" else 3 if status == "invalid" else 1
+        return 0
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {"target": self.target, "sla": self.row.as_dict(),
+                "steps": [s.as_dict() for s in self.steps],
+                "verdicts": [v.as_dict() for v in self.verdicts],
+                "ramp": self.ramp.as_dict() if self.ramp else None,
+                "reconciliation": self.reconciliation.as_dict(), "samples": self.samples}
 
 
-async def _stable_count(target: Target, wait_s: float) -> deps.StoreCount:
-    """The store count once it stops changing (the full stack's sink writes after the 202)."""
-    last = await target.count_store()
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        await asyncio.sleep(1.0)
-        now = await target.count_store()
-        if now == last:
-            return now
-        last = now
-    return last
-
-
-async def store_baseline(target: Target) -> tuple[deps.StoreCount | str, int | str | None]:
+def run(target: Target, plan: Plan, rows: list[SLARow],
+        progress: Progress | None = None) -> Outcome:
+    """One step (or a ramp) against ``target`` while its processes are sampled, then every
+    webhook reconciled against the store by identity. Raises NoSecret (usage)."""
+    workload, path = ENDPOINTS[plan.endpoint]
+    service = plan.service or ("neuros" if plan.endpoint == "chat" else "bridge")
+    row = next((r for r in rows if r.workload == workload), sla.webhook_row(rows))
+    template = Step(service, workload, path, plan.model,
+                    float(plan.connections if plan.model == "closed" else plan.rate),
+                    plan.duration_s, plan.engine, connections=plan.connections,
+                    timeout_s=plan.timeout_s)
+    sampler = Sampler(target.pids).start()
     try:
-        count: deps.StoreCount | str = await target.count_store()
-    except deps.ProbeFailed as exc:
-        count = str(exc)
-    offsets: int | str | None = None
-    if target.settings.kafka_bootstrap_servers:
-        try:
-            offsets = await deps.kafka_offsets(target.settings.kafka_bootstrap_servers, 5.0)
-        except deps.ProbeFailed as exc:
-            offsets = str(exc)
-    return count, offsets
-
-
-async def reconcile(target: Target, before: deps.StoreCount | str, offsets_before: int | str | None,
-                    steps: list[StepResult]) -> Reconciliation:
-    """Every webhook answered 2xx must be in the store: ``lost`` must be 0.
-
-    Requests that timed out may still have been stored (the server finished after the client
-    gave up), so the store may hold *more* than was answered, by at most those requests'
-    items; it may never hold less.
-    """
-    hooks = [s for s in steps if s.workload == "webhooks"]
-    answered = sum(s.ok_2xx for s in hooks)
-    accepted = sum(s.accepted_items for s in hooks)
-    if isinstance(before, str):
-        return Reconciliation("n/a", answered, accepted,
-                              detail=f"the store cannot be read from here: {before}")
-    wait = 2.0 if target.embedded else 30.0
-    try:
-        after = await _stable_count(target, wait)
-    except deps.ProbeFailed as exc:
-        return Reconciliation("fail", answered, accepted, detail=f"store unreadable: {exc}")
-    stored = after.items - before.items
-    lost = max(0, accepted - stored)
-    extra = max(0, stored - accepted)
-    kafka = None
-    if isinstance(offsets_before, int) and target.settings.kafka_bootstrap_servers:
-        try:
-            kafka = await deps.kafka_offsets(target.settings.kafka_bootstrap_servers, 5.0) - \
-                offsets_before
-        except deps.ProbeFailed:
-            kafka = None
-    # wrk abandons what is in flight when its time is up: one request per connection, whose
-    # answer nobody reads but which the server may well have stored.
-    unanswered = sum(s.errors.get("timeout", 0) + s.errors.get("read", 0)
-                     + (s.connections if s.engine == "wrk" else 0) for s in hooks)
-    per_request = workloads.EVENTS_PER_WEBHOOK
-    problems = []
-    if lost:
-        problems.append(f"LOST {lost}: {accepted} items answered as accepted, {stored} stored")
-    if extra > unanswered * per_request:
-        problems.append(f"{extra} items stored without an accepted answer, more than the "
-                        f"{unanswered} unanswered requests can explain")
-    detail = "; ".join(problems) or (
-        f"{accepted} accepted items all stored ({stored} new rows"
-        + (f", {extra} from requests whose answer was never read: wrk's in-flight at its "
-           "end, or timeouts" if extra else "") + ")")
-    if kafka is not None:
-        detail += f"; Kafka records appended: {kafka}"
-    return Reconciliation("fail" if problems else "pass", answered, accepted, stored, lost,
-                          extra, kafka, detail)
+        offsets = asyncio.run(kafka_baseline(target))
+        ramp_result: Ramp | None = None
+        if plan.levels:
+            ramp_result = ramp(target, template, plan.levels, row, sampler, progress)
+            steps = ramp_result.steps
+        else:
+            steps = [run_step(target, template, sampler, progress)]
+        if workload != "webhooks":
+            recon = Reconciliation(reconcile.NA, detail="only webhooks are reconciled")
+        elif not plan.reconcile:
+            recon = reconcile.skipped("--no-reconcile")
+        else:
+            recon = asyncio.run(reconcile.reconcile(target, steps, offsets_before=offsets))
+    finally:
+        sampler.stop()
+    verdicts = [sla.verdict(row, s.latency_ms, s.error_rate, s.invalid, s.invalid_reason)
+                for s in steps]
+    return Outcome(target.describe(), row, steps, verdicts, ramp_result, recon,
+                   sampler.as_dict())

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from auren.ops.faultproxy import Placement
+from auren.ops.placement import gateway_env
 from auren.sim.credentials import fresh_secrets
 
 SERVICES: tuple[str, ...] = ("neuros", "legacy", "bridge", "gateway")
@@ -72,6 +74,10 @@ class ServiceSet:
     names: tuple[str, ...] = SERVICES
     workers: int = 1
     services: dict[str, Service] = field(default_factory=dict)
+    # Per-service additions to the environment (the gateway's upstreams through the fault
+    # proxy, auren.ops.placement).
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    fault_proxy_url: str | None = None
 
     @property
     def urls(self) -> dict[str, str]:
@@ -104,7 +110,8 @@ class ServiceSet:
                     service.process = subprocess.Popen(  # noqa: S603 - our own CLI, fixed args
                         [sys.executable, "-m", "auren", "serve", name, "--host", HOST,
                          "--port", str(service.port), "--workers", str(self.workers)],
-                        stdout=log, stderr=subprocess.STDOUT, env=env)
+                        stdout=log, stderr=subprocess.STDOUT,
+                        env={**env, **self.service_env.get(name, {})})
             if env.get("KAFKA_BOOTSTRAP_SERVERS") and env.get("POSTGRES_URL"):
                 # Full stack: the bridge's 202 means "in Kafka"; the sink moves it on into
                 # PostgreSQL. Without it nothing reaches the store. (No HTTP port: port 0.)
@@ -175,20 +182,52 @@ class ServiceSet:
 @contextlib.contextmanager
 def embedded_system(data_dir: Path, *, base_env: Mapping[str, str] | None = None,
                     fixed_ports: bool = False, workers: int = 1,
-                    extra_env: Mapping[str, str] | None = None) -> Iterator[ServiceSet]:
+                    extra_env: Mapping[str, str] | None = None,
+                    fault_proxy: bool = False) -> Iterator[ServiceSet]:
     """The whole embedded system in ``data_dir`` with generated secrets, stopped afterwards.
 
     Free ports unless ``fixed_ports`` (the default ports of ``auren serve all``): a toolkit run
-    must not collide with a deployment, or with another run, on the same machine.
+    must not collide with a deployment, or with another run, on the same machine. With
+    ``fault_proxy``, the gateway reaches the services through a fault proxy started here
+    (``services.fault_proxy_url``), for the gateway drill of ``auren faults``.
     """
     base = dict(os.environ if base_env is None else base_env)
     # A developer's full-stack URLs must not turn the embedded run into a full-stack one.
-    for name in ("POSTGRES_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS"):
+    for name in ("POSTGRES_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS",
+                 "AUREN_FAULT_PROXY_URL"):
         base.pop(name, None)
     env = {**base, **generated_secrets(base), "LOG_LEVEL": "INFO", **(extra_env or {})}
     ports = dict(DEFAULT_PORTS) if fixed_ports else {name: free_port() for name in SERVICES}
-    with ServiceSet(data_dir, env, ports, workers=workers) as services:
+    with gateway_proxy(ports, data_dir / "logs", enabled=fault_proxy) as layout, \
+            ServiceSet(data_dir, env, ports, workers=workers,
+                       service_env={"gateway": gateway_env(layout)} if layout else {},
+                       fault_proxy_url=layout.url if layout else None) as services:
         yield services
+
+
+@contextlib.contextmanager
+def gateway_proxy(service_ports: Mapping[str, int], logs: Path, *, enabled: bool = True,
+                  dependency_routes: Mapping[str, tuple[int, str]] | None = None
+                  ) -> Iterator[Placement | None]:
+    """A fault proxy between the gateway and the services (and ``dependency_routes``), for
+    the block; stopped by its pid afterwards. None when not ``enabled``."""
+    if not enabled:
+        yield None
+        return
+    from auren.ops import faultproxy
+    from auren.ops.placement import GATEWAY_ROUTES, free_ports, gateway_routes
+
+    ports = free_ports(len(GATEWAY_ROUTES) + 1)
+    routes = gateway_routes(service_ports, dict(zip(GATEWAY_ROUTES, ports[1:], strict=True)))
+    layout = Placement(ports[0], {**routes, **(dependency_routes or {})})
+    try:
+        proxy = faultproxy.start(layout, logs / "faultproxy.log")
+    except RuntimeError as exc:
+        raise EnvironmentBroken(str(exc)) from exc
+    try:
+        yield layout
+    finally:
+        proxy.stop()
 
 
 def serve_all_forever(services: ServiceSet) -> int:

@@ -3,7 +3,8 @@
 Each rule reads the validation run (``report.json``'s shape) and either says something with
 the numbers that triggered it or stays silent. The rules, in order:
 
-1. **Lost events** (reconciliation ``lost > 0``): the one finding that outranks all others.
+1. **Lost events** (reconciliation by identity ``lost > 0``, or duplicates): the one finding
+   that outranks all others; a run that could not reconcile says that losses were not measured.
 2. **First saturated resource** at the first step that broke the webhook SLA (or the heaviest
    step when none broke): the bridge's CPU at ≥ ``CPU_SATURATED_PCT`` of its cores → CPU-bound;
    otherwise 503s shed by admission → the admission limit came first; otherwise latency grew
@@ -52,10 +53,17 @@ def recommendations(run: dict[str, Any]) -> list[str]:
     cores = max(1, int(run.get("environment", {}).get("bridge_workers", 1)))
     recon = run.get("reconciliation") or {}
 
-    # 1. lost events
+    # 1. lost events (by identity), or none measured
     if recon.get("lost"):
-        out.append(f"**Data loss:** {recon['lost']} items were answered as accepted but are not "
-                   "in the store. Nothing else in this report matters until that is fixed.")
+        out.append(f"**Data loss:** {recon['lost']} event ids of "
+                   f"{recon.get('lost_requests', '?')} webhooks answered 2xx are not in the "
+                   "store. Nothing else in this report matters until that is fixed.")
+    if recon.get("duplicated"):
+        out.append(f"**Duplicates:** {recon['duplicated']} event ids are stored more than once.")
+    if recon.get("status") == "not reconciled":
+        out.append("**Losses not measured:** the reconciliation did not run "
+                   f"({recon.get('detail', '')}). Point the toolkit at the deployment's store "
+                   "(--data-dir, or POSTGRES_URL) to prove that nothing acknowledged was lost.")
 
     # 2. first saturated resource
     step = _pick_break_step(ramp, stress)

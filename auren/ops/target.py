@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from auren.infra.base import InfraConfig
 from auren.ops import deps
 from auren.ops.procs import SERVICES, embedded_system
 from auren.settings import Settings
@@ -35,6 +36,10 @@ class Target:
     pids: dict[str, int] = field(default_factory=dict)
     log_paths: dict[str, Path] = field(default_factory=dict)
     started_here: bool = False
+    # The control API of a fault proxy the toolkit placed itself (else the settings' one).
+    fault_proxy_url: str | None = None
+    # The `auren infra` stack the toolkit brought up itself (`validate --stack full`).
+    infra: InfraConfig | None = None
 
     @property
     def embedded(self) -> bool:
@@ -61,6 +66,26 @@ class Target:
     @property
     def store_name(self) -> str:
         return "PostgreSQL" if self.settings.postgres_url is not None else "SQLite"
+
+    @property
+    def store_label(self) -> str:
+        """Which store the reconciliation reads, for a report line."""
+        if self.settings.postgres_url is not None:
+            return "PostgreSQL (POSTGRES_URL)"
+        if self.data_dir is None:
+            return "no store"
+        return f"SQLite {self.data_dir / 'auren.sqlite3'}"
+
+    async def store_records(self, namespace: str, timeout_s: float = 30.0) -> dict[str, int]:
+        """How many times each source record id of users in ``namespace`` is stored; raises
+        ProbeFailed when the store cannot be read."""
+        if self.settings.postgres_url is not None:
+            return await deps.postgres_records(self.settings.postgres_url.get_secret_value(),
+                                               namespace, timeout_s)
+        if self.data_dir is None:
+            raise deps.ProbeFailed("no store to read: give --data-dir (embedded) or "
+                                   "POSTGRES_URL (full stack)")
+        return await deps.sqlite_records(self.data_dir / "auren.sqlite3", namespace, timeout_s)
 
     def error_log_offsets(self) -> dict[str, int]:
         return {name: _size(path) for name, path in self.log_paths.items()}
@@ -147,6 +172,7 @@ def resolve(*, overrides: Mapping[str, str | None], deployed: bool, data_dir: Pa
     parent = Path(tempfile.mkdtemp(prefix="auren-ops-")) if data_dir is None else data_dir
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = parent / f"embedded-{stamp}-{os.getpid()}"
-    with embedded_system(run_dir, extra_env=extra_env) as services:
+    with embedded_system(run_dir, extra_env=extra_env, fault_proxy=True) as services:
         yield Target(services.urls, settings_from_env(services.env), run_dir, services.pids,
-                     services.log_paths, started_here=True)
+                     services.log_paths, started_here=True,
+                     fault_proxy_url=services.fault_proxy_url)

@@ -6,7 +6,7 @@ MARKDOWN = """\
 # {{ run.title }}
 
 Generated {{ run.generated_at }} against **{{ run.target }}**{% if run.quick %} (quick run){% endif %}.
-Overall verdict: **{{ run.verdict }}**.
+Overall verdict: **{{ run.verdict }}**{% if run.verdict_note %} — {{ run.verdict_note }}{% endif %}.
 
 ## System Validation Report
 
@@ -25,7 +25,8 @@ Overall verdict: **{{ run.verdict }}**.
 | Error rate at peak load ({{ run.performance.peak.label }}) | {{ run.performance.peak.error_rate | pct }} |
 | CPU usage at peak (server processes, % of one core; {{ run.environment.cpu_count }} cores) | {{ run.performance.peak.cpu_peak_pct | fmt }} % |
 | Memory usage at peak (server processes, RSS) | {{ run.performance.peak.rss_peak_mb | fmt }} MB |
-| Events lost (accepted but not stored) | **{{ run.performance.events_lost }}** |
+| Events lost (acknowledged ids not stored, by identity) | **{{ run.performance.events_lost if run.performance.events_lost is not none else "not reconciled" }}** |
+| Events stored more than once | {{ run.performance.events_duplicated if run.performance.events_duplicated is not none else "not reconciled" }} |
 | ERROR lines logged during load | {{ run.performance.error_log_lines }} |
 
 Breaking point: {{ run.ramp.conclusion if run.ramp else "no ramp was run" }}.
@@ -95,6 +96,7 @@ HTML = """\
  th { background: #f6f8fa; }
  .pass { color: #1a7f37; font-weight: bold; } .fail { color: #cf222e; font-weight: bold; }
  .warn, .invalid { color: #9a6700; font-weight: bold; } .na { color: #656d76; }
+ .not-reconciled { color: #cf222e; font-weight: bold; }
  .verdict { font-size: 1.3em; }
  .charts img { max-width: 100%; border: 1px solid #d0d7de; margin: .5em 0; }
  td.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -104,7 +106,8 @@ HTML = """\
 <h1>{{ run.title }}</h1>
 <p>Generated {{ run.generated_at }} against <strong>{{ run.target }}</strong>{% if run.quick %} (quick run){% endif %}.
 <span class="verdict">Overall verdict:
-<span class="{{ run.verdict | lower }}" id="verdict">{{ run.verdict }}</span></span></p>
+<span class="{{ run.verdict | lower | replace(' ', '-') }}" id="verdict">{{ run.verdict }}</span></span>
+{% if run.verdict_note %}<br><span id="verdict-note">{{ run.verdict_note }}</span>{% endif %}</p>
 
 <h2>System Validation Report</h2>
 <table id="validation">
@@ -122,11 +125,16 @@ HTML = """\
 <tr><td>Error rate at peak load ({{ run.performance.peak.label }})</td><td class="num">{{ run.performance.peak.error_rate | pct }}</td></tr>
 <tr><td>CPU usage at peak (server processes, % of one core; {{ run.environment.cpu_count }} cores)</td><td class="num">{{ run.performance.peak.cpu_peak_pct | fmt }} %</td></tr>
 <tr><td>Memory usage at peak (server processes, RSS)</td><td class="num">{{ run.performance.peak.rss_peak_mb | fmt }} MB</td></tr>
-<tr><td>Events lost (accepted but not stored)</td><td class="num {{ 'pass' if run.performance.events_lost == 0 else 'fail' }}">{{ run.performance.events_lost }}</td></tr>
+{% if run.performance.events_lost is none %}
+<tr><td>Events lost (acknowledged ids not stored, by identity)</td><td class="num not-reconciled" id="events-lost">not reconciled</td></tr>
+{% else %}
+<tr><td>Events lost (acknowledged ids not stored, by identity)</td><td class="num {{ 'pass' if run.performance.events_lost == 0 else 'fail' }}" id="events-lost">{{ run.performance.events_lost }}</td></tr>
+{% endif %}
+<tr><td>Events stored more than once</td><td class="num">{{ run.performance.events_duplicated if run.performance.events_duplicated is not none else "not reconciled" }}</td></tr>
 <tr><td>ERROR lines logged during load</td><td class="num">{{ run.performance.error_log_lines }}</td></tr>
 </table>
 <p>Breaking point: {{ run.ramp.conclusion if run.ramp else "no ramp was run" }}.</p>
-<p>Reconciliation: <span class="{{ run.reconciliation.status | replace('/', '') }}">{{ run.reconciliation.status | upper_status }}</span> — {{ run.reconciliation.detail }}</p>
+<p id="reconciliation">Reconciliation: <span class="{{ run.reconciliation.status | replace('/', '') | replace(' ', '-') }}">{{ run.reconciliation.status | upper_status }}</span> — {{ run.reconciliation.detail }}</p>
 
 <div class="charts">
 {% for name, uri in images.items() %}

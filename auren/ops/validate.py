@@ -2,11 +2,13 @@
 
 Phases: health sweep → end-to-end chain → SLA baselines (open model, one per SLA row) →
 stress at 100 connections (closed model, like ``wrk -c100``) → progressive ramp with its
-breaking point → faults → reconciliation of every webhook answered against the store → the
-report (``reports/<UTC timestamp>/``). A phase that cannot run is recorded with the reason and
-the next one still runs; the overall verdict is FAIL when any check, SLA row or the
-reconciliation failed, INVALID when nothing failed but an SLA baseline could not be judged
-because the generator could not keep up, PASS otherwise.
+breaking point → faults → reconciliation by identity of every webhook sent against the store
+→ the report (``reports/<UTC timestamp>/``). A phase that cannot run is recorded with the reason
+and the next one still runs. The overall verdict is FAIL when any check, SLA row or the
+reconciliation failed; NOT RECONCILED when nothing failed but the store could not be read, so
+that no loss was measured (a run can only PASS with that evidence, unless the user opted out
+with ``--no-reconcile``, and then the verdict says so); INVALID when an SLA baseline could not
+be judged because the generator could not keep up; PASS otherwise.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 import psutil
 
 from auren import __version__
-from auren.ops import e2e, faults, health, loadtest, recommend, report, sla, wrk
+from auren.ops import e2e, faults, health, loadtest, recommend, reconcile, report, sla, wrk
 from auren.ops.loadgen import StepResult
 from auren.ops.sampler import Sampler
 from auren.ops.target import TITLES, Target
@@ -34,6 +36,7 @@ from auren.ops.target import TITLES, Target
 DEFAULT_RAMP = (50.0, 100.0, 200.0, 500.0)
 QUICK_RAMP = (25.0, 100.0, 400.0)
 STRESS_CONNECTIONS = 100
+QUICK_DRILLS = ("kill", "slow", "partition", "upstream")
 
 
 @dataclass
@@ -45,13 +48,14 @@ class Plan:
     step_s: float = 10.0
     engine: str = "auto"
     faults: bool = True
+    reconcile: bool = True  # False: --no-reconcile, said in the verdict
 
     @classmethod
     def make(cls, *, quick: bool, rows: list[sla.SLARow], ramp: tuple[float, ...] | None,
-             engine: str, faults: bool) -> Plan:
+             engine: str, faults: bool, reconcile: bool = True) -> Plan:
         if quick:
-            return cls(True, rows, ramp or QUICK_RAMP, 5.0, 3.0, engine, faults)
-        return cls(False, rows, ramp or DEFAULT_RAMP, 30.0, 10.0, engine, faults)
+            return cls(True, rows, ramp or QUICK_RAMP, 5.0, 3.0, engine, faults, reconcile)
+        return cls(False, rows, ramp or DEFAULT_RAMP, 30.0, 10.0, engine, faults, reconcile)
 
     def sla_duration(self, row: sla.SLARow) -> float:
         return max(3.0, row.duration_s / sla.QUICK_DIVISOR) if self.quick else row.duration_s
@@ -138,7 +142,7 @@ def run_validation(target: Target, plan: Plan, *, log: Log,
     done("pass" if chain.ok else "fail")
 
     sampler = Sampler(target.pids).start()
-    before, offsets = asyncio.run(loadtest.store_baseline(target))
+    offsets = asyncio.run(loadtest.kafka_baseline(target))
     load_steps: list[StepResult] = []
     try:
         done = phase("SLA baselines")
@@ -174,25 +178,39 @@ def run_validation(target: Target, plan: Plan, *, log: Log,
         if plan.faults:
             done = phase("faults")
             fault_result.checks.append(asyncio.run(faults.malformed_burst(target)))
-            # Quick: a crash of each dependency; full: a crash and a hang (pause) of each.
-            dependency = faults.dependency_faults(target, unaffected_ms=row.latency_ms,
-                                                  mode="kill" if plan.quick else "both")
+            # Quick: a crash, a slow and a cut-off dependency, and a slow gateway upstream;
+            # full: every drill. Their load steps are reconciled with all the others.
+            dependency = faults.dependency_faults(
+                target, unaffected_ms=row.latency_ms, quick=plan.quick,
+                drills=list(QUICK_DRILLS if plan.quick else faults.DRILLS),
+                fault_s=3.0 if plan.quick else 8.0)
             fault_result.checks.extend(dependency.checks)
             fault_result.steps.extend(dependency.steps)
             load_steps.extend(dependency.steps)
             done("pass" if fault_result.ok else "fail")
 
         done = phase("reconciliation")
-        recon = asyncio.run(loadtest.reconcile(target, before, offsets, load_steps))
+        if plan.reconcile:
+            recon = asyncio.run(reconcile.reconcile(target, load_steps,
+                                                    offsets_before=offsets))
+        else:
+            recon = reconcile.skipped("--no-reconcile")
         done(recon.status)
     finally:
         sampler.stop()
 
     error_lines = sum(sum(s.error_lines.values()) for s in load_steps)
     failed = (not sweep.ok or not chain.ok or any(v.status == "fail" for v in verdicts)
-              or recon.status == "fail" or not fault_result.ok)
-    verdict = ("FAIL" if failed else "INVALID" if any(v.status == "invalid" for v in verdicts)
-               else "PASS")
+              or recon.status == reconcile.FAIL or not fault_result.ok)
+    verdict = ("FAIL" if failed else "NOT RECONCILED" if recon.blocks_pass
+               else "INVALID" if any(v.status == "invalid" for v in verdicts) else "PASS")
+    verdict_note = ""
+    if verdict == "NOT RECONCILED":
+        verdict_note = ("no loss was measured: the store could not be read, so this run "
+                        "cannot pass (" + recon.detail.removeprefix("NOT RECONCILED: ") + ")")
+    elif recon.opted_out:
+        verdict_note = ("not reconciled (--no-reconcile): no loss was measured, the verdict "
+                        "covers everything else")
     at_100 = stress.latency_ms
     # The highest concurrency that held: the ramp's, or the stress step's when the ramp did
     # not break below it.
@@ -212,6 +230,7 @@ def run_validation(target: Target, plan: Plan, *, log: Log,
         "target": target.describe(),
         "mode": target.mode,
         "verdict": verdict,
+        "verdict_note": verdict_note,
         "validation": validation_rows(sweep.as_dict(), chain.as_dict()),
         "performance": {
             "max_concurrent_webhooks": int(max_ok) if max_ok is not None else None,
@@ -220,7 +239,8 @@ def run_validation(target: Target, plan: Plan, *, log: Log,
                        "p95": at_100.get("p95"), "p99": at_100.get("p99"),
                        "engine": stress.engine},
             "peak": _peak([*ramp.steps, stress]),
-            "events_lost": recon.lost,
+            "events_lost": recon.lost,  # None: not reconciled
+            "events_duplicated": recon.duplicated,
             "error_log_lines": error_lines,
             "stress_holds": stress_holds,
         },

@@ -2,14 +2,27 @@
 
 wrk is C with an event loop per thread and out-runs any Python generator. The toolkit writes
 one file of pre-signed, unique raw requests per wrk thread and a Lua script that sends each
-request once, counts answers per status and sums the bridge's ``accepted`` (so reconciliation
-works exactly as with the built-in engine). If a thread's pool runs out it starts over and
-counts ``wrapped``: repeated webhooks are re-deliveries, and the step is reported invalid
-rather than silently measuring deduplication. wrk's latencies are closed-model (no correction).
+request once, counts answers per status and sums the bridge's ``accepted``. If a thread's pool
+runs out it starts over and counts ``wrapped``: repeated webhooks are re-deliveries, and the
+step is reported invalid rather than silently measuring deduplication. wrk's latencies are
+closed-model (no correction).
+
+**Which request got which answer.** wrk's Lua hooks are per thread and carry no connection:
+``response()`` cannot say which ``request()`` it answers when a thread drives several
+connections. With one connection per thread (``-t`` = ``-c``) the calls strictly alternate on
+each Lua state: wrk calls ``request()`` when a connection starts a new request (after the
+previous answer, or after a reconnect that abandoned it) and ``response()`` when that answer has
+been read. So the script remembers the pool position it handed out last, and ``response()``
+appends "position status" to a per-thread answers file; a ``request()`` that follows another
+without an answer in between means the first one's answer was never read (a transport error),
+and what was handed out last when wrk stopped was in flight. When the workload knows its ids
+(webhooks), the toolkit runs wrk that way and fills the step's ledger from those files; each
+thread is an OS thread blocked in epoll most of the time, so hundreds of them are cheap.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import resource
 import shutil
@@ -19,7 +32,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from auren.ops.loadgen import RequestFactory, StepResult
+from auren.ops.loadgen import RequestFactory, StepResult, new_ledger
 
 # The one wrk script for signed webhooks: the toolkit's wrk engine and bench/ both use it.
 LUA = r"""
@@ -40,16 +53,27 @@ function init(args)
    end
    file:close()
    loaded, cursor, wrapped, accepted, statuses = #pool, 0, 0, 0, {}
+   -- With one connection per thread: "position status" of every answer read (see wrk.py).
+   if args[2] then
+      answers = assert(io.open(args[2] .. "." .. id, "w"))
+      answers:setvbuf("full")
+   end
+   handed = nil
 end
 function request()
    cursor = cursor + 1
    if cursor > loaded then cursor = 1; wrapped = wrapped + 1 end
+   handed = cursor
    return pool[cursor]
 end
 function response(status, headers, body)
    statuses[status] = (statuses[status] or 0) + 1
    if status >= 200 and status < 300 and body then
       accepted = accepted + (tonumber(body:match('"accepted":(%d+)')) or 0)
+   end
+   if answers and handed then
+      answers:write(handed, " ", status, "\n")
+      handed = nil
    end
 end
 function done(summary, latency, requests)
@@ -61,7 +85,11 @@ function done(summary, latency, requests)
    end
    for s, n in pairs(totals) do io.write(string.format("AUREN status %d %d\n", s, n)) end
    local l = 0
-   for _, t in ipairs(threads) do l = l + t:get("loaded") end
+   for _, t in ipairs(threads) do
+      l = l + t:get("loaded")
+      io.write(string.format("AUREN handed %d %d %d\n", t:get("id"), t:get("cursor"),
+                             t:get("wrapped")))
+   end
    io.write(string.format("AUREN loaded %d\nAUREN wrapped %d\nAUREN accepted %d\n", l, w, a))
    for _, p in ipairs({50, 90, 95, 99, 99.9}) do
       io.write(string.format("AUREN latency_us p%s %d\n", p, latency:percentile(p)))
@@ -110,23 +138,32 @@ def parse(output: str, result: StepResult) -> StepResult:
 
 def run(base_url: str, factory: RequestFactory, *, connections: int, duration_s: float,
         pool_size: int, timeout_s: float = 10.0, label: str = "") -> StepResult:
-    """One closed-model step with wrk; ``pool_size`` unique requests are rendered up front."""
-    result = StepResult(label, "closed", "wrk", connections, None, statuses=Counter())
+    """One closed-model step with wrk; ``pool_size`` unique requests are rendered up front.
+
+    When the workload knows its ids, wrk runs one connection per thread and the step's ledger
+    says which request got which answer (see the module docstring)."""
+    result = StepResult(label, "closed", "wrk", connections, None, statuses=Counter(),
+                        ledger=new_ledger(factory))
+    ledger = result.ledger
+    tracked = ledger.identity is not None
+    threads = connections if tracked else min(THREADS, connections)
     with tempfile.TemporaryDirectory(prefix="auren-wrk-") as tmp:
         prefix = Path(tmp) / "requests"
+        answers = Path(tmp) / "answers"
         requests = factory(pool_size)
-        for thread in range(THREADS):
+        ledger.rendered(len(requests))
+        for thread in range(threads):
             with open(f"{prefix}.{thread}", "wb") as out:
-                for raw, _items in requests[thread::THREADS]:
+                for raw, _items in requests[thread::threads]:
                     out.write(b"%d\n" % len(raw))
                     out.write(raw)
         del requests
         script = Path(tmp) / "auren.lua"
         script.write_text(LUA)
         seconds = max(1, round(duration_s))
-        cmd = ["wrk", f"-t{min(THREADS, connections)}", f"-c{connections}", f"-d{seconds}s",
+        cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
                f"--timeout={max(1, round(timeout_s))}s", "-s", str(script), base_url, "--",
-               str(prefix)]
+               str(prefix), *([str(answers)] if tracked else [])]
         started = time.perf_counter()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run(cmd, capture_output=True, text=True,  # noqa: S603 - fixed argv
@@ -135,18 +172,53 @@ def run(base_url: str, factory: RequestFactory, *, connections: int, duration_s:
         elapsed = time.perf_counter() - started
         if done.returncode != 0:
             raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()[:300]}")
-    parse(done.stdout, result)
+        parse(done.stdout, result)
+        if tracked:
+            fill_ledger(result, answers, threads, pool_size, done.stdout)
     if not result.duration_s:
         result.duration_s = elapsed
     used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     result.generator_cpu_pct = round(100 * used / elapsed, 1)
-    threads = min(THREADS, connections)
-    if result.generator_cpu_pct >= 95.0 * threads:
+    # Threads beyond the cores only wait: the generator is saturated at all cores busy.
+    busy = min(threads, os.cpu_count() or 1)
+    if result.generator_cpu_pct >= 95.0 * busy:
         result.invalid = True
-        result.invalid_reason = (f"wrk used {result.generator_cpu_pct:.0f} % CPU ({threads} "
-                                 "threads busy): the generator set the pace")
+        result.invalid_reason = (f"wrk used {result.generator_cpu_pct:.0f} % CPU ({busy} "
+                                 "cores busy): the generator set the pace")
     if result.wrapped:
         result.invalid = True
         result.invalid_reason = (f"wrk ran out of its {pool_size} pre-signed requests and "
                                  f"repeated {result.wrapped} pools: re-deliveries measured")
     return result
+
+
+def fill_ledger(result: StepResult, answers: Path, threads: int, pool_size: int,
+                output: str) -> None:
+    """Each thread's answers file into the ledger: thread ``t``'s pool position ``p``
+    (1-based) is request ``t + (p - 1) * threads``. What a thread handed out and has no answer
+    for was in flight (or failed); what it never handed out was never sent."""
+    ledger = result.ledger
+
+    def seq(thread: int, position: int) -> int:
+        return thread + (position - 1) * threads
+
+    handed: dict[int, tuple[int, int]] = {}
+    for match in re.finditer(r"^AUREN handed (\d+) (\d+) (\d+)$", output, re.M):
+        handed[int(match[1])] = (int(match[2]), int(match[3]))
+    if len(handed) != threads:
+        raise RuntimeError(f"wrk reported {len(handed)} of {threads} threads: the answers "
+                           "cannot be attributed")
+    for thread, (cursor, wrapped) in handed.items():
+        loaded = len(range(thread, pool_size, threads))
+        last = loaded if wrapped else cursor
+        for position in range(1, last + 1):
+            ledger.sent(seq(thread, position))
+        path = Path(f"{answers}.{thread}")
+        if not path.exists():
+            continue
+        with path.open() as lines:
+            for line in lines:
+                where, _, status = line.partition(" ")
+                ledger.answered(seq(thread, int(where)), int(status))
+    counts = ledger.counts()
+    result.sent = counts["acknowledged"] + counts["rejected"] + counts["unanswered"]

@@ -2,12 +2,12 @@
 
     python -m tests.ops.fakes --port P [--drop] [--delay-ms D] [--stall-at S --stall-s T]
 
-It answers ``/health`` like a service, ``/chat`` like NEUROS and ``/webhooks/*`` like a
-bridge, with ``{"accepted": <events in the body>}`` — but stores nothing (``--drop``, the
-dropped-event case), answers every request ``--delay-ms`` late (the SLA-breach case), or
-stops answering everything for ``--stall-s`` seconds once ``--stall-at`` seconds after its
-first request (the coordinated-omission case: every request in flight or arriving during the
-stall waits for its end).
+It answers ``/health`` like a service, ``/echo`` with the request's body, ``/chat`` like
+NEUROS and ``/webhooks/*`` like a bridge, with ``{"accepted": <events in the body>}`` — but
+stores nothing (``--drop``, the dropped-event case), answers every request ``--delay-ms``
+late (the SLA-breach case), or stops answering everything for ``--stall-s`` seconds once
+``--stall-at`` seconds after its first request (the coordinated-omission case: every request
+in flight or arriving during the stall waits for its end).
 """
 
 from __future__ import annotations
@@ -65,6 +65,12 @@ def make_app(delay_s: float, stall_at: float | None, stall_s: float) -> Any:
             except (orjson.JSONDecodeError, AttributeError):
                 events = 1
             status, payload = 202, {"accepted": events, "duplicates": 0}
+        elif path == "/echo":
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/octet-stream"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
         elif path in ("/chat", "/api/v1/chat"):
             payload = {"reply": "fake", "conversation_id": "x", "evidence": [], "model": "fake",
                        "intent": "unknown"}

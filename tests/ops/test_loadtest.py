@@ -77,9 +77,9 @@ def test_closed_webhook_load_reconciles_every_accepted_event(embedded: Target) -
     assert step["server"]["bridge"]["rss_peak_mb"] > 10
     assert step["error_lines"]["bridge"] == 0
     recon = data["reconciliation"]
-    assert recon["status"] == "pass" and recon["lost"] == 0
-    assert recon["accepted"] == step["completed"] * workloads.EVENTS_PER_WEBHOOK
-    assert recon["stored"] == recon["accepted"]
+    assert recon["status"] == "pass" and recon["lost"] == 0 and recon["duplicated"] == 0
+    assert recon["acknowledged"] == step["completed"] == step["requests"]["acknowledged"]
+    assert recon["acknowledged_ids"] == step["completed"] * workloads.EVENTS_PER_WEBHOOK
 
 
 def test_dropped_events_fail_the_reconciliation(embedded: Target) -> None:
@@ -90,7 +90,9 @@ def test_dropped_events_fail_the_reconciliation(embedded: Target) -> None:
                                      "-d", "1", *options], env=env_of(embedded))
     assert result.exit_code == 1, result.output
     recon = json.loads(result.stdout)["reconciliation"]
-    assert recon["status"] == "fail" and recon["lost"] > 0 and "LOST" in recon["detail"]
+    # The fake stores nothing: every acknowledged id is missing.
+    assert recon["status"] == "fail" and recon["lost"] == recon["acknowledged_ids"] > 0
+    assert "LOST" in recon["detail"]
 
 
 def test_sla_breach_fails_with_exit_1(embedded: Target, tmp_path) -> None:

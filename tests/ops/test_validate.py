@@ -147,3 +147,60 @@ def test_html_report_renders_charts_and_tables_in_headless_chromium(
     pixels = image.imread(shot)
     # Not blank: the screenshot has many distinct colours (charts), not one background.
     assert len({tuple(p) for p in pixels[::20, ::20].reshape(-1, pixels.shape[-1])}) > 20
+
+
+# A minimal plan: only the reconciliation's verdict is under test here.
+WEBHOOK_SLA = """\
+sla:
+  - {name: webhooks, service: bridge, method: POST, path: /webhooks/auren, latency_ms: 500,
+     percentile: 95, error_rate: 0.01, rate: 30, duration_s: 3}
+"""
+
+
+def _validate_with_data_dir(target: Target, data_dir: Path, tmp: Path,
+                            *extra: str) -> tuple[int, dict[str, Any], Path]:
+    sla = tmp / "sla.yaml"
+    sla.write_text(WEBHOOK_SLA)
+    options = url_options(target)
+    options[options.index("--data-dir") + 1] = str(data_dir)
+    result = runner.invoke(app, ["validate", "--quick", "--json", "--sla", str(sla), "--ramp",
+                                 "10", "--engine", "builtin", "--no-faults", "--reports",
+                                 str(tmp / "reports"), *extra, *options], env=env_of(target))
+    summary = json.loads(result.stdout)
+    return result.exit_code, summary, Path(summary["report"]["html"]).parent
+
+
+def test_an_empty_data_dir_cannot_pass_and_every_format_says_not_reconciled(
+        embedded: Target, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, summary, directory = _validate_with_data_dir(embedded, empty, tmp_path)
+    assert code == 1, summary
+    assert summary["verdict"] == "NOT RECONCILED"
+    run = json.loads((directory / "report.json").read_text())
+    assert run["reconciliation"]["status"] == "not reconciled"
+    assert run["performance"]["events_lost"] is None
+    assert "no loss was measured" in run["verdict_note"]
+    markdown = (directory / "report.md").read_text()
+    assert "**NOT RECONCILED**" in markdown
+    assert "| Events lost (acknowledged ids not stored, by identity) | **not reconciled** |" \
+        in markdown
+    html = (directory / "report.html").read_text()
+    assert 'id="verdict">NOT RECONCILED<' in html
+    assert 'id="events-lost">not reconciled<' in html
+    for text in (markdown, html):
+        assert "Events lost (acknowledged ids not stored, by identity) | **0**" not in text
+
+
+def test_no_reconcile_can_pass_and_the_verdict_says_so(embedded: Target,
+                                                       tmp_path: Path) -> None:
+    code, summary, directory = _validate_with_data_dir(embedded, tmp_path / "absent", tmp_path,
+                                                       "--no-reconcile")
+    assert code == 0, summary
+    assert summary["verdict"] == "PASS"
+    run = json.loads((directory / "report.json").read_text())
+    assert "--no-reconcile" in run["verdict_note"]
+    assert run["reconciliation"]["opted_out"] and run["performance"]["events_lost"] is None
+    assert "not reconciled (--no-reconcile)" in (directory / "report.md").read_text()
+    assert 'id="verdict-note">not reconciled (--no-reconcile)' in \
+        (directory / "report.html").read_text()

@@ -1,6 +1,6 @@
 """The people behind the simulated provider accounts: synthetic histories revealed day by day.
 
-Every wearer has one seeded history (``auren.simulator.generate_users``) of
+Every wearer has one seeded history (``auren.sim.wearers.generate_users``) of
 ``history_days + future_days`` days. At start the first ``history_days`` are visible (already
 "uploaded" by the device); ``advance`` reveals the next ones, which is what makes a provider
 notify. The same wearer has an account at every simulated provider, each rendering the same
