@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
 import typer
@@ -16,6 +16,7 @@ from auren import db_cli, simulator
 from auren.infra_cli import infra_app
 from auren.observability import configure_logging
 from auren.ops import cli as ops_cli
+from auren.services.runtime import server_options
 from auren.settings import Settings
 
 app = typer.Typer(help="AUREN: verified biometric ingestion, insights and validation.",
@@ -41,22 +42,6 @@ _FACTORIES = {
     "legacy": ("auren.services.legacy_bridge:create_app", 8888),
     "gateway": ("auren.services.gateway:create_app", 9000),
 }
-
-
-def server_options(settings: Settings, *, host: str, port: int, workers: int = 1
-                   ) -> dict[str, Any]:
-    """The uvicorn options every service runs with. ``bench/`` serves its baseline app with
-    exactly these, so that a throughput ratio compares applications, not server settings."""
-    return {
-        "host": host,
-        "port": port,
-        "workers": workers,
-        "loop": "uvloop",
-        "http": "httptools",
-        "access_log": False,
-        "log_config": None,
-        "timeout_graceful_shutdown": int(settings.shutdown_timeout_s),
-    }
 
 
 def _serve(service: str, host: str, port: int | None, workers: int) -> None:

@@ -7,6 +7,7 @@ provider secret can be rotated by configuring the new one beside the old one.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -154,6 +155,27 @@ class Settings(BaseSettings):
     gateway_timeout_s: float = Field(default=30.0, gt=0, le=300)
     gateway_connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
     gateway_max_body_bytes: int = Field(default=2 * 1_048_576, ge=1024, le=64 * 1_048_576)
+    # Each upstream has a pool of its own: at most this many connections, and a request waits
+    # at most pool_timeout_s for one of them (503 after) and write_timeout_s to send a body.
+    gateway_pool_connections: int = Field(default=100, ge=1, le=10_000)
+    gateway_pool_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    gateway_write_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # Request bodies are read whole before an upstream connection is taken (a slow client
+    # never holds one); this bounds the bytes all of them may hold at once (503 beyond).
+    gateway_buffer_bytes: int = Field(default=128 * 1_048_576, ge=1_048_576,
+                                      le=16 * 1024 * 1_048_576)
+
+    # --- every HTTP server (bridge, legacy bridge, NEUROS, gateway) -------------------------
+    # From a connection's first byte (or its opening) to the end of a request's headers; the
+    # longest gap between two bytes of a request body and the longest a whole body may take;
+    # how long an idle keep-alive connection stays open. Past any of them the connection is
+    # closed (with a 408 when part of a request had arrived).
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    http_body_idle_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    http_body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    http_keepalive_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    # Peers (addresses or CIDRs) whose X-Forwarded-For is believed; empty: none is.
+    trusted_proxies: PlainList = ()
 
     # --- process ------------------------------------------------------------------------------
     log_level: str = "INFO"
@@ -168,10 +190,18 @@ class Settings(BaseSettings):
         "fitbit_client_secret",
         "polar_signature_secret",
         "withings_allowed_ips",
+        "trusted_proxies",
         "hae_api_keys",
         "standard_webhook_secret",
         mode="before",
     )(_split_csv)
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # a bad entry is a start-up error
+        return value
 
     @property
     def embedded(self) -> bool:
