@@ -34,7 +34,13 @@ from auren.ingest.pipeline import IngestPipeline
 from auren.observability import BridgeMetrics
 from auren.providers import build_providers
 from auren.providers.base import Delivery
-from auren.services.bridge import HEALTH, BridgeApp, WebhookEndpoint, build_store
+from auren.services.bridge import (
+    HEALTH,
+    BridgeApp,
+    WebhookEndpoint,
+    _document_webhooks,
+    build_store,
+)
 from auren.services.problem import install_problem_handlers
 from auren.settings import Settings
 
@@ -105,6 +111,7 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     app = FastAPI(title="AUREN Original Bridge (v1)", version=__version__, lifespan=lifespan,
                   description="The per-request v1 webhook path, kept for legacy clients.")
     install_problem_handlers(app)
+    _document_webhooks(app)  # the same raw webhook routes as v2
 
     @app.get("/health", tags=["operations"])
     async def health() -> Response:
