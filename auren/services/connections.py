@@ -241,6 +241,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._send_timer.cancel()
             self._send_timer = None
 
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown: a lingering close ends now rather than delay it."""
+        if self._phase == _LINGER:
+            self._end_linger()
+            return
+        super().shutdown()
+
     # --- httptools parser callbacks -----------------------------------------------------------
 
     def on_headers_complete(self) -> None:

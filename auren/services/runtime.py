@@ -62,6 +62,7 @@ def server_options(settings: Settings, *, host: str, port: int, workers: int = 1
         "workers": workers,
         "loop": "uvloop",
         "http": GuardedProtocolFactory(ConnectionLimits.from_settings(settings)),
+        "ws": "none",  # no service speaks WebSocket: an upgrade request is plain HTTP to it
         "timeout_keep_alive": settings.http_keepalive_timeout_s,
         "proxy_headers": False,
         "server_header": False,

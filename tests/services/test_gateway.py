@@ -393,20 +393,25 @@ def test_methods_the_proxy_does_not_carry_are_405_with_allow(edge: ServerProcess
     assert allow is not None and b"POST" in allow.group(1)
 
 
-def test_urllib_reads_the_413_of_a_body_over_the_cap(gateway: ServerProcess) -> None:
-    outcomes = []
-    for _ in range(5):
-        request = urllib.request.Request(  # noqa: S310 - http to our own server
-            gateway.base_url + "/api/bridge/webhooks/auren", data=b"{" * 1_048_576,
-            method="POST", headers={"content-type": "application/json"})
-        try:
-            urllib.request.urlopen(request, timeout=10)  # noqa: S310
-            outcomes.append("2xx")
-        except urllib.error.HTTPError as exc:
-            outcomes.append(str(exc.code))
-        except OSError as exc:
-            outcomes.append(type(exc).__name__)
-    assert outcomes == ["413"] * 5
+def test_urllib_reads_the_413_of_a_body_over_the_cap(gateway: ServerProcess,
+                                                    upstreams: dict[str, ServerProcess]) -> None:
+    # Through the gateway (cap 4 KiB here) and straight to the bridge (cap 1 MiB): urllib sends
+    # its whole body before reading a byte of the answer, and must still read the 413.
+    for url, size in ((gateway.base_url + "/api/bridge/webhooks/auren", 1_048_576),
+                      (upstreams["bridge"].base_url + "/webhooks/auren", 3 * 1_048_576)):
+        outcomes = []
+        for _ in range(5):
+            request = urllib.request.Request(  # noqa: S310 - http to our own server
+                url, data=b"{" * size, method="POST",
+                headers={"content-type": "application/json"})
+            try:
+                urllib.request.urlopen(request, timeout=10)  # noqa: S310
+                outcomes.append("2xx")
+            except urllib.error.HTTPError as exc:
+                outcomes.append(str(exc.code))
+            except OSError as exc:
+                outcomes.append(type(exc).__name__)
+        assert outcomes == ["413"] * 5, url
 
 
 def test_the_dashboard_forbids_scripts_framing_and_sniffing(gateway: ServerProcess) -> None:
