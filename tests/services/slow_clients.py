@@ -4,8 +4,9 @@
 
 The plan names targets (``host``, ``port``, the ``path`` slow bodies are sent to, the path an
 idle keep-alive client asks once) and how many connections of each kind to hold on each, for
-``duration_s``. Every connection misbehaves until the server closes it, then its slot connects
-again, so the pressure stays at the planned level for the whole run:
+``duration_s``; ``spread_s`` spreads each kind's first connections over that many seconds.
+Every connection misbehaves until the server closes it, then its slot connects again at once,
+so the pressure stays at the planned level for the whole run:
 
 - ``silent``: connects and never sends a byte (bound: the header deadline, from the connect);
 - ``slow_headers``: sends a request's headers one byte a second (bound: the header deadline);
@@ -54,9 +55,10 @@ class Run:
         self._connected = 0
         self._total = sum(sum(t["counts"].values()) for t in plan["targets"])
 
-    async def slot(self, target: dict[str, Any], kind: str) -> None:
+    async def slot(self, target: dict[str, Any], kind: str, offset_s: float) -> None:
         loop = asyncio.get_running_loop()
         first = True
+        await asyncio.sleep(offset_s)
         while loop.time() < self.ends_at:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
@@ -95,7 +97,7 @@ class Run:
                 f"POST {target['path']} HTTP/1.1\r\nHost: x\r\n"
                 "Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n").encode())
             started = loop.time()
-            trickle = b"{" * 1_000_000
+            trickle = b"{"  # then the body, a byte at a time
         elif kind == "idle_keepalive":
             await loop.sock_sendall(sock, (f"GET {target['idle_path']} HTTP/1.1\r\nHost: x\r\n"
                                            "\r\n").encode())
@@ -105,14 +107,19 @@ class Run:
         reader = asyncio.ensure_future(self._until_closed(sock))
         try:
             if trickle:
+                # The headers a byte at a time, or a body byte after byte (its length is never
+                # reached: the body deadline comes first).
                 sent = 0
-                while not reader.done() and loop.time() < self.ends_at and sent < len(trickle):
+                while not reader.done() and loop.time() < self.ends_at:
+                    byte = trickle[sent:sent + 1] if len(trickle) > 1 else trickle
+                    if not byte:
+                        break
                     try:
-                        await loop.sock_sendall(sock, trickle[sent:sent + 1])
+                        await loop.sock_sendall(sock, byte)
                     except OSError:
                         break
                     sent += 1
-                    await asyncio.wait([reader], timeout=1.0)
+                    await asyncio.sleep(1.0)
             await asyncio.wait([reader], timeout=max(0.0, self.ends_at - loop.time()))
             if not reader.done():
                 # Still open when the run ends: how long since its bound started.
@@ -168,10 +175,17 @@ class Run:
     async def main(self, ready: Path) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         self.ends_at = loop.time() + self.plan["duration_s"]
+        # Each kind's slots start spread evenly over its bound, and as every cycle lasts about
+        # the bound, they stay spread: a steady pressure of held connections. (All of them in
+        # the same millisecond would be a connection flood, whose cost is accepting, not
+        # holding: another matter.)
+        spread = self.plan.get("spread_s", {})
         tasks = []
         for target in self.plan["targets"]:
             for kind, count in target["counts"].items():
-                tasks += [asyncio.ensure_future(self.slot(target, kind)) for _ in range(count)]
+                step = spread.get(kind, 0.0) / count
+                tasks += [asyncio.ensure_future(self.slot(target, kind, i * step))
+                          for i in range(count)]
                 await asyncio.sleep(0)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.ready.wait(), self.plan["duration_s"])

@@ -143,6 +143,9 @@ class FdSampler(threading.Thread):
     def now(self) -> dict[str, int]:
         return {name: p.num_fds() for name, p in self.processes.items()}
 
+    def cpu_s(self) -> dict[str, float]:
+        return {name: sum(p.cpu_times()[:2]) for name, p in self.processes.items()}
+
     def run(self) -> None:
         while not self.stop.wait(0.25):
             for name, fds in self.now().items():
@@ -155,7 +158,7 @@ def test_slow_and_idle_clients_do_not_hold_the_services(
     scale = _scale()
     counts = {kind: max(1, int(n * scale)) for kind, n in PER_TARGET.items()}
     duration_s = MEASURE_S + 15
-    plan = {"duration_s": duration_s, "targets": [
+    plan = {"duration_s": duration_s, "spread_s": BOUNDS, "targets": [
         {"host": "127.0.0.1", "port": int(bridge.base_url.rsplit(":", 1)[1]),
          "path": "/webhooks/auren", "idle_path": "/idle", "counts": counts},
         {"host": "127.0.0.1", "port": int(gateway.base_url.rsplit(":", 1)[1]),
@@ -163,7 +166,8 @@ def test_slow_and_idle_clients_do_not_hold_the_services(
     (tmp_path / "plan.json").write_bytes(orjson.dumps(plan))
     out = tmp_path / "attack.json"
     ready = tmp_path / "attack.json.ready"
-    sampler = FdSampler({"bridge": bridge.process.pid, "gateway": gateway.process.pid})
+    sampler = FdSampler({"bridge": bridge.process.pid, "gateway": gateway.process.pid,
+                         "neuros": system["neuros"].process.pid})
     fds_before = sampler.now()
     # The same traffic without the attack, just before it: what this machine gives right now.
     control = [_traffic(system, CONTROL_S)]
@@ -179,7 +183,12 @@ def test_slow_and_idle_clients_do_not_hold_the_services(
             assert time.monotonic() < deadline, "the attack did not get its connections"
             time.sleep(0.1)
         time.sleep(1.0)  # every kind of connection is now open and misbehaving
+        cpu_before = {**sampler.cpu_s(), "attacker": sum(psutil.Process(attacker.pid)
+                                                         .cpu_times()[:2])}
         legit = _traffic(system, MEASURE_S)
+        cpu = {**sampler.cpu_s(), "attacker": sum(psutil.Process(attacker.pid).cpu_times()[:2])}
+        cpu_share = {name: round((cpu[name] - cpu_before[name]) / MEASURE_S * 100, 1)
+                     for name in cpu}
         attacker.wait(duration_s + 30)
     finally:
         if attacker.poll() is None:
@@ -206,6 +215,7 @@ def test_slow_and_idle_clients_do_not_hold_the_services(
               "closes": closes, "connect_errors": attack["connect_errors"],
               "send_errors": attack["errors"],
               "fds": {"before": fds_before, "peak": sampler.peak, "after": fds_after},
+              "cpu_pct_of_a_core_under_attack": cpu_share,
               "loadavg": Path("/proc/loadavg").read_text().split()[:3]}
     (tmp_path / "exhaustion.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     print("\n" + orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
