@@ -7,7 +7,9 @@ long as it likes, and a few thousand such clients exhaust a server. This protoco
 through uvicorn's ``http=`` option, adds per connection:
 
 - a **header deadline**: from the connection's opening, or a request's first byte on a
-  keep-alive connection, to the end of its headers (``HTTP_HEADER_TIMEOUT_S``);
+  keep-alive connection, to the end of its headers (``HTTP_HEADER_TIMEOUT_S``). Until its first
+  byte a connection is only that deadline (``_Silent``): uvicorn's protocol is built when there
+  is something to parse;
 - a **body idle bound** between two bytes of a request body and a **body deadline** for the
   whole body (``HTTP_BODY_IDLE_TIMEOUT_S``, ``HTTP_BODY_TIMEOUT_S``). They only run while the
   server reads: when the application is behind and reading is paused (flow control), the
@@ -37,7 +39,7 @@ import logging
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -88,9 +90,71 @@ class GuardedProtocolFactory:
         self.trusted = TrustedProxies(limits.trusted_proxies)
 
     def __call__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
-                 _loop: asyncio.AbstractEventLoop | None = None) -> GuardedHttpToolsProtocol:
-        return GuardedHttpToolsProtocol(config, server_state, app_state, _loop,
+                 _loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+        return _Silent(self, config, server_state, app_state,
+                       _loop or asyncio.get_event_loop())
+
+    def protocol(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 loop: asyncio.AbstractEventLoop) -> GuardedHttpToolsProtocol:
+        return GuardedHttpToolsProtocol(config, server_state, app_state, loop,
                                         limits=self.limits, trusted=self.trusted)
+
+
+class _Silent(asyncio.Protocol):
+    """A connection that has not sent a byte yet: a header deadline and nothing else.
+
+    uvicorn's protocol (a parser, flow control, addresses read from the socket) is built on the
+    first byte, and takes the deadline over. A connection that never speaks, the cheapest way
+    to hold a server, then costs the accept and the close and little more: measured, about 95
+    instead of 185 µs of CPU per connection.
+    """
+
+    __slots__ = ("_app_state", "_config", "_deadline", "_factory", "_loop", "_state",
+                 "_timer", "_transport")
+
+    def __init__(self, factory: GuardedProtocolFactory, config: Config,
+                 server_state: ServerState, app_state: dict[str, Any],
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self._factory = factory
+        self._config = config
+        self._state = server_state
+        self._app_state = app_state
+        self._loop = loop
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream server's transport (uvloop's does not derive from asyncio's classes).
+        self._transport = transport = cast(asyncio.Transport, transport)
+        self._deadline = self._loop.time() + self._factory.limits.header_timeout_s
+        self._timer = self._loop.call_at(self._deadline, transport.close)
+        # uvicorn closes what is in this set at shutdown (through ``shutdown``).
+        self._state.connections.add(self)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._forget()
+        protocol = self._factory.protocol(self._config, self._state, self._app_state,
+                                          self._loop)
+        transport.set_protocol(protocol)
+        protocol.adopt(transport, self._deadline)
+        protocol.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._forget()
+
+    def shutdown(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _forget(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._state.connections.discard(self)
 
 
 class _GuardedTransport(asyncio.Transport):
@@ -192,6 +256,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(_GuardedTransport(transport, self))
         self._begin_headers()
         self._arm(self._deadline)
+
+    def adopt(self, transport: asyncio.Transport, header_deadline: float) -> None:
+        """Take over a connection whose header deadline was set when it opened."""
+        self.connection_made(transport)
+        self._deadline = header_deadline
+        self._arm(header_deadline)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._phase = _CLOSED

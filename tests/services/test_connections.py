@@ -156,6 +156,28 @@ def test_a_connection_that_never_speaks_is_closed_at_the_header_deadline(
         assert HEADER_S - 0.05 <= elapsed <= HEADER_S + SLACK_S
 
 
+def test_the_header_deadline_counts_from_the_opening_not_the_first_byte(
+        server: Server) -> None:
+    with server.connect() as sock:
+        started = time.monotonic()
+        time.sleep(HEADER_S * 0.6)
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHo")  # late, and then nothing more
+        data, elapsed = until_closed(sock, started)
+    assert data.startswith(b"HTTP/1.1 408 ")
+    assert HEADER_S - 0.05 <= elapsed <= HEADER_S + SLACK_S
+
+
+def test_a_connection_that_speaks_late_is_served(server: Server) -> None:
+    with server.connect() as sock:
+        time.sleep(HEADER_S * 0.6)
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(5)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        # Then it is an ordinary kept-alive connection.
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+
+
 def test_headers_sent_a_byte_at_a_time_get_a_408_at_the_deadline(server: Server) -> None:
     with server.connect() as sock:
         started = time.monotonic()
