@@ -105,8 +105,8 @@ class _Silent(asyncio.Protocol):
 
     uvicorn's protocol (a parser, flow control, addresses read from the socket) is built on the
     first byte, and takes the deadline over. A connection that never speaks, the cheapest way
-    to hold a server, then costs the accept and the close and little more: measured, about 95
-    instead of 185 µs of CPU per connection.
+    to hold a server, then costs the accept and the close and little more: measured, about 90
+    instead of 180 µs of CPU per connection.
     """
 
     __slots__ = ("_app_state", "_config", "_deadline", "_factory", "_loop", "_state",
