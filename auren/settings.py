@@ -7,6 +7,7 @@ provider secret can be rotated by configuring the new one beside the old one.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -188,6 +189,28 @@ class Settings(BaseSettings):
     # the slow, lossy, partition and gateway drills; None: those drills are n/a.
     auren_fault_proxy_url: str | None = None
 
+    # Each upstream has a pool of its own: at most this many connections, and a request waits
+    # at most pool_timeout_s for one of them (503 after) and write_timeout_s to send a body.
+    gateway_pool_connections: int = Field(default=100, ge=1, le=10_000)
+    gateway_pool_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    gateway_write_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # Request bodies are read whole before an upstream connection is taken (a slow client
+    # never holds one); this bounds the bytes all of them may hold at once (503 beyond).
+    gateway_buffer_bytes: int = Field(default=128 * 1_048_576, ge=1_048_576,
+                                      le=16 * 1024 * 1_048_576)
+
+    # --- every HTTP server (bridge, legacy bridge, NEUROS, gateway) -------------------------
+    # From a connection's first byte (or its opening) to the end of a request's headers; the
+    # longest gap between two bytes of a request body and the longest a whole body may take;
+    # how long an idle keep-alive connection stays open. Past any of them the connection is
+    # closed (with a 408 when part of a request had arrived).
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    http_body_idle_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    http_body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    http_keepalive_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    # Peers (addresses or CIDRs) whose X-Forwarded-For is believed; empty: none is.
+    trusted_proxies: PlainList = ()
+
     # --- process ------------------------------------------------------------------------------
     log_level: str = "INFO"
     shutdown_timeout_s: float = Field(default=10.0, gt=0, le=300)
@@ -201,6 +224,7 @@ class Settings(BaseSettings):
         "fitbit_client_secret",
         "polar_signature_secret",
         "withings_allowed_ips",
+        "trusted_proxies",
         "hae_api_keys",
         "standard_webhook_secret",
         mode="before",
@@ -213,6 +237,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = value.strip()
             return "intl" if value.lower() == "intl" else value.upper()
+        return value
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # a bad entry is a start-up error
         return value
 
     @property

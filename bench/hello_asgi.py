@@ -1,8 +1,9 @@
 """The throughput ceiling: a raw ASGI app that answers every request with a tiny 200.
 
-``python bench/hello_asgi.py --port N`` serves it with :func:`auren.cli.serve.server_options`, the
-very options ``auren serve bridge`` uses (uvloop, httptools, no access log, one worker), so the
-bench's bridge/ceiling ratio measures the application, not a difference in server settings.
+``python bench/hello_asgi.py --port N`` serves it with
+:func:`auren.services.runtime.server_options`, the very options ``auren serve bridge`` uses
+(uvloop, the guarded httptools protocol, no access log, one worker), so the bench's
+bridge/ceiling ratio measures the application, not a difference in server settings.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import uvicorn
 
-from auren.cli.serve import server_options
+from auren.services.runtime import server_options
 from auren.settings import Settings
 
 Message = MutableMapping[str, Any]

@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 import uvicorn
 
 from auren.observability import configure_logging
+from auren.services.runtime import server_options
 from auren.settings import Settings
 
 serve_app = typer.Typer(help="Run a service.", no_args_is_help=True)
@@ -22,22 +23,6 @@ _FACTORIES = {
     "legacy": ("auren.services.legacy_bridge:create_app", 8888),
     "gateway": ("auren.services.gateway:create_app", 9000),
 }
-
-
-def server_options(settings: Settings, *, host: str, port: int, workers: int = 1
-                   ) -> dict[str, Any]:
-    """The uvicorn options every service runs with. ``bench/`` serves its baseline app with
-    exactly these, so that a throughput ratio compares applications, not server settings."""
-    return {
-        "host": host,
-        "port": port,
-        "workers": workers,
-        "loop": "uvloop",
-        "http": "httptools",
-        "access_log": False,
-        "log_config": None,
-        "timeout_graceful_shutdown": int(settings.shutdown_timeout_s),
-    }
 
 
 def _serve(service: str, host: str, port: int | None, workers: int) -> None:

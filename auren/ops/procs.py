@@ -94,6 +94,9 @@ class ServiceSet:
     def _child_env(self) -> dict[str, str]:
         env = dict(self.env)
         env["AUREN_DATA_DIR"] = str(self.data_dir)
+        # Every service listens on the loopback and the gateway in front is the proxy: its
+        # X-Forwarded-For is what tells the upstreams who the client is.
+        env.setdefault("TRUSTED_PROXIES", f"{HOST}")
         for name in self.names:
             env[URL_ENV[name]] = f"http://{HOST}:{self.ports[name]}"
         return env

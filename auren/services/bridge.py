@@ -132,7 +132,7 @@ class BridgeApp:
         await self.api(scope, receive, send)
 
 
-def _document_webhooks(app: FastAPI) -> None:
+def document_webhooks(app: FastAPI) -> None:
     """Describe the raw webhook routes in OpenAPI, which only sees FastAPI's own routes."""
     operation = {
         "tags": ["webhooks"],
@@ -253,7 +253,7 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     app.state.bridge = state
     install_problem_handlers(app)
 
-    _document_webhooks(app)
+    document_webhooks(app)
 
     @app.get("/api/v1/users/{user_id}/events", tags=["read"],
              responses=problem_responses(400, 401, 403, 422))

@@ -27,7 +27,7 @@ from auren.ingest.admission import Admission
 from auren.ingest.pipeline import IngestPipeline
 from auren.observability import BridgeMetrics
 from auren.providers import build_providers
-from auren.services.bridge import BridgeApp, WebhookEndpoint
+from auren.services.bridge import BridgeApp, WebhookEndpoint, document_webhooks
 from auren.services.dataplane import build_dataplane
 from auren.services.kernel.health import health_response, now_text
 from auren.services.kernel.problem import install_problem_handlers
@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     app = FastAPI(title="AUREN Original Bridge (v1)", version=__version__, lifespan=lifespan,
                   description="The per-request v1 webhook path, kept for legacy clients.")
     install_problem_handlers(app)
+    document_webhooks(app)  # the same raw webhook routes as v2
 
     @app.get("/health", tags=["operations"])
     async def health() -> Response:

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from auren.errors import AurenError
+from auren.services.openapi import conform
 
 log = logging.getLogger("auren.http")
 
@@ -87,11 +88,26 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
+    # The document says what these handlers answer (400, not FastAPI's 422, and the like).
+    conform(app, {PROBLEM: {"schema": PROBLEM_SCHEMA}})
+
+
+# Headers a problem of that status always carries.
+_PROBLEM_HEADERS: dict[int, dict[str, Any]] = {
+    405: {"Allow": {"description": "The methods the resource answers", "required": True,
+                    "schema": {"type": "string"}}},
+    429: {"Retry-After": {"description": "Seconds to wait", "required": True,
+                          "schema": {"type": "integer"}}},
+}
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for the given problem statuses."""
-    return {
-        status: {"description": "Problem", "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}}}
-        for status in statuses
-    }
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {"description": "Problem",
+                                 "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}}}
+        if status in _PROBLEM_HEADERS:
+            entry["headers"] = _PROBLEM_HEADERS[status]
+        responses[status] = entry
+    return responses

@@ -1,0 +1,104 @@
+"""Each service's OpenAPI document says what the service answers: real processes, real requests,
+every answer checked against the operation the document gives for it (status, media type,
+required headers), as a client generated from the document would."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import ServerProcess, run_server
+
+# (method, path, body): requests whose answers must be documented, good and bad alike.
+PROBES: dict[str, list[tuple[str, str, bytes | None]]] = {
+    "bridge": [
+        ("GET", "/health", None), ("GET", "/metrics", None),
+        ("GET", "/api/v1/users/u1/events", None),
+        ("GET", "/api/v1/users/u1/events?limit=0", None),  # FastAPI validation: 400
+        ("GET", "/api/v1/users/u1/events?limit=x", None),
+        ("GET", "/api/v1/users/u1/events?metric=nope", None),  # well-formed, wrong: 422
+        ("POST", "/webhooks/auren", b"{}"),
+        ("POST", "/api/v1/webhooks/nope", b"{}"),
+        ("PUT", "/webhooks/auren", b"{}"),
+    ],
+    "legacy": [
+        ("GET", "/health", None), ("GET", "/metrics", None),
+        ("POST", "/webhooks/auren", b"{}"), ("DELETE", "/webhooks/auren", None),
+    ],
+    "neuros": [
+        ("GET", "/health", None), ("GET", "/metrics", None),
+        ("POST", "/chat", b"not json"), ("POST", "/chat", b'{"message": 1}'),
+        ("POST", "/chat", b'{"message": "hi", "user_id": "u1"}'),
+        ("GET", "/api/v1/users/u1/conversations?limit=0", None),
+        ("GET", "/api/v1/users/u1/conversations/bad%20id", None),
+        ("DELETE", "/api/v1/users/u1/conversations", None),
+        ("PATCH", "/chat", b"{}"),
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ServerProcess]]:
+    tmp = tmp_path_factory.mktemp("openapi")
+    with run_server("bridge", tmp) as bridge, run_server("legacy", tmp) as legacy, \
+            run_server("neuros", tmp) as neuros:
+        yield {"bridge": bridge, "legacy": legacy, "neuros": neuros}
+
+
+def _operation(schema: dict[str, Any], method: str, path: str) -> dict[str, Any] | None:
+    for template, operations in schema["paths"].items():
+        pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path.split("?")[0]):
+            return operations.get(method.lower())
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(PROBES))
+def test_every_answer_is_the_documented_one(services: dict[str, ServerProcess],
+                                            name: str) -> None:
+    server = services[name]
+    schema = httpx.get(server.base_url + "/openapi.json", timeout=10).json()
+    text = str(schema)
+    assert "HTTPValidationError" not in text  # FastAPI's 422 is never what these answer
+    for method, path, body in PROBES[name]:
+        response = httpx.request(method, server.base_url + path, content=body, timeout=10,
+                                 headers={"content-type": "application/json"} if body else {})
+        status = response.status_code
+        assert status < 500, (method, path, response.text)
+        if status == 405:
+            # Undocumented methods are refused, saying which ones are not.
+            assert response.headers.get("allow"), (method, path)
+            continue
+        operation = _operation(schema, method, path)
+        assert operation is not None, (method, path)
+        documented = operation["responses"].get(str(status)) or operation["responses"].get(
+            "default")
+        assert documented is not None, (method, path, status, sorted(operation["responses"]))
+        media = response.headers.get("content-type", "").split(";")[0].strip()
+        if documented.get("content"):
+            assert media in documented["content"], (method, path, status, media)
+        for header, spec in documented.get("headers", {}).items():
+            if spec.get("required"):
+                assert header.lower() in response.headers, (method, path, header)
+
+
+def test_health_is_documented_as_health_json(services: dict[str, ServerProcess]) -> None:
+    for server in services.values():
+        schema = httpx.get(server.base_url + "/openapi.json", timeout=10).json()
+        responses = schema["paths"]["/health"]["get"]["responses"]
+        assert set(responses["200"]["content"]) == {"application/health+json"}
+        assert set(responses["503"]["content"]) == {"application/health+json"}
+
+
+def test_every_documented_405_names_its_allow_header(services: dict[str, ServerProcess]) -> None:
+    for server in services.values():
+        schema = httpx.get(server.base_url + "/openapi.json", timeout=10).json()
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                found = operation["responses"].get("405")
+                if found is not None:
+                    assert found["headers"]["Allow"]["required"] is True
