@@ -215,12 +215,17 @@ def test_redis_killed_mid_load(plane):
 
 def test_bridge_killed_mid_load(plane):
     """What the bridge answered 2xx before dying is durable; its successor takes over."""
-    load = run_load(plane, "bridge9", 1000, 100, [
+    # 15 s of load at 100/s: killed at 3 s, a successor started at 4 s (start() returns once
+    # it answers). The last 2 s of webhooks leave the successor up to 9 s to come up, which a
+    # busy machine needs; whatever it took, those must all be accepted.
+    load = run_load(plane, "bridge9", 1500, 100, [
         (3.0, plane.bridge.kill),
         (4.0, plane.bridge.start),
     ])
     statuses = load.statuses()
-    assert statuses.get(202, 0) >= 500, statuses
+    assert statuses.get(202, 0) >= 400, statuses
+    late = {i: a for i, a in load.answers.items() if i >= 1300}
+    assert set(late.values()) == {202}, {a: list(late.values()).count(a) for a in late.values()}
     # In flight at the kill: connection errors, never a 2xx without durability.
     assert_all_answered(load, {202, "RemoteProtocolError", "ReadError", "ConnectError",
                                "ReadTimeout", "WriteError"})

@@ -193,7 +193,8 @@ def deployment(full_stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     prometheus_bin = system_tool("prometheus")
     alertmanager_bin = system_tool("prometheus-alertmanager")
     tmp = tmp_path_factory.mktemp("monitoring")
-    env = full_stack.isolated()
+    # The gateway forwards for its clients; the services believe it as `serve all` does.
+    env = {**full_stack.isolated(), "TRUSTED_PROXIES": "127.0.0.1"}
     with contextlib.ExitStack() as stack:
         services = {name: stack.enter_context(run_server(name, tmp, env))
                     for name in ("bridge", "legacy", "neuros")}
