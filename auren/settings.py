@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     auren_api_keys: SecretList = ()
     # HS256 needs a key at least as long as its output (RFC 7518 §3.2).
     auren_jwt_secret: SecretStr | None = Field(default=None, min_length=32)
+    # Every user token must carry ``exp``, and may live at most this long: ``exp - iat`` (or,
+    # without ``iat``, ``exp`` - now). ``aud`` and ``iss`` are checked when set.
+    auren_jwt_max_lifetime_s: int = Field(default=86_400, ge=60, le=90 * 86_400)
+    auren_jwt_audience: str | None = Field(default=None, min_length=1, max_length=256)
+    auren_jwt_issuer: str | None = Field(default=None, min_length=1, max_length=256)
 
     # --- providers (comma-separated lists rotate secrets) --------------------------------------
     oura_client_secret: SecretList = ()
