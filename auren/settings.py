@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
     kafka_bootstrap_servers: str | None = None
     auren_data_dir: Path = Path("./.auren")
+    # The SQLite file's write-ahead log: truncated once it passes half of this, and whenever
+    # the file is idle (auren.adapters.wal), so it stays below it.
+    sqlite_wal_limit_bytes: int = Field(default=64 * 1_048_576, ge=1_048_576,
+                                        le=16 * 1024 * 1_048_576)
 
     # --- `auren infra`: the loopback servers it starts for dev and CI --------------------------
     auren_kafka_port: int = Field(default=9092, ge=1, le=65535)
