@@ -62,8 +62,14 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, http
                 # Nothing listens there: the legacy prefix stands for an upstream that is down.
                 "AUREN_LEGACY_URL": f"http://127.0.0.1:{free_port()}"}) as gateway:
         headers = {"authorization": f"Bearer {API_KEY}"}
-        with httpx.Client(base_url=neuros.base_url, timeout=15, headers=headers) as n, \
-                httpx.Client(base_url=gateway.base_url, timeout=15, headers=headers) as g:
+        # A connection per request: a kept-alive one the server closes (its keep-alive bound,
+        # or after refusing a request) can race the client's next send on it, which would
+        # fail the test on a transport race rather than on an answer.
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=neuros.base_url, timeout=15, headers=headers,
+                          limits=fresh) as n, \
+                httpx.Client(base_url=gateway.base_url, timeout=15, headers=headers,
+                             limits=fresh) as g:
             yield {"neuros": n, "gateway": g}
 
 
