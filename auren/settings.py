@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
     kafka_bootstrap_servers: str | None = None
     auren_data_dir: Path = Path("./.auren")
+    # The SQLite file's write-ahead log: truncated once it passes half of this, and whenever
+    # the file is idle (auren.adapters.wal), so it stays below it.
+    sqlite_wal_limit_bytes: int = Field(default=64 * 1_048_576, ge=1_048_576,
+                                        le=16 * 1024 * 1_048_576)
 
     # --- `auren infra`: the loopback servers it starts for dev and CI --------------------------
     auren_kafka_port: int = Field(default=9092, ge=1, le=65535)
@@ -132,6 +136,11 @@ class Settings(BaseSettings):
     auren_api_keys: SecretList = ()
     # HS256 needs a key at least as long as its output (RFC 7518 §3.2).
     auren_jwt_secret: SecretStr | None = Field(default=None, min_length=32)
+    # Every user token must carry ``exp``, and may live at most this long: ``exp - iat`` (or,
+    # without ``iat``, ``exp`` - now). ``aud`` and ``iss`` are checked when set.
+    auren_jwt_max_lifetime_s: int = Field(default=86_400, ge=60, le=90 * 86_400)
+    auren_jwt_audience: str | None = Field(default=None, min_length=1, max_length=256)
+    auren_jwt_issuer: str | None = Field(default=None, min_length=1, max_length=256)
 
     # --- providers (comma-separated lists rotate secrets) --------------------------------------
     oura_client_secret: SecretList = ()

@@ -9,8 +9,13 @@ Each run measures, back to back on the same machine:
 2. **bridge**: ``auren serve bridge`` in a fresh temporary ``AUREN_DATA_DIR`` with a generated
    ``STANDARD_WEBHOOK_SECRET``, driven by wrk (with the toolkit's script, ``auren.ops.wrk``)
    with *unique* webhooks signed moments before wrk starts (so none is absorbed by
-   deduplication), then stopped gracefully and reconciled against its SQLite store: the
-   events of every 2xx answer must be stored, exactly once.
+   deduplication), then stopped gracefully and reconciled against its SQLite store **by
+   identity** (``auren.ops.reconcile``): the ids of the events of every request whose 2xx was
+   read must be stored, each exactly once. Totals (accepted vs stored) prove nothing: a
+   request wrk abandoned at the end may be stored and would hide a lost one.
+
+wrk runs one thread per connection (``-t`` = ``-c``, for the ceiling too): with one connection
+per Lua state the script can write which request each answer belongs to (``auren.ops.wrk``).
 
 The ratio bridge/ceiling is computed within each run, and the reported figures are medians over
 ``--runs``: a small shared machine is noisy, and only a ratio of two measurements taken moments
@@ -23,6 +28,7 @@ Needs ``wrk`` on PATH and AUREN installed (``pip install -e .``). Every server l
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import os
@@ -32,7 +38,6 @@ import secrets
 import shutil
 import signal
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -46,10 +51,12 @@ from typing import Any, TextIO
 
 import httpx
 
+from auren.ops import reconcile as by_identity
+from auren.ops import workloads
 from auren.ops import wrk as wrk_engine
+from auren.ops.loadgen import StepResult, new_ledger
+from auren.ops.target import Target
 from auren.settings import Settings
-from auren.sim.load import render_unique_native
-from auren.sim.render import WebhookDelivery
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # loopback only, by construction: there is no option to change it
@@ -235,70 +242,36 @@ def lua_script(directory: Path) -> Path:
     return path
 
 
-def raw_request(delivery: WebhookDelivery, host: str) -> bytes:
-    head = [f"POST {delivery.path} HTTP/1.1", f"Host: {host}"]
-    head += [f"{name}: {value}" for name, value in delivery.headers.items()]
-    head += [f"Content-Length: {len(delivery.body)}", "", ""]
-    return "\r\n".join(head).encode() + delivery.body
+def render_requests(prefix: Path, base_url: str, secret: str, count: int,
+                    events_per_webhook: int, threads: int) -> StepResult:
+    """``count`` unique signed webhooks in wrk's per-thread pool files, and the step whose
+    ledger will say what became of each one (the workload knows every id it carries)."""
+    factory = workloads.webhooks(base_url, secret, events_per_webhook=events_per_webhook)
+    step = StepResult("bench", "closed", "wrk", threads, None, ledger=new_ledger(factory),
+                      workload="webhooks")
+    requests = factory(count)
+    step.ledger.rendered(len(requests))
+    wrk_engine.write_pools(prefix, [raw for raw, _items in requests], threads)
+    return step
 
 
-def write_request_files(prefix: Path, deliveries: list[WebhookDelivery], host: str,
-                        threads: int) -> None:
-    """``<prefix>.<n>`` for each wrk thread n: disjoint slices, so no request is sent twice."""
-    for thread in range(threads):
-        with open(f"{prefix}.{thread}", "wb") as out:
-            for delivery in deliveries[thread::threads]:
-                raw = raw_request(delivery, host)
-                out.write(b"%d\n" % len(raw))
-                out.write(raw)
+def attribute(step: StepResult, answers: Path, threads: int, output: str) -> None:
+    """wrk's answers files into the step's ledger: each answer read, to its request."""
+    wrk_engine.fill_ledger(step, answers, threads, len(step.ledger.outcomes), output)
 
 
-# --- one run ---------------------------------------------------------------------------------
+def reconcile(step: StepResult, settings: Settings, data_dir: Path | None, *,
+              wait_s: float) -> by_identity.Reconciliation:
+    """Every id of every request answered 2xx looked up in the store (SQLite in ``data_dir``,
+    or PostgreSQL when ``settings`` name one), by identity: lost, duplicated and unexpected
+    ids, and the requests whose answer was never read apart. A store that cannot be read is
+    ``not reconciled``, never "0 lost"."""
+    target = Target({}, settings, data_dir)
+    return asyncio.run(by_identity.reconcile(target, [step], wait_s=wait_s))
 
 
-@dataclass
-class Reconciliation:
-    answered_2xx: int
-    answered_202: int
-    duplicate_answers: int
-    accepted_events: int  # the sum of "accepted" in 2xx answers
-    committed_deliveries: int
-    stored_events: int
-    in_flight_bound: int  # events that may be stored without an answer read by wrk
-    ok: bool
-    detail: str
-
-
-def reconcile(wrk: WrkResult, database: Path, connections: int,
-              events_per_webhook: int = EVENTS_PER_WEBHOOK) -> Reconciliation:
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10) as conn:
-        stored = int(conn.execute("SELECT count(*) FROM biometric_events").fetchone()[0])
-        committed = int(conn.execute("SELECT count(*) FROM deliveries").fetchone()[0])
-    answered_202 = wrk.statuses.get(202, 0)
-    # wrk abandons what is in flight when its time is up (and what timed out): those requests
-    # may be stored with nobody reading the answer. At most one per connection, plus timeouts.
-    unread = connections + wrk.socket_errors.get("timeout", 0) + wrk.socket_errors.get("read", 0)
-    bound = unread * events_per_webhook
-    problems = []
-    if stored != committed * events_per_webhook:
-        problems.append(f"{stored} events stored for {committed} committed deliveries "
-                        f"(expected {committed * events_per_webhook})")
-    if wrk.accepted_events != answered_202 * events_per_webhook:
-        problems.append(f"202 answers report {wrk.accepted_events} accepted events, "
-                        f"expected {answered_202 * events_per_webhook}")
-    if stored < wrk.accepted_events:
-        problems.append(f"LOST: {wrk.accepted_events - stored} accepted events are not stored")
-    elif stored - wrk.accepted_events > bound:
-        problems.append(f"{stored - wrk.accepted_events} stored events without an answer, "
-                        f"more than the {bound} that can be in flight at the end")
-    duplicates = wrk.answered_2xx - answered_202
-    if duplicates and not wrk.wrapped:
-        problems.append(f"{duplicates} 2xx answers other than 202 for unique webhooks")
-    detail = "; ".join(problems) or (
-        f"{wrk.accepted_events} accepted events all stored exactly once; "
-        f"{stored - wrk.accepted_events} more stored from requests cut off at the end")
-    return Reconciliation(wrk.answered_2xx, answered_202, duplicates, wrk.accepted_events,
-                          committed, stored, bound, not problems, detail)
+def reconciled(result: by_identity.Reconciliation) -> bool:
+    return result.status == by_identity.PASS
 
 
 @dataclass
@@ -306,7 +279,7 @@ class RunResult:
     run: int
     ceiling: WrkResult
     bridge: WrkResult
-    reconciliation: Reconciliation
+    reconciliation: by_identity.Reconciliation
     generated: int
     generate_s: float
 
@@ -350,13 +323,13 @@ def one_run(number: int, args: argparse.Namespace, work: Path, log: TextIO) -> R
     python = sys.executable
     # (a) the ceiling
     port = free_port()
+    threads = args.connections  # one connection per wrk thread: answers are attributed
     with server([python, "-m", "bench.hello_asgi", "--port", str(port),
                  "--workers", str(args.workers)], env=clean_env(),
                 ready_url=f"http://{HOST}:{port}/", log=work / f"hello-{number}.log") as hello:
         print(f"run {number}: ceiling (hello-world) for {args.duration} s ...", file=log,
               flush=True)
-        ceiling, _ = run_wrk(f"http://{HOST}:{port}/", server_pid=hello.pid,
-                             threads=args.threads,
+        ceiling, _ = run_wrk(f"http://{HOST}:{port}/", server_pid=hello.pid, threads=threads,
                              connections=args.connections, duration=args.duration)
 
     # (b) the bridge, in its own fresh data directory
@@ -366,23 +339,22 @@ def one_run(number: int, args: argparse.Namespace, work: Path, log: TextIO) -> R
     env = clean_env(AUREN_DATA_DIR=str(data), STANDARD_WEBHOOK_SECRET=secret)
     cmd = [python, "-m", "auren", "serve", "bridge", "--host", HOST, "--port", str(port),
            "--workers", str(args.workers)]
+    prefix, answers = work / f"requests-{number}", work / f"answers-{number}"
     with server(cmd, env=env, ready_url=f"http://{HOST}:{port}/health",
                 log=work / f"bridge-{number}.log") as proc:
         count = args.rate_hint * args.duration
         started = time.perf_counter()
-        deliveries = render_unique_native(count, secret,
-                                          events_per_webhook=args.events_per_webhook)
-        prefix = work / f"requests-{number}"
-        write_request_files(prefix, deliveries, f"{HOST}:{port}", args.threads)
+        step = render_requests(prefix, f"http://{HOST}:{port}", secret, count,
+                               args.events_per_webhook, threads)
         generate_s = time.perf_counter() - started
-        del deliveries
         print(f"run {number}: bridge for {args.duration} s with {count} unique webhooks "
               f"(signed {generate_s:.1f} s before) ...", file=log, flush=True)
         profiler = start_profiler(proc.pid, args, number)
-        bridge, _ = run_wrk(f"http://{HOST}:{port}/webhooks/auren", server_pid=proc.pid,
-                            threads=args.threads,
-                            connections=args.connections, duration=args.duration,
-                            script=[str(lua_script(work)), str(prefix)])
+        bridge, output = run_wrk(f"http://{HOST}:{port}/webhooks/auren", server_pid=proc.pid,
+                                 threads=threads, connections=args.connections,
+                                 duration=args.duration,
+                                 script=[str(lua_script(work)), str(prefix), str(answers)])
+        attribute(step, answers, threads, output)
         if profiler is not None:
             profiler.wait(timeout=args.duration + 60)
         bridge.commit_batch_mean, bridge.commit_ms_mean = commit_stats(
@@ -390,10 +362,13 @@ def one_run(number: int, args: argparse.Namespace, work: Path, log: TextIO) -> R
         stop(proc)  # graceful: whatever was admitted is committed before the count
         if proc.returncode not in (0, -signal.SIGTERM):
             print(f"warning: bridge exited with {proc.returncode}", file=log)
-    for thread in range(args.threads):
+    for thread in range(threads):
         Path(f"{prefix}.{thread}").unlink(missing_ok=True)
-    reconciliation = reconcile(bridge, data / "auren.sqlite3", args.connections,
-                               args.events_per_webhook)
+        Path(f"{answers}.{thread}").unlink(missing_ok=True)
+    # Built from nothing but the data dir: the bench's own environment must not choose the
+    # store (model_validate would still read it).
+    reconciliation = reconcile(step, Settings.model_construct(auren_data_dir=data), data,
+                               wait_s=2.0)
     return RunResult(number, ceiling, bridge, reconciliation, count, generate_s)
 
 
@@ -427,12 +402,12 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
         "0 socket errors and 0 non-2xx (all runs)": errors == 0,
         f"p99 < {TARGET_P99_MS:.0f} ms at {args.connections} connections":
             median["bridge_p99_ms"] < TARGET_P99_MS,
-        "every 2xx's events stored exactly once (all runs)":
-            all(r.reconciliation.ok for r in runs),
+        "every 2xx's events stored exactly once, by identity (all runs)":
+            all(reconciled(r.reconciliation) for r in runs),
         "no request sent twice (all runs)": not any(r.bridge.wrapped for r in runs),
     }
     return {
-        "config": {"runs": args.runs, "duration_s": args.duration, "threads": args.threads,
+        "config": {"runs": args.runs, "duration_s": args.duration, "threads": args.connections,
                    "workers": args.workers,
                    "connections": args.connections, "rate_hint": args.rate_hint,
                    "events_per_webhook": args.events_per_webhook, "cpus": os.cpu_count(),
@@ -457,6 +432,11 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def lost_ids(result: by_identity.Reconciliation) -> str:
+    """Lost ids as measured, or "n/a" when the store could not be read: never a 0 by default."""
+    return "n/a" if result.lost is None else str(result.lost)
+
+
 def print_report(report: dict[str, Any], runs: list[RunResult]) -> None:
     cfg, med = report["config"], report["median"]
     print()
@@ -468,7 +448,7 @@ def print_report(report: dict[str, Any], runs: list[RunResult]) -> None:
     print()
     header = (f"{'run':>3} {'ceiling rps':>12} {'ceil p99':>9} {'bridge rps':>11} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} {'cpu%':>5} {'ratio':>6} {'errors':>6} "
-              f"{'non2xx':>6} {'2xx':>7} {'stored ev':>10}  reconciliation")
+              f"{'non2xx':>6} {'2xx':>7} {'lost ids':>9}  reconciliation by identity")
     print(header)
     print("-" * len(header))
     for r in runs:
@@ -477,8 +457,8 @@ def print_report(report: dict[str, Any], runs: list[RunResult]) -> None:
               f"{b.latency_ms.get('p50', 0):>7.2f} {b.latency_ms.get('p99', 0):>7.2f} "
               f"{b.latency_ms.get('p99.9', 0):>7.2f} {b.server_cpu_pct or 0:>5.0f} {r.ratio:>6.1%} "
               f"{sum(b.socket_errors.values()):>6} {b.non_2xx_3xx:>6} {b.answered_2xx:>7} "
-              f"{r.reconciliation.stored_events:>10}  "
-              f"{'OK' if r.reconciliation.ok else 'FAIL'}: {r.reconciliation.detail}")
+              f"{lost_ids(r.reconciliation):>9}  "
+              f"{r.reconciliation.status.upper()}: {r.reconciliation.detail}")
     print("-" * len(header))
     print(f"median: ceiling {med['ceiling_rps']:.0f} req/s (p99 {med['ceiling_p99_ms']:.2f} ms); "
           f"bridge {med['bridge_rps']:.0f} req/s = {med['events_per_s']:.0f} events/s, "
@@ -503,7 +483,6 @@ def load_parser(doc: str, *, events_per_webhook: int, rate_hint: int
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk measurement")
     parser.add_argument("--connections", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--events-per-webhook", type=int, default=events_per_webhook,
                         help="canonical events in each webhook")
     parser.add_argument("--rate-hint", type=int, default=rate_hint,
@@ -516,8 +495,8 @@ def check_load_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     if not 1 <= args.runs <= 50 or not 1 <= args.duration <= MAX_DURATION_S:
         parser.error(f"--runs must be 1..50 and --duration 1..{MAX_DURATION_S} (signatures "
                      "expire after 300 s)")
-    if args.connections < args.threads or args.threads < 1 or args.rate_hint < 1:
-        parser.error("need --threads >= 1, --connections >= --threads, --rate-hint >= 1")
+    if not 1 <= args.connections <= 1000 or args.rate_hint < 1:
+        parser.error("need --connections 1..1000 (one wrk thread each) and --rate-hint >= 1")
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk)")
 

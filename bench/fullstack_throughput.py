@@ -13,11 +13,12 @@ prefix, then:
 2. wrk sends *unique* native webhooks signed moments before (the toolkit's wrk script, the
    same requests as ``bridge_throughput.py``) at ``--connections`` for ``--duration`` s, while
    the CPU of every process involved is sampled from /proc;
-3. the bridge is stopped gracefully (it drains what it admitted), the sink catches up, and the
-   events in PostgreSQL are reconciled against what the 2xx answers reported: every accepted
-   event stored, exactly once (PostgreSQL's unique key makes a second copy impossible; the
-   count of distinct record ids equal to the row count shows none was stored twice), and at
-   most what was in flight when wrk stopped stored without an answer read.
+3. the bridge is stopped gracefully (it drains what it admitted), the sink catches up, and
+   PostgreSQL is reconciled **by identity** (``auren.ops.reconcile``): every id of every event
+   of every request whose 2xx was read must be stored, exactly once, and no id stored that no
+   request sent; requests whose answer was never read (in flight when wrk stopped) are counted
+   apart and offset nothing. Comparing totals (accepted vs stored) cannot prove "0 lost": a
+   request stored without its answer read would hide one that was lost.
 
 Target of the full-stack issue: ≥ 3,000 webhooks/s sustained, 0 errors, p99 < 100 ms, 0 lost.
 Figures are medians over ``--runs``. Every process listens on 127.0.0.1 only and is stopped by
@@ -48,12 +49,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from pydantic import SecretStr
 
 from auren import infra
 from auren.infra import InfraConfig
 from auren.infra.base import PG_USER, run_async
+from auren.ops import reconcile as by_identity
 from auren.settings import Settings
-from auren.sim.load import render_unique_native
 
 try:
     from bench import bridge_throughput as base
@@ -110,17 +112,6 @@ def _admin(cfg: InfraConfig, statement: str) -> None:
             await conn.close(timeout=10)
 
     run_async(run, 90)
-
-
-def _fetch(url: str, sql: str) -> list[tuple[Any, ...]]:
-    async def run() -> list[tuple[Any, ...]]:
-        conn = await asyncpg.connect(url, timeout=10)
-        try:
-            return [tuple(r) for r in await conn.fetch(sql, timeout=120)]
-        finally:
-            await conn.close(timeout=10)
-
-    return run_async(run, 150)
 
 
 # --- CPU of every process involved ---------------------------------------------------------------
@@ -195,72 +186,20 @@ class CpuSampler:
 
 
 @dataclass
-class Reconciliation:
-    answered_2xx: int
-    accepted_events: int
-    stored_events: int
-    distinct_records: int
-    stored_deliveries: int
-    in_flight_bound: int
-    drained_s: float
-    ok: bool
-    detail: str
-
-
-@dataclass
 class RunResult:
     run: int
     wrk: base.WrkResult
-    reconciliation: Reconciliation
+    reconciliation: by_identity.Reconciliation
     cpu_pct: dict[str, float] = field(default_factory=dict)
     batch_deliveries_mean: float = 0.0
 
 
-def _wait_stable(url: str, timeout: float) -> tuple[int, float]:
-    """Poll the event count until it holds still for 3 s; (count, seconds waited)."""
-    started = time.monotonic()
-    last, since = -1, time.monotonic()
-    while time.monotonic() - started < timeout:
-        (count,) = _fetch(url, "SELECT count(*) FROM biometric_events")[0]
-        if count != last:
-            last, since = int(count), time.monotonic()
-        elif time.monotonic() - since >= 3.0:
-            break
-        time.sleep(0.5)
-    return last, time.monotonic() - started
-
-
-def reconcile(wrk: base.WrkResult, url: str, connections: int, events: int) -> Reconciliation:
-    stored, drained = _wait_stable(url, DRAIN_TIMEOUT_S)
-    ((distinct, deliveries),) = _fetch(
-        url, "SELECT (SELECT count(DISTINCT source_record_id) FROM biometric_events), "
-             "(SELECT count(*) FROM deliveries)")
-    unread = connections + wrk.socket_errors.get("timeout", 0) + wrk.socket_errors.get("read", 0)
-    bound = unread * events
-    problems = []
-    if distinct != stored:
-        problems.append(f"DUPLICATES: {stored - distinct} events stored twice")
-    if stored != deliveries * events:
-        problems.append(f"{stored} events for {deliveries} deliveries (expected "
-                        f"{deliveries * events})")
-    if wrk.accepted_events != wrk.statuses.get(202, 0) * events:
-        problems.append(f"202 answers report {wrk.accepted_events} accepted events, expected "
-                        f"{wrk.statuses.get(202, 0) * events}")
-    if stored < wrk.accepted_events:
-        problems.append(f"LOST: {wrk.accepted_events - stored} accepted events are not stored")
-    elif stored - wrk.accepted_events > bound:
-        problems.append(f"{stored - wrk.accepted_events} stored events without an answer, more "
-                        f"than the {bound} that can be in flight at the end")
-    detail = "; ".join(problems) or (
-        f"{wrk.accepted_events} accepted events all in PostgreSQL exactly once; "
-        f"{stored - wrk.accepted_events} more from requests cut off at the end")
-    return Reconciliation(wrk.answered_2xx, wrk.accepted_events, stored, int(distinct),
-                          int(deliveries), bound, round(drained, 1), not problems, detail)
-
-
-def _wrk(url: str, args: argparse.Namespace, prefix: Path) -> tuple[base.WrkResult, float]:
-    cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s",
-           "--latency", "-s", str(base.lua_script(prefix.parent)), url, "--", str(prefix)]
+def _wrk(url: str, args: argparse.Namespace, prefix: Path, answers: Path
+         ) -> tuple[base.WrkResult, float, str]:
+    # One wrk thread per connection, so that each answer is attributed to its request.
+    cmd = ["wrk", f"-t{args.connections}", f"-c{args.connections}", f"-d{args.duration}s",
+           "--latency", "-s", str(base.lua_script(prefix.parent)), url, "--", str(prefix),
+           str(answers)]
     before = os.times()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 120,
                           check=False)
@@ -269,7 +208,7 @@ def _wrk(url: str, args: argparse.Namespace, prefix: Path) -> tuple[base.WrkResu
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
     wrk_cpu = (after.children_user - before.children_user) + (
         after.children_system - before.children_system)
-    return base.parse_wrk(done.stdout), wrk_cpu
+    return base.parse_wrk(done.stdout), wrk_cpu, done.stdout
 
 
 def _batch_mean(bridge_url: str) -> float:
@@ -311,23 +250,27 @@ def one_run(number: int, cfg: InfraConfig, args: argparse.Namespace, work: Path,
         with base.server(cmd, env=env, ready_url=f"http://{HOST}:{port}/health",
                          log=work / f"bridge-{number}.log") as proc:
             count = args.rate_hint * args.duration
-            deliveries = render_unique_native(count, secret,
-                                              events_per_webhook=args.events_per_webhook)
-            prefix = work / f"requests-{number}"
-            base.write_request_files(prefix, deliveries, f"{HOST}:{port}", args.threads)
-            del deliveries
+            prefix, answers = work / f"requests-{number}", work / f"answers-{number}"
+            step = base.render_requests(prefix, f"http://{HOST}:{port}", secret, count,
+                                        args.events_per_webhook, args.connections)
             print(f"run {number}: {args.duration} s of unique signed webhooks at "
                   f"{args.connections} connections ...", file=log, flush=True)
             sampler = CpuSampler(cfg, proc.pid, sink.pid)
             sampler.start()
-            wrk, wrk_cpu = _wrk(f"http://{HOST}:{port}/webhooks/auren", args, prefix)
+            wrk, wrk_cpu, output = _wrk(f"http://{HOST}:{port}/webhooks/auren", args, prefix,
+                                        answers)
+            base.attribute(step, answers, args.connections, output)
             cpu = sampler.stop(wrk_cpu)
             batch_mean = _batch_mean(f"http://{HOST}:{port}")
             base.stop(proc)  # graceful: whatever was admitted is published before the count
-        for thread in range(args.threads):
+        for thread in range(args.connections):
             Path(f"{prefix}.{thread}").unlink(missing_ok=True)
-        print(f"run {number}: reconciling in PostgreSQL ...", file=log, flush=True)
-        reconciliation = reconcile(wrk, url, args.connections, args.events_per_webhook)
+            Path(f"{answers}.{thread}").unlink(missing_ok=True)
+        print(f"run {number}: reconciling in PostgreSQL by identity ...", file=log, flush=True)
+        # Until every acknowledged id is there and the store holds still (the sink drains).
+        reconciliation = base.reconcile(
+            step, Settings.model_construct(postgres_url=SecretStr(url)), None,
+            wait_s=DRAIN_TIMEOUT_S)
     finally:
         if sink.poll() is None:
             sink.send_signal(signal.SIGTERM)
@@ -358,19 +301,17 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
         "cpu_pct": {role: med([r.cpu_pct.get(role, 0.0) for r in runs]) for role in roles},
         "batch_deliveries_mean": med([r.batch_deliveries_mean for r in runs]),
     }
-    lost = sum(max(0, r.reconciliation.accepted_events - r.reconciliation.stored_events)
-               for r in runs)
     checks = {
         f">= {TARGET_RPS:,.0f} webhooks/s sustained": median["webhooks_per_s"] >= TARGET_RPS,
         "0 errors (socket errors and non-2xx, all runs)": all(r.wrk.errors == 0 for r in runs),
         f"p99 < {TARGET_P99_MS:.0f} ms at {args.connections} connections":
             median["p99_ms"] < TARGET_P99_MS,
-        "0 lost, 0 duplicated: every accepted event in PostgreSQL exactly once (all runs)":
-            all(r.reconciliation.ok for r in runs) and lost == 0,
+        "0 lost, 0 duplicated by identity: every acknowledged event in PostgreSQL exactly "
+        "once (all runs)": all(base.reconciled(r.reconciliation) for r in runs),
         "no request sent twice (all runs)": not any(r.wrk.wrapped for r in runs),
     }
     return {
-        "config": {"runs": args.runs, "duration_s": args.duration, "threads": args.threads,
+        "config": {"runs": args.runs, "duration_s": args.duration, "threads": args.connections,
                    "connections": args.connections, "workers": args.workers,
                    "partitions": args.partitions, "events_per_webhook": args.events_per_webhook,
                    "warmup_s": args.warmup,
@@ -397,7 +338,7 @@ def print_report(report: dict[str, Any], runs: list[RunResult]) -> None:
     print()
     roles = list(med["cpu_pct"])
     header = (f"{'run':>3} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} {'errors':>6} "
-              f"{'2xx':>7} {'stored ev':>9} {'batch':>5} " +
+              f"{'2xx':>7} {'lost ids':>9} {'batch':>5} " +
               " ".join(f"{role[:8]:>8}" for role in roles) + "  reconciliation")
     print(header)
     print("-" * len(header))
@@ -405,11 +346,10 @@ def print_report(report: dict[str, Any], runs: list[RunResult]) -> None:
         w = r.wrk
         print(f"{r.run:>3} {w.rps:>7.0f} {w.latency_ms.get('p50', 0):>7.2f} "
               f"{w.latency_ms.get('p99', 0):>7.2f} {w.latency_ms.get('p99.9', 0):>7.2f} "
-              f"{w.errors:>6} {w.answered_2xx:>7} {r.reconciliation.stored_events:>9} "
+              f"{w.errors:>6} {w.answered_2xx:>7} {base.lost_ids(r.reconciliation):>9} "
               f"{r.batch_deliveries_mean:>5.1f} " +
               " ".join(f"{r.cpu_pct.get(role, 0):>8.0f}" for role in roles) +
-              f"  {'OK' if r.reconciliation.ok else 'FAIL'}: {r.reconciliation.detail} "
-              f"(drained in {r.reconciliation.drained_s:.0f} s)")
+              f"  {r.reconciliation.status.upper()}: {r.reconciliation.detail}")
     print("-" * len(header))
     print(f"median: {med['webhooks_per_s']:.0f} webhooks/s = {med['events_per_s']:.0f} events/s, "
           f"p50 {med['p50_ms']:.2f} ms, p99 {med['p99_ms']:.2f} ms, "
@@ -447,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warm-up: {args.warmup} s through the whole stack, not counted ...",
                   file=sys.stderr, flush=True)
             warmup = one_run(0, cfg, warm, Path(tmp), sys.stderr)
-            verdict = "OK" if warmup.reconciliation.ok else warmup.reconciliation.detail
+            verdict = warmup.reconciliation.status.upper()
             print(f"warm-up: {warmup.wrk.rps:.0f} webhooks/s, reconciliation {verdict}",
                   file=sys.stderr, flush=True)
         for number in range(1, args.runs + 1):

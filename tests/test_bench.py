@@ -1,13 +1,18 @@
-"""The throughput bench's pure parts: reading wrk's report and reconciling with the store."""
+"""The throughput benches' own parts: reading wrk's report, and reconciling by identity."""
 
 from __future__ import annotations
 
-import sqlite3
+import asyncio
 from pathlib import Path
 
-from auren.sim.load import render_unique_native
-from bench.bridge_throughput import EVENTS_PER_WEBHOOK, parse_wrk, raw_request, reconcile
-from tests.helpers import NATIVE_SECRET
+import orjson
+
+from auren.adapters.sqlite import SQLiteStore
+from auren.events import Delivery, make_event
+from auren.ops.reconcile import FAIL, PASS
+from auren.settings import Settings
+from bench.bridge_throughput import attribute, parse_wrk, reconcile, render_requests
+from tests.helpers import NATIVE_SECRET, T0
 
 WRK_OUTPUT = """Running 5s test @ http://127.0.0.1:40000/webhooks/auren
   2 threads and 100 connections
@@ -46,35 +51,73 @@ def test_wrk_report_is_parsed_with_units_errors_and_lua_counts() -> None:
     assert (result.accepted_events, result.loaded, result.wrapped) == (38380, 40000, 0)
 
 
-def _store(path: Path, deliveries: int) -> Path:
-    database = path / "auren.sqlite3"
-    with sqlite3.connect(database) as conn:
-        conn.execute("CREATE TABLE biometric_events (event_id TEXT PRIMARY KEY)")
-        conn.execute("CREATE TABLE deliveries (provider TEXT, delivery_key TEXT)")
-        conn.executemany("INSERT INTO deliveries VALUES ('auren', ?)",
-                         [(str(i),) for i in range(deliveries)])
-        conn.executemany("INSERT INTO biometric_events VALUES (?)",
-                         [(f"{i}-{k}",) for i in range(deliveries)
-                          for k in range(EVENTS_PER_WEBHOOK)])
-    return database
+def _bodies(prefix: Path, threads: int) -> dict[int, dict]:
+    """The JSON body of every request in wrk's pool files, by sequence number."""
+    out = {}
+    for thread in range(threads):
+        data = Path(f"{prefix}.{thread}").read_bytes()
+        position = 0
+        while data:
+            length, _, rest = data.partition(b"\n")
+            raw, data = rest[:int(length)], rest[int(length):]
+            out[thread + position * threads] = orjson.loads(raw.partition(b"\r\n\r\n")[2])
+            position += 1
+    return out
 
 
-def test_reconciliation_accepts_requests_cut_off_at_the_end_but_not_losses(
-        tmp_path: Path) -> None:
-    wrk = parse_wrk(f"AUREN status 202 90\nAUREN accepted {90 * EVENTS_PER_WEBHOOK}\n")
-    ok = reconcile(wrk, _store(tmp_path, 95), connections=10)
-    assert ok.ok, ok.detail
-    lost_dir = tmp_path / "lost"
-    lost_dir.mkdir()
-    lost = reconcile(wrk, _store(lost_dir, 80), connections=10)
-    assert not lost.ok and "LOST" in lost.detail
+def _store(directory: Path, bodies: list[dict]) -> None:
+    """What a bridge would have stored for these requests, in a real SQLite store."""
+    deliveries = [Delivery(provider="auren", delivery_key=str(n), events=[
+        make_event(provider="auren", user_id=body["user_id"], provider_user_id=body["user_id"],
+                   metric="heart_rate", value=60, unit="/min", start=T0,
+                   source_record_id=event["id"], received_at=T0) for event in body["events"]])
+        for n, body in enumerate(bodies)]
+
+    async def write() -> None:
+        store = SQLiteStore(directory / "auren.sqlite3")
+        await store.open()
+        try:
+            await store.write_batch(deliveries)
+        finally:
+            await store.close()
+
+    asyncio.run(write())
 
 
-def test_raw_requests_carry_the_signed_headers_and_exact_length() -> None:
-    (delivery,) = render_unique_native(1, NATIVE_SECRET)
-    raw = raw_request(delivery, "127.0.0.1:1")
-    head, _, body = raw.partition(b"\r\n\r\n")
-    assert body == delivery.body
-    assert head.startswith(b"POST /webhooks/auren HTTP/1.1\r\nHost: 127.0.0.1:1\r\n")
-    assert f"Content-Length: {len(body)}".encode() in head
-    assert f"webhook-signature: {delivery.headers['webhook-signature']}".encode() in head
+def test_a_loss_hidden_by_totals_is_found_by_identity(tmp_path: Path) -> None:
+    """Six requests over two wrk threads: five answered 202, one (request 4) in flight when wrk
+    stopped. The store holds request 4's events (the bridge committed it) but not request 5's,
+    which was acknowledged: the totals balance (five acknowledged, five stored), the ids do
+    not."""
+    threads, prefix, answers = 2, tmp_path / "requests", tmp_path / "answers"
+    step = render_requests(prefix, "http://127.0.0.1:1", NATIVE_SECRET, 6, 2, threads)
+    # Thread t's pool position p is request t + (p - 1) * threads.
+    Path(f"{answers}.0").write_text("1 202\n2 202\n")  # requests 0 and 2; 4 had no answer
+    Path(f"{answers}.1").write_text("1 202\n2 202\n3 202\n")  # requests 1, 3 and 5
+    attribute(step, answers, threads, "AUREN handed 0 3 0\nAUREN handed 1 3 0\n")
+    assert step.ledger.counts()["acknowledged"] == 5
+    assert step.ledger.counts()["unanswered"] == 1
+    bodies = _bodies(prefix, threads)
+    lossy, whole = tmp_path / "lossy", tmp_path / "whole"
+    lossy.mkdir()
+    whole.mkdir()
+    _store(lossy, [bodies[n] for n in range(5)])
+    _store(whole, [bodies[n] for n in range(6)])
+
+    found = reconcile(step, Settings.model_construct(auren_data_dir=lossy), lossy, wait_s=0.1)
+    assert found.status == FAIL
+    assert (found.lost, found.lost_requests) == (2, 1), found.detail
+    assert found.unanswered == 1 and found.unanswered_stored_ids == 2
+    assert "LOST 2 ids" in found.detail
+
+    clean = reconcile(step, Settings.model_construct(auren_data_dir=whole), whole, wait_s=0.1)
+    assert clean.status == PASS and clean.lost == 0 and clean.duplicated == 0, clean.detail
+
+
+def test_a_store_that_cannot_be_read_is_not_reconciled_never_zero_lost(tmp_path: Path) -> None:
+    step = render_requests(tmp_path / "requests", "http://127.0.0.1:1", NATIVE_SECRET, 2, 1, 1)
+    Path(f"{tmp_path / 'answers'}.0").write_text("1 202\n2 202\n")
+    attribute(step, tmp_path / "answers", 1, "AUREN handed 0 2 0\n")
+    empty = tmp_path / "no-store"
+    found = reconcile(step, Settings.model_construct(auren_data_dir=empty), empty, wait_s=0.1)
+    assert found.status == "not reconciled" and found.lost is None

@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 import orjson
 
 from auren.adapters.base import EventQuery, WriteResult
+from auren.adapters.wal import DEFAULT_WAL_LIMIT_BYTES, WalKeeper
 from auren.errors import StoreUnavailable
 from auren.events import CanonicalEvent, Delivery, iso
 
@@ -105,15 +106,21 @@ _COLUMNS = ('event_id, user_id, provider, provider_user_id, metric, value, unit,
 
 
 def connect(path: Path, timeout_s: float, *, synchronous: str = "FULL",
-            statements: int = 128) -> sqlite3.Connection:
+            statements: int = 128,
+            wal_limit_bytes: int = DEFAULT_WAL_LIMIT_BYTES) -> sqlite3.Connection:
     """The one way AUREN opens its SQLite file: autocommit (transactions are explicit), usable
     from the thread the caller hands it to, WAL, and ``synchronous`` (FULL: the WAL is fsynced at
-    every commit, so an acknowledged write is durable)."""
+    every commit, so an acknowledged write is durable). ``secure_delete``: deleted content is
+    overwritten with zeros, so an erasure leaves no text behind in the file's free space (rows
+    are only ever deleted by erasures, which is all it costs); ``journal_size_limit``: SQLite
+    cuts the WAL back to the limit whenever it rewinds (see ``auren.adapters.wal``)."""
     conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None,
                            check_same_thread=False, cached_statements=statements)
     conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA secure_delete=ON")
+    conn.execute(f"PRAGMA journal_size_limit={int(wal_limit_bytes)}")
     return conn
 
 
@@ -172,9 +179,11 @@ def _row_to_event(row: tuple[Any, ...]) -> CanonicalEvent:
 class SQLiteStore:
     """``EventStore`` on a local SQLite file."""
 
-    def __init__(self, path: Path, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, path: Path, *, timeout_s: float = 10.0,
+                 wal_limit_bytes: int = DEFAULT_WAL_LIMIT_BYTES) -> None:
         self._path = path
         self._timeout_s = timeout_s
+        self._wal_limit = wal_limit_bytes
         self._writer: sqlite3.Connection | None = None
         self._committing = False  # the helper thread holds the writer connection
         self._write_lock = asyncio.Lock()
@@ -184,16 +193,18 @@ class SQLiteStore:
         self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
         # Checkpoints copy the WAL back into the database file and fsync it: tens of ms that
         # SQLite would otherwise spend inside whichever commit crosses the threshold, i.e. on
-        # the event loop. A background thread does them instead (PASSIVE: never blocks writes).
-        self._checkpoint_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-checkpoint")
-        self._checkpointer: sqlite3.Connection | None = None
-        self._checkpoint_task: asyncio.Task[None] | None = None
+        # the event loop. A background thread does them instead, and keeps the WAL bounded.
+        self.wal = WalKeeper(path, lambda: connect(path, timeout_s,
+                                                   wal_limit_bytes=wal_limit_bytes),
+                             limit_bytes=wal_limit_bytes, timeout_s=timeout_s, name="sqlite",
+                             pause_writes=lambda: self._write_lock)
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
 
         def _open() -> sqlite3.Connection:
-            conn = connect(self._path, self._timeout_s, statements=WRITER_STATEMENT_CACHE)
+            conn = connect(self._path, self._timeout_s, statements=WRITER_STATEMENT_CACHE,
+                           wal_limit_bytes=self._wal_limit)
             _migrate(conn)  # may wait for another worker's migration: off the loop
             conn.execute("PRAGMA busy_timeout=0")  # from now on, waits are awaited
             conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -204,39 +215,20 @@ class SQLiteStore:
             return conn
 
         self._writer = await self._run(self._read_thread, _open)
-        self._reader = await self._run(self._read_thread,
-                                       lambda: connect(self._path, self._timeout_s))
-        self._checkpointer = await self._run(self._checkpoint_thread,
-                                             lambda: connect(self._path, self._timeout_s))
-        self._checkpoint_task = asyncio.create_task(self._checkpoint_loop(),
-                                                    name="sqlite-checkpoint")
-
-    async def _checkpoint_loop(self, interval_s: float = 1.0) -> None:
-        conn = self._checkpointer
-        assert conn is not None  # noqa: S101 - started by open() after connecting
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self._run(self._checkpoint_thread,
-                                lambda: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
-            except StoreUnavailable:
-                log.warning("checkpoint failed")
+        self._reader = await self._run(self._read_thread, lambda: connect(
+            self._path, self._timeout_s, wal_limit_bytes=self._wal_limit))
+        await self.wal.open()
 
     async def close(self) -> None:
-        if self._checkpoint_task is not None:
-            self._checkpoint_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpoint_task
+        await self.wal.close()
         # First the helper thread: a commit still running there owns the writer connection.
         self._commit_thread.shutdown(wait=True)
         if self._writer is not None:
             self._writer.close()
-        for conn, pool in ((self._reader, self._read_thread),
-                           (self._checkpointer, self._checkpoint_thread)):
-            if conn is not None:
-                await self._run(pool, conn.close)
-            pool.shutdown(wait=True)
-        self._writer = self._reader = self._checkpointer = None
+        if self._reader is not None:
+            await self._run(self._read_thread, self._reader.close)
+        self._read_thread.shutdown(wait=True)
+        self._writer = self._reader = None
 
     async def _run(self, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -254,6 +246,7 @@ class SQLiteStore:
         # committer never overlaps batches, so this lock is only ever contended by callers
         # that write directly (the legacy bridge's one transaction per delivery).
         async with self._write_lock:
+            await self.wal.before_write()
             return await self._write_batch(deliveries)
 
     async def _write_batch(self, deliveries: Sequence[Delivery]) -> list[WriteResult]:

@@ -51,6 +51,21 @@ DataDir = Annotated[Path | None, typer.Option(
                        "deployment: its AUREN_DATA_DIR, to count events in its SQLite file.",
     show_default=False)]
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+# `auren faults --mode` and `auren validate --stack`.
+Drills = Annotated[str, typer.Option(
+    "--mode",
+    help="Drills, comma-separated: kill (SIGKILL, then restart) and pause (SIGSTOP) of each "
+         "dependency started by `auren infra`; slow (latency over the breaker's slow-call "
+         "bound), lossy (connection resets) and partition (nothing passes) through the fault "
+         "proxy; upstream (the gateway's link to the bridge slower than its timeout); `both` = "
+         "kill,pause; `all`.")]
+Stack = Annotated[str, typer.Option(
+    "--stack",
+    help="With no target: embedded (SQLite, the default) or full: `auren infra` brings Kafka, "
+         "PostgreSQL and Redis up in a private directory on free ports (--data-dir to name it "
+         "and keep it), with the fault proxy in front of them and of the services; the "
+         "services and the sink start against it; everything is torn down at the end, also "
+         "on Ctrl-C or failure.")]
 
 
 def _console() -> Console:
@@ -385,16 +400,11 @@ def loadtest(
 # --- faults -------------------------------------------------------------------------------------
 
 
+
 def faults(
     neuros: Neuros = None, legacy: Legacy = None, bridge: Bridge = None,
     gateway: Gateway = None, deployed: Deployed = False, data_dir: DataDir = None,
-    as_json: JsonOut = False,
-    mode: Annotated[str, typer.Option(
-        help="Drills, comma-separated: kill (SIGKILL, then restart) and pause (SIGSTOP) of each "
-             "dependency started by `auren infra`; slow (latency over the breaker's slow-call "
-             "bound), lossy (connection resets) and partition (nothing passes) through the "
-             "fault proxy; upstream (the gateway's link to the bridge slower than its "
-             "timeout); `both` = kill,pause; `all`.")] = "all",
+    as_json: JsonOut = False, mode: Drills = "all",
     fault_s: Annotated[float, typer.Option(min=1, max=300,
                                            help="How long each fault lasts, s.")] = 8.0,
     rate: Annotated[float, typer.Option(min=1, max=10_000,
@@ -442,16 +452,11 @@ def faults(
 # --- validate -----------------------------------------------------------------------------------
 
 
+
 def validate(
     neuros: Neuros = None, legacy: Legacy = None, bridge: Bridge = None,
     gateway: Gateway = None, deployed: Deployed = False, data_dir: DataDir = None,
-    as_json: JsonOut = False,
-    stack: Annotated[str, typer.Option(
-        help="With no target: embedded (SQLite, the default) or full: `auren infra` brings "
-             "Kafka, PostgreSQL and Redis up in a private directory on free ports (--data-dir "
-             "to name it and keep it), with the fault proxy in front of them and of the "
-             "services; the services and the sink start against it; everything is torn down "
-             "at the end, also on Ctrl-C or failure.")] = "embedded",
+    as_json: JsonOut = False, stack: Stack = "embedded",
     quick: Annotated[bool, typer.Option("--quick", help="Short phases (a few minutes in "
                                                         "all).")] = False,
     sla_file: Annotated[Path | None, typer.Option("--sla", help="SLA YAML (default: the "

@@ -134,6 +134,24 @@ def _sla_row(workload: str) -> sla.SLARow:
     return row
 
 
+def sla_latency(ids: _Ids, what: str, row: sla.SLARow, record: str,
+                note: str) -> TimeSeriesPanel:
+    """An SLA row's latency percentile (the ``<record>:p95_5m`` recording rule), with the
+    row's bound drawn."""
+    series = f"{record}:p95_5m"
+    return timeseries(ids, f"{what} p{row.percentile:g} (SLA < {row.latency_ms:g} ms)",
+                      f"Recorded by {series} {note}.", "s", [(series, "{{job}}")],
+                      limit=row.latency_ms / 1000)
+
+
+def sla_errors(ids: _Ids, what: str, row: sla.SLARow, record: str,
+               description: str) -> TimeSeriesPanel:
+    """An SLA row's 5xx ratio (the ``<record>:ratio_rate5m`` recording rule), with its bound."""
+    return timeseries(ids, f"{what} 5xx ratio (SLA < {row.error_rate:.1%})", description,
+                      "percentunit", [(f"{record}:ratio_rate5m", "{{job}}")],
+                      limit=row.error_rate)
+
+
 _UP = {"0": ("DOWN", "red"), "1": ("UP", "green")}
 _BREAKER = {"0": ("closed", "green"), "1": ("half-open", "orange"), "2": ("open", "red")}
 
@@ -153,26 +171,16 @@ def overview() -> Dashboard:
                            '(ALERTS{alertstate="firing", alertname=~"Auren.+"})',
                            "{{severity}}")], limit=1, span=8))
         .with_row(_row(ids, "SLA (the validation plan's table)"))
-        .with_panel(timeseries(
-            ids, f"Webhook p{webhooks.percentile:g} (SLA < {webhooks.latency_ms:g} ms)",
-            "Recorded by job:auren_webhook_latency_seconds:p95_5m over 5 minutes.", "s",
-            [("job:auren_webhook_latency_seconds:p95_5m", "{{job}}")],
-            limit=webhooks.latency_ms / 1000))
-        .with_panel(timeseries(
-            ids, f"Webhook 5xx ratio (SLA < {webhooks.error_rate:.1%})",
-            "5xx answers over all webhook answers; 401s of bad signatures are not errors.",
-            "percentunit", [("job:auren_webhook_errors:ratio_rate5m", "{{job}}")],
-            limit=webhooks.error_rate))
-        .with_panel(timeseries(
-            ids, f"Chat p{chat.percentile:g} (SLA < {chat.latency_ms:g} ms)",
-            "Recorded by job:auren_chat_latency_seconds:p95_5m (POST /chat).", "s",
-            [("job:auren_chat_latency_seconds:p95_5m", "{{job}}")],
-            limit=chat.latency_ms / 1000))
-        .with_panel(timeseries(
-            ids, f"Chat 5xx ratio (SLA < {chat.error_rate:.1%})",
-            "5xx answers over all chat answers; 429 (rate limited) is not an error.",
-            "percentunit", [("job:auren_chat_errors:ratio_rate5m", "{{job}}")],
-            limit=chat.error_rate))
+        .with_panel(sla_latency(ids, "Webhook", webhooks, "job:auren_webhook_latency_seconds",
+                                "over 5 minutes"))
+        .with_panel(sla_errors(ids, "Webhook", webhooks, "job:auren_webhook_errors",
+                               "5xx answers over all webhook answers; 401s of bad signatures "
+                               "are not errors."))
+        .with_panel(sla_latency(ids, "Chat", chat, "job:auren_chat_latency_seconds",
+                                "(POST /chat)"))
+        .with_panel(sla_errors(ids, "Chat", chat, "job:auren_chat_errors",
+                               "5xx answers over all chat answers; 429 (rate limited) is not "
+                               "an error."))
         .with_row(_row(ids, "Traffic"))
         .with_panel(timeseries(ids, "Webhooks per second", "Both bridges, every answer.",
                                "reqps", [("job:auren_webhook_requests:rate5m", "{{job}}")]))

@@ -54,21 +54,27 @@ class IngestPipeline:
         # verifying; None when no limit is configured (the hot path pays nothing).
         self._gate = gate
 
-    def provider(self, name: str) -> Provider:
+    def provider(self, name: str, method: str) -> Provider:
+        """The configured provider; 404 for an unknown one, then 405 for a method its URL does
+        not answer (configured or not: the resource exists either way), then 404 when it is
+        not configured."""
+        cls = PROVIDER_CLASSES.get(name)
+        if cls is None:
+            raise NotFound(f"unknown provider {name!r}")
+        if method not in cls.methods:
+            raise MethodNotAllowed(cls.methods)
         provider = self._providers.get(name)
         if provider is None:
-            if name in PROVIDER_CLASSES:
-                raise ProviderNotConfigured(f"provider {name!r} is not configured")
-            raise NotFound(f"unknown provider {name!r}")
+            raise ProviderNotConfigured(f"provider {name!r} is not configured")
         return provider
 
     async def handle(self, name: str, request: WebhookRequest) -> Outcome:
-        provider = self.provider(name)
+        provider = self.provider(name, request.method)
         handshake = provider.handshake(request)
         if handshake is not None:
             return Outcome(handshake.status, handshake.body)
-        if request.method != "POST":
-            raise MethodNotAllowed(("POST",))
+        if request.method != "POST":  # a handshake method the handshake did not answer
+            raise MethodNotAllowed(PROVIDER_CLASSES[name].methods)
         if self._gate is not None:
             await self._gate(name, request.client_ip)
         try:

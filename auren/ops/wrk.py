@@ -152,11 +152,7 @@ def run(base_url: str, factory: RequestFactory, *, connections: int, duration_s:
         answers = Path(tmp) / "answers"
         requests = factory(pool_size)
         ledger.rendered(len(requests))
-        for thread in range(threads):
-            with open(f"{prefix}.{thread}", "wb") as out:
-                for raw, _items in requests[thread::threads]:
-                    out.write(b"%d\n" % len(raw))
-                    out.write(raw)
+        write_pools(prefix, [raw for raw, _items in requests], threads)
         del requests
         script = Path(tmp) / "auren.lua"
         script.write_text(LUA)
@@ -190,6 +186,17 @@ def run(base_url: str, factory: RequestFactory, *, connections: int, duration_s:
         result.invalid_reason = (f"wrk ran out of its {pool_size} pre-signed requests and "
                                  f"repeated {result.wrapped} pools: re-deliveries measured")
     return result
+
+
+def write_pools(prefix: Path, requests: list[bytes], threads: int) -> None:
+    """``<prefix>.<t>`` for each wrk thread ``t``: the raw requests ``t, t + threads, ...``
+    (render order), each after a line with its length, as the Lua script reads them. Disjoint,
+    so no request is sent twice; :func:`fill_ledger` relies on this layout."""
+    for thread in range(threads):
+        with open(f"{prefix}.{thread}", "wb") as out:
+            for raw in requests[thread::threads]:
+                out.write(b"%d\n" % len(raw))
+                out.write(raw)
 
 
 def fill_ledger(result: StepResult, answers: Path, threads: int, pool_size: int,

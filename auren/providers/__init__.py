@@ -22,7 +22,21 @@ from auren.settings import Settings
 
 
 class ProviderClass(Protocol):
-    """A provider module's class: builds the provider from settings, or None if unconfigured."""
+    """A provider module's class: builds the provider from settings, or None if unconfigured,
+    and names the methods its webhook URL answers (configured or not)."""
+
+    # Read-only: each class states them as class attributes.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def methods(self) -> tuple[str, ...]: ...
+
+    @property
+    def signature_headers(self) -> tuple[str, ...]: ...
+
+    @property
+    def handshake_query(self) -> tuple[str, ...]: ...
 
     def from_settings(self, settings: Settings) -> Provider | None: ...
 

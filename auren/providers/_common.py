@@ -15,6 +15,7 @@ subset of it. Instants are checked against the receiving clock with
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import math
 import re
@@ -38,7 +39,7 @@ from auren.events import (
     make_event,
     parse_time,
 )
-from auren.providers.base import parse_epoch
+from auren.providers.base import WebhookRequest, parse_epoch
 
 T = TypeVar("T")
 
@@ -59,6 +60,16 @@ MAX_SKIPPED_KINDS = 64
 def encode(text: str) -> bytes:
     """UTF-8 bytes of any ``str``, lone surrogates included, so that encoding never raises."""
     return text.encode("utf-8", "surrogatepass")
+
+
+def query_secret(request: WebhookRequest, name: str, expected: bytes | None) -> bool | None:
+    """For a GET/HEAD handshake: whether query parameter ``name`` equals ``expected`` (compared
+    in constant time; False when either is missing). None for any other method: no handshake."""
+    if request.method not in ("GET", "HEAD"):
+        return None
+    value = request.query.get(name)
+    return (expected is not None and value is not None
+            and hmac.compare_digest(encode(value), expected))
 
 
 def is_ident(value: str) -> bool:

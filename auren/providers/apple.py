@@ -41,7 +41,7 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from auren.errors import (
     Forbidden,
@@ -61,13 +61,12 @@ from auren.events import (
 )
 from auren.providers._common import EventBatch, Subject, array, encode, reason_of
 from auren.providers.base import (
-    HandshakeResponse,
+    WebhookProvider,
     WebhookRequest,
     body_digest,
     load_json,
     require_dict,
 )
-from auren.settings import Settings, secret_values
 
 HAE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 
@@ -118,22 +117,14 @@ def parse_keys(entries: tuple[str, ...]) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
-class AppleHealthProvider:
+class AppleHealthProvider(WebhookProvider):
     name = "apple"
+    secrets_field = "hae_api_keys"
+    option_fields: ClassVar[dict[str, str]] = {"max_events": "max_events_per_delivery"}
 
     def __init__(self, keys: tuple[str, ...], *, max_events: int = 5000) -> None:
         self._keys = parse_keys(keys)
         self._max_events = max_events
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> AppleHealthProvider | None:
-        keys = secret_values(settings.hae_api_keys)
-        if not keys:
-            return None
-        return cls(keys, max_events=settings.max_events_per_delivery)
-
-    def handshake(self, request: WebhookRequest) -> HandshakeResponse | None:
-        return None
 
     def verify(self, request: WebhookRequest, now: float) -> None:
         presented = _presented_keys(request)

@@ -18,15 +18,19 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 import orjson
+from pydantic import SecretStr
 
 from auren.errors import MalformedPayload, SignatureInvalid
 from auren.events import Delivery
+from auren.settings import Settings, secret_values
+
+P = TypeVar("P")
 
 
 # Not frozen, like CanonicalEvent: one is built per webhook on the hot path, and a frozen
@@ -61,6 +65,52 @@ class Provider(Protocol):
     def verify(self, request: WebhookRequest, now: float) -> None: ...
 
     def parse(self, request: WebhookRequest, received_at: datetime) -> Delivery: ...
+
+
+POST_ONLY: tuple[str, ...] = ("POST",)
+# A provider that answers a GET handshake answers HEAD for the same URL too (HTTP semantics).
+WITH_GET_HANDSHAKE: tuple[str, ...] = ("GET", "HEAD", "POST")
+HEAD_HANDSHAKE: tuple[str, ...] = ("HEAD", "POST")
+
+
+class WebhookProvider:
+    """What a provider class has unless it says otherwise: a webhook URL that answers POST
+    only, no handshake, and a constructor ``cls(secrets, **options)`` that ``from_settings``
+    calls with the plain values of the ``Settings`` fields the class names."""
+
+    name: str
+    # The methods the provider's webhook URL answers; any other is a 405 naming these. Known
+    # without a configured instance, so an unconfigured provider is refused by method first.
+    methods: ClassVar[tuple[str, ...]] = POST_ONLY
+    # What the service's API document says of the URL: the headers every delivery must carry
+    # (its signature) and the query parameters of a GET handshake.
+    signature_headers: ClassVar[tuple[str, ...]] = ()
+    handshake_query: ClassVar[tuple[str, ...]] = ()
+    # The Settings field of the provider's secrets (none set: not configured), and each
+    # constructor keyword with the Settings field it takes (secrets are revealed).
+    secrets_field: ClassVar[str]
+    option_fields: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self | None:
+        options = {keyword: _plain(getattr(settings, field))
+                   for keyword, field in cls.option_fields.items()}
+        return configured(cls, getattr(settings, cls.secrets_field), **options)
+
+    def handshake(self, request: WebhookRequest) -> HandshakeResponse | None:
+        return None
+
+
+def _plain(value: Any) -> Any:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+def configured(factory: Callable[..., P], secrets: tuple[SecretStr, ...],
+               **options: Any) -> P | None:
+    """``factory(secrets, **options)`` with the plain secret values, or None when no secret is
+    set: the provider is not configured and its route answers 404."""
+    values = secret_values(secrets)
+    return factory(values, **options) if values else None
 
 
 # --- shared helpers ----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import base64
 import hashlib
 import hmac
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from auren.errors import InvalidPayload, MalformedPayload, SignatureInvalid
 from auren.events import Delivery, FetchJob, fetch_job_id, item_error
@@ -35,16 +35,18 @@ from auren.providers._common import (
     namespaced,
     optional,
     plausible_day,
+    query_secret,
 )
 from auren.providers.base import (
+    WITH_GET_HANDSHAKE,
     HandshakeResponse,
+    WebhookProvider,
     WebhookRequest,
     any_matches,
     b64decode_strict,
     body_digest,
     load_json,
 )
-from auren.settings import Settings, secret_values
 
 
 def _hmac_sha1(key: bytes, body: bytes) -> bytes:
@@ -56,8 +58,16 @@ def sign(secret: str, body: bytes) -> str:
     return base64.b64encode(_hmac_sha1(secret.encode() + b"&", body)).decode()
 
 
-class FitbitProvider:
+class FitbitProvider(WebhookProvider):
     name = "fitbit"
+    methods = WITH_GET_HANDSHAKE
+    secrets_field = "fitbit_client_secret"
+    signature_headers = ("x-fitbit-signature",)
+    handshake_query = ("verify",)
+    option_fields: ClassVar[dict[str, str]] = {
+        "verify_code": "fitbit_verify_code",
+        "max_events": "max_events_per_delivery",
+    }
 
     def __init__(self, secrets: tuple[str, ...], *, verify_code: str | None = None,
                  max_events: int = 5000) -> None:
@@ -65,24 +75,12 @@ class FitbitProvider:
         self._verify_code = encode(verify_code) if verify_code else None
         self._max_events = max_events
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> FitbitProvider | None:
-        secrets = secret_values(settings.fitbit_client_secret)
-        if not secrets:
-            return None
-        code = settings.fitbit_verify_code
-        return cls(secrets, verify_code=code.get_secret_value() if code else None,
-                   max_events=settings.max_events_per_delivery)
-
     def handshake(self, request: WebhookRequest) -> HandshakeResponse | None:
-        if request.method.upper() != "GET":
+        matches = query_secret(request, "verify", self._verify_code)
+        if matches is None:
             return None
-        code = request.query.get("verify")
-        if (self._verify_code is not None and code is not None
-                and hmac.compare_digest(encode(code), self._verify_code)):
-            return HandshakeResponse(204)
         # 404 is how the protocol says "not this code"; Fitbit sends a wrong one on purpose.
-        return HandshakeResponse(404)
+        return HandshakeResponse(204 if matches else 404)
 
     def verify(self, request: WebhookRequest, now: float) -> None:
         signature = request.header("x-fitbit-signature")

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from auren.errors import InvalidPayload, SignatureInvalid
 from auren.events import (
@@ -67,14 +67,13 @@ from auren.providers._common import (
     optional,
 )
 from auren.providers.base import (
-    HandshakeResponse,
+    WebhookProvider,
     WebhookRequest,
     any_matches,
     body_digest,
     load_json,
     require_dict,
 )
-from auren.settings import Settings, secret_values
 
 # (field of a push item, metric, unit)
 PUSH_FIELDS: dict[str, tuple[tuple[str, str, str], ...]] = {
@@ -130,25 +129,20 @@ class _Parsed:
     ignored: int = 0
 
 
-class GarminProvider:
+class GarminProvider(WebhookProvider):
     name = "garmin"
+    secrets_field = "garmin_client_id"
+    signature_headers = ("garmin-client-id",)
+    option_fields: ClassVar[dict[str, str]] = {
+        "max_events": "max_events_per_delivery",
+        "max_samples": "max_samples_per_delivery",
+    }
 
     def __init__(self, client_ids: tuple[str, ...], *, max_events: int = 5000,
                  max_samples: int = 20_000) -> None:
         self._ids = tuple(encode(c) for c in client_ids)
         self._max_events = max_events
         self._max_samples = max_samples
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> GarminProvider | None:
-        client_ids = secret_values(settings.garmin_client_id)
-        if not client_ids:
-            return None
-        return cls(client_ids, max_events=settings.max_events_per_delivery,
-                   max_samples=settings.max_samples_per_delivery)
-
-    def handshake(self, request: WebhookRequest) -> HandshakeResponse | None:
-        return None
 
     def verify(self, request: WebhookRequest, now: float) -> None:
         presented = request.header("garmin-client-id")

@@ -24,12 +24,12 @@ import binascii
 import hashlib
 import hmac
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from auren.errors import InvalidPayload, SignatureInvalid
 from auren.events import Delivery, identifier, is_identifier, item_error, make_event, parse_time
 from auren.providers.base import (
-    HandshakeResponse,
+    WebhookProvider,
     WebhookRequest,
     any_matches,
     b64decode_strict,
@@ -39,7 +39,6 @@ from auren.providers.base import (
     parse_epoch,
     require_dict,
 )
-from auren.settings import Settings, secret_values
 
 EVENT_TYPE = "biometrics.recorded"
 
@@ -72,8 +71,14 @@ def _mac(base: hmac.HMAC, message: bytes) -> bytes:
     return mac.digest()
 
 
-class NativeProvider:
+class NativeProvider(WebhookProvider):
     name = "auren"
+    secrets_field = "standard_webhook_secret"
+    signature_headers = ("webhook-id", "webhook-timestamp", "webhook-signature")
+    option_fields: ClassVar[dict[str, str]] = {
+        "tolerance_s": "signature_tolerance_s",
+        "max_events": "max_events_per_delivery",
+    }
 
     def __init__(self, secrets: tuple[str, ...], *, tolerance_s: int = 300,
                  max_events: int = 5000) -> None:
@@ -82,17 +87,6 @@ class NativeProvider:
         self._macs = tuple(hmac.new(decode_whsec(s), digestmod=hashlib.sha256) for s in secrets)
         self._tolerance_s = tolerance_s
         self._max_events = max_events
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> NativeProvider | None:
-        secrets = secret_values(settings.standard_webhook_secret)
-        if not secrets:
-            return None
-        return cls(secrets, tolerance_s=settings.signature_tolerance_s,
-                   max_events=settings.max_events_per_delivery)
-
-    def handshake(self, request: WebhookRequest) -> HandshakeResponse | None:
-        return None
 
     def verify(self, request: WebhookRequest, now: float) -> None:
         msg_id = request.header("webhook-id")

@@ -24,8 +24,8 @@ are deduplicated by id). A notification with neither an object nor a time is ref
 
 from __future__ import annotations
 
-import hmac
 from datetime import datetime, timedelta
+from typing import ClassVar
 
 from auren.errors import InvalidPayload, MalformedPayload, SignatureInvalid
 from auren.events import Delivery, FetchJob, check_instant, fetch_job_id, iso
@@ -36,10 +36,13 @@ from auren.providers._common import (
     ident,
     namespaced,
     optional,
+    query_secret,
     timestamp,
 )
 from auren.providers.base import (
+    WITH_GET_HANDSHAKE,
     HandshakeResponse,
+    WebhookProvider,
     WebhookRequest,
     any_matches,
     body_digest,
@@ -49,7 +52,6 @@ from auren.providers.base import (
     load_json,
     require_dict,
 )
-from auren.settings import Settings, secret_values
 
 # How far before a notification's time a window without explicit bounds reaches.
 LOOKBACK = timedelta(days=2)
@@ -61,8 +63,16 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return hmac_sha256(secret.encode(), timestamp.encode() + body).hex().upper()
 
 
-class OuraProvider:
+class OuraProvider(WebhookProvider):
     name = "oura"
+    methods = WITH_GET_HANDSHAKE
+    secrets_field = "oura_client_secret"
+    signature_headers = ("x-oura-signature", "x-oura-timestamp")
+    handshake_query = ("verification_token", "challenge")
+    option_fields: ClassVar[dict[str, str]] = {
+        "verification_token": "oura_verification_token",
+        "tolerance_s": "signature_tolerance_s",
+    }
 
     def __init__(self, secrets: tuple[str, ...], *, verification_token: str | None = None,
                  tolerance_s: int = 300) -> None:
@@ -70,22 +80,12 @@ class OuraProvider:
         self._token = encode(verification_token) if verification_token else None
         self._tolerance_s = tolerance_s
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> OuraProvider | None:
-        secrets = secret_values(settings.oura_client_secret)
-        if not secrets:
-            return None
-        token = settings.oura_verification_token
-        return cls(secrets, verification_token=token.get_secret_value() if token else None,
-                   tolerance_s=settings.signature_tolerance_s)
-
     def handshake(self, request: WebhookRequest) -> HandshakeResponse | None:
-        if request.method.upper() != "GET":
-            return None
-        token = request.query.get("verification_token")
         # Without a configured token no challenge can be trusted, so every one is refused.
-        if self._token is None or token is None or not hmac.compare_digest(encode(token),
-                                                                            self._token):
+        matches = query_secret(request, "verification_token", self._token)
+        if matches is None:
+            return None
+        if not matches:
             raise SignatureInvalid("verification_token does not match")
         challenge = request.query.get("challenge")
         if not challenge or len(challenge) > MAX_TEXT:

@@ -26,6 +26,7 @@ token to it, so a signed notification must not be able to point it anywhere else
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 import orjson
 
@@ -44,6 +45,7 @@ from auren.providers._common import (
 )
 from auren.providers.base import (
     HandshakeResponse,
+    WebhookProvider,
     WebhookRequest,
     any_matches,
     body_digest,
@@ -52,7 +54,6 @@ from auren.providers.base import (
     load_json,
     require_dict,
 )
-from auren.settings import Settings, secret_values
 
 PING = "PING"
 DEFAULT_API_HOST = "www.polaraccesslink.com"
@@ -64,19 +65,14 @@ def sign(secret: str, body: bytes) -> str:
     return hmac_sha256(secret.encode(), body).hex()
 
 
-class PolarProvider:
+class PolarProvider(WebhookProvider):
     name = "polar"
+    secrets_field = "polar_signature_secret"
+    option_fields: ClassVar[dict[str, str]] = {"api_host": "polar_api_host"}
 
     def __init__(self, secrets: tuple[str, ...], *, api_host: str = DEFAULT_API_HOST) -> None:
         self._keys = tuple(encode(s) for s in secrets)
         self._api_host = api_host.lower()
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> PolarProvider | None:
-        secrets = secret_values(settings.polar_signature_secret)
-        if not secrets:
-            return None
-        return cls(secrets, api_host=settings.polar_api_host)
 
     def handshake(self, request: WebhookRequest) -> HandshakeResponse | None:
         if not _is_ping(request):

@@ -39,7 +39,7 @@ skipped and reported in the answer's ``skipped`` by its field path, and the rest
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from auren.errors import InvalidPayload, SignatureInvalid
 from auren.events import INVALID_ITEM, Delivery, MeasurementError, check_instant
@@ -57,7 +57,7 @@ from auren.providers._common import (
     timestamp,
 )
 from auren.providers.base import (
-    HandshakeResponse,
+    WebhookProvider,
     WebhookRequest,
     any_matches,
     body_digest,
@@ -68,7 +68,6 @@ from auren.providers.base import (
     parse_epoch,
     require_dict,
 )
-from auren.settings import Settings, secret_values
 
 # (dotted path in a data item, metric, unit)
 Field = tuple[str, str, str]
@@ -165,8 +164,15 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return hmac_sha256(secret.encode(), f"{timestamp}.".encode() + body).hex()
 
 
-class TerraProvider:
+class TerraProvider(WebhookProvider):
     name = "terra"
+    secrets_field = "terra_signing_secret"
+    signature_headers = ("terra-signature",)
+    option_fields: ClassVar[dict[str, str]] = {
+        "tolerance_s": "signature_tolerance_s",
+        "max_events": "max_events_per_delivery",
+        "max_samples": "max_samples_per_delivery",
+    }
 
     def __init__(self, secrets: tuple[str, ...], *, tolerance_s: int = 300,
                  max_events: int = 5000, max_samples: int = 20_000) -> None:
@@ -174,18 +180,6 @@ class TerraProvider:
         self._tolerance_s = tolerance_s
         self._max_events = max_events
         self._max_samples = max_samples
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> TerraProvider | None:
-        secrets = secret_values(settings.terra_signing_secret)
-        if not secrets:
-            return None
-        return cls(secrets, tolerance_s=settings.signature_tolerance_s,
-                   max_events=settings.max_events_per_delivery,
-                   max_samples=settings.max_samples_per_delivery)
-
-    def handshake(self, request: WebhookRequest) -> HandshakeResponse | None:
-        return None
 
     def verify(self, request: WebhookRequest, now: float) -> None:
         header = request.header("x-terra-signature", "terra-signature")

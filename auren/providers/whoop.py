@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
+from typing import ClassVar
 
 from auren.errors import InvalidPayload, SignatureInvalid
 from auren.events import Delivery, FetchJob, fetch_job_id
 from auren.providers._common import any_id, encode, ident, namespaced, optional
 from auren.providers.base import (
-    HandshakeResponse,
+    WebhookProvider,
     WebhookRequest,
     any_matches,
     b64decode_strict,
@@ -33,29 +34,21 @@ from auren.providers.base import (
     parse_epoch,
     require_dict,
 )
-from auren.settings import Settings, secret_values
 
 
 def sign(secret: str, timestamp_ms: str, body: bytes) -> str:
     return base64.b64encode(hmac_sha256(secret.encode(), timestamp_ms.encode() + body)).decode()
 
 
-class WhoopProvider:
+class WhoopProvider(WebhookProvider):
     name = "whoop"
+    secrets_field = "whoop_client_secret"
+    signature_headers = ("x-whoop-signature", "x-whoop-signature-timestamp")
+    option_fields: ClassVar[dict[str, str]] = {"tolerance_s": "signature_tolerance_s"}
 
     def __init__(self, secrets: tuple[str, ...], *, tolerance_s: int = 300) -> None:
         self._keys = tuple(encode(s) for s in secrets)
         self._tolerance_s = tolerance_s
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> WhoopProvider | None:
-        secrets = secret_values(settings.whoop_client_secret)
-        if not secrets:
-            return None
-        return cls(secrets, tolerance_s=settings.signature_tolerance_s)
-
-    def handshake(self, request: WebhookRequest) -> HandshakeResponse | None:
-        return None
 
     def verify(self, request: WebhookRequest, now: float) -> None:
         signature = request.header("x-whoop-signature")

@@ -34,7 +34,13 @@ from auren.providers._common import (
     namespaced,
     plausible_day,
 )
-from auren.providers.base import HandshakeResponse, WebhookRequest, body_digest
+from auren.providers.base import (
+    HEAD_HANDSHAKE,
+    HandshakeResponse,
+    WebhookProvider,
+    WebhookRequest,
+    body_digest,
+)
 from auren.settings import Settings
 
 _MAX_FIELDS = 32
@@ -43,8 +49,10 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{1,12}")
 _WORD = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
-class WithingsProvider:
+class WithingsProvider(WebhookProvider):
     name = "withings"
+    # The subscription probe is a HEAD (a GET is not part of Withings' protocol).
+    methods = HEAD_HANDSHAKE
 
     def __init__(self, allowed_ips: tuple[str, ...] = ()) -> None:
         self._networks = ip_networks(allowed_ips)
@@ -57,7 +65,7 @@ class WithingsProvider:
 
     def handshake(self, request: WebhookRequest) -> HandshakeResponse | None:
         # No address check: answering the probe reveals nothing and changes nothing.
-        if request.method.upper() == "HEAD":
+        if request.method == "HEAD":
             return HandshakeResponse(200)
         return None
 

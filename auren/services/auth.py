@@ -2,7 +2,10 @@
 
 - ``Authorization: Bearer <key>`` with a key from ``AUREN_API_KEYS``: a service, any user.
 - ``Authorization: Bearer <JWT>`` (HS256, ``AUREN_JWT_SECRET``) whose ``sub`` is the user: that
-  user only (403 for another).
+  user only (403 for another). The token must carry ``exp`` (a token without one would be
+  valid forever) and live no longer than ``AUREN_JWT_MAX_LIFETIME_S`` (``exp - iat``, or
+  ``exp`` - now without ``iat``); ``aud`` and ``iss`` must match ``AUREN_JWT_AUDIENCE`` and
+  ``AUREN_JWT_ISSUER`` when those are set (and are not looked at otherwise).
 - Nothing configured: loopback clients only, so an unconfigured install never serves health
   data to the network.
 """
@@ -11,6 +14,9 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import jwt
 
@@ -32,16 +38,35 @@ class _BearerMissing(Unauthorized):
         return {"WWW-Authenticate": 'Bearer realm="auren"'}
 
 
+# Clock difference tolerated on exp, nbf and iat, both ways.
+LEEWAY_S = 30
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRules:
+    """What a user token must satisfy besides its signature."""
+
+    max_lifetime_s: int = 86_400
+    audience: str | None = None
+    issuer: str | None = None
+
+
 class ReadAuth:
-    def __init__(self, api_keys: tuple[str, ...], jwt_secret: str | None) -> None:
+    def __init__(self, api_keys: tuple[str, ...], jwt_secret: str | None,
+                 rules: TokenRules | None = None, clock: Callable[[], float] = time.time
+                 ) -> None:
         self._keys = tuple(k.encode() for k in api_keys)
         self._jwt_secret = jwt_secret
+        self._rules = rules or TokenRules()
+        self._clock = clock
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReadAuth:
         secret = settings.auren_jwt_secret
         return cls(secret_values(settings.auren_api_keys),
-                   secret.get_secret_value() if secret else None)
+                   secret.get_secret_value() if secret else None,
+                   TokenRules(settings.auren_jwt_max_lifetime_s, settings.auren_jwt_audience,
+                              settings.auren_jwt_issuer))
 
     @property
     def configured(self) -> bool:
@@ -65,10 +90,33 @@ class ReadAuth:
             return
         if self._jwt_secret is None:
             raise Unauthorized("unknown API key")
+        if self._subject(token, self._jwt_secret) != user_id:
+            raise Forbidden("token is not for this user")
+
+    def _subject(self, token: str, secret: str) -> object:
+        """The verified token's ``sub``; Unauthorized for any token the rules refuse."""
+        rules = self._rules
+        required = ["sub", "exp", *(["aud"] if rules.audience else []),
+                    *(["iss"] if rules.issuer else [])]
         try:
-            claims = jwt.decode(token, self._jwt_secret, algorithms=["HS256"],
-                                options={"require": ["sub"]}, leeway=30)
+            claims = jwt.decode(token, secret, algorithms=["HS256"], leeway=LEEWAY_S,
+                                audience=rules.audience, issuer=rules.issuer,
+                                options={"require": required,
+                                         "verify_aud": rules.audience is not None,
+                                         "verify_iss": rules.issuer is not None})
+        except jwt.MissingRequiredClaimError as exc:
+            raise Unauthorized(f"invalid token: no {exc.claim} claim") from None
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("invalid token: expired") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthorized("invalid token: not for this audience") from None
+        except jwt.InvalidIssuerError:
+            raise Unauthorized("invalid token: not from this issuer") from None
         except jwt.PyJWTError:
             raise Unauthorized("invalid token") from None
-        if claims.get("sub") != user_id:
-            raise Forbidden("token is not for this user")
+        # Both are numbers once decode accepted them (it validates exp and iat).
+        issued = claims.get("iat")
+        start = float(issued) if isinstance(issued, int | float) else self._clock()
+        if float(claims["exp"]) - start > rules.max_lifetime_s + LEEWAY_S:
+            raise Unauthorized("invalid token: lives longer than AUREN_JWT_MAX_LIFETIME_S")
+        return claims.get("sub")

@@ -11,7 +11,7 @@ import base64
 import binascii
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +36,7 @@ from auren.ingest.admission import Admission
 from auren.ingest.committer import GroupCommitter
 from auren.ingest.pipeline import IngestPipeline
 from auren.observability import BridgeMetrics
-from auren.providers import PROVIDER_CLASSES, build_providers
+from auren.providers import PROVIDER_CLASSES, ProviderClass, build_providers
 from auren.providers.base import WebhookRequest
 from auren.services.auth import ReadAuth
 from auren.services.dataplane import DataPlane, build_dataplane
@@ -49,7 +49,7 @@ from auren.settings import Settings
 
 log = logging.getLogger("auren.bridge")
 
-WEBHOOK_PATHS = ("/webhooks/{provider}", "/api/v1/webhooks/{provider}")
+WEBHOOK_PREFIXES = ("/webhooks/", "/api/v1/webhooks/")
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -104,7 +104,7 @@ class WebhookEndpoint:
 
 def webhook_provider(path: str) -> str | None:
     """The provider segment of a webhook path, or None for every other path."""
-    for prefix in ("/webhooks/", "/api/v1/webhooks/"):
+    for prefix in WEBHOOK_PREFIXES:
         if path.startswith(prefix):
             name = path[len(prefix):]
             return name if name and "/" not in name else None
@@ -132,39 +132,109 @@ class BridgeApp:
         await self.api(scope, receive, send)
 
 
-def document_webhooks(app: FastAPI) -> None:
-    """Describe the raw webhook routes in OpenAPI, which only sees FastAPI's own routes."""
-    operation = {
-        "tags": ["webhooks"],
-        "summary": "Receive a provider webhook",
-        "description": "Verified on the raw bytes with the provider's own scheme, deduplicated, "
-                       "made durable, then answered. GET/HEAD answer provider handshakes. "
-                       "Full-data pushes of many metrics (Health Auto Export, Terra, Garmin) "
-                       "store what is valid and list what they skipped, and why, in the "
-                       "answer's `skipped`; the native route refuses the delivery (422).",
-        "parameters": [{"name": "provider", "in": "path", "required": True,
-                        "schema": {"type": "string", "enum": sorted(PROVIDER_CLASSES)}}],
-        "requestBody": {"required": True, "content": {
-            "application/json": {"schema": {"type": "object"}},
-            "application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
-        "responses": {
-            "200": {"description": "Re-delivery: already stored, nothing new"},
-            "202": {"description": "Accepted and durable: `accepted`, `duplicates`, and when "
-                                   "there are any `ignored` (items without a metric) and "
-                                   "`skipped` ([{metric, reason, count, detail}])"},
-            "204": {"description": "Accepted (Fitbit expects an empty 204)"},
-            **{str(k): v for k, v in problem_responses(400, 401, 404, 405, 413, 415, 422,
-                                                        503).items()},
-        },
+_WEBHOOK_DESCRIPTION = (
+    "Verified on the raw bytes with the provider's own scheme, deduplicated, made durable, "
+    "then answered. Full-data pushes of many metrics (Health Auto Export, Terra, Garmin) store "
+    "what is valid and list what they skipped, and why, in the answer's `skipped`; the native "
+    "route refuses the delivery (422). 404 when the provider is not configured.")
+_ACCEPTED = {"description": "Accepted and durable: `accepted`, `duplicates`, and when there "
+                            "are any `ignored` (items without a metric) and `skipped` "
+                            "([{metric, reason, count, detail}])",
+             "content": {"application/json": {"schema": {"type": "object"}}}}
+_REDELIVERY = {"description": "Re-delivery (already stored, nothing new), or a handshake",
+               "content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+_DIGITS = {"type": "string", "pattern": "^[0-9]{1,12}$"}
+# Withings' notification form (unsigned): the user and category are required, the window and
+# day optional; every instant must lie in the plausible range (422 otherwise).
+_WITHINGS_FORM = {"type": "object", "required": ["userid", "appli"],
+                  "properties": {"userid": _DIGITS, "appli": _DIGITS, "startdate": _DIGITS,
+                                 "enddate": _DIGITS, "date": {"type": "string"},
+                                 "action": {"type": "string"}}}
+
+
+def _header(name: str, required: bool) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": required, "schema": {"type": "string"}}
+
+
+def _webhook_post(name: str, cls: ProviderClass) -> dict[str, Any]:
+    """POST on one provider's URL: its media type, its signature headers, its answers."""
+    media = "application/x-www-form-urlencoded" if name == "withings" else "application/json"
+    body = _WITHINGS_FORM if name == "withings" else (
+        {"type": "array"} if name == "fitbit" else {"type": "object"})
+    parameters = [_header(header, True) for header in cls.signature_headers]
+    if name == "apple":
+        # Health Auto Export sends its key in either header; an unbound key names the user.
+        parameters += [_header("api-key", False),
+                       {"name": "user_id", "in": "query", "required": False,
+                        "schema": {"type": "string"}}]
+    elif name == "polar":
+        # Polar's PING (sent when the webhook is created) may come unsigned.
+        parameters.append(_header("polar-webhook-signature", False))
+    success: dict[str, Any] = ({"204": {"description": "Accepted (Fitbit expects an empty 204)"}}
+                               if name == "fitbit" else
+                               {"200": _REDELIVERY} if name in ("withings", "polar") else
+                               {"200": _REDELIVERY, "202": _ACCEPTED})
+    if name == "polar":
+        success["202"] = _ACCEPTED
+    return {
+        "summary": f"Receive a {name} webhook", "description": _WEBHOOK_DESCRIPTION,
+        "parameters": parameters,
+        "requestBody": {"required": True, "content": {media: {"schema": body}}},
+        "responses": {**success, **{str(k): v for k, v in problem_responses(
+            400, 401, 403, 404, 405, 413, 415, 422, 429, 503).items()}},
     }
+
+
+def _webhook_handshake(name: str, cls: ProviderClass, method: str) -> dict[str, Any]:
+    """GET/HEAD on one provider's URL: the subscription handshake it documents."""
+    responses: dict[str, Any]
+    if name == "fitbit":
+        responses = {"204": {"description": "The verification code matches"},
+                     "404": {"description": "Not this code (Fitbit sends a wrong one on "
+                                            "purpose), or the provider is not configured"}}
+    elif name == "oura":
+        responses = {"200": {"description": "The challenge, echoed", "content": {
+            "application/json": {"schema": {"type": "object", "required": ["challenge"],
+                                            "properties": {"challenge": {"type": "string"}}}}}},
+                     **{str(k): v for k, v in problem_responses(400, 401, 404).items()}}
+    else:
+        responses = {"200": {"description": "The subscription probe is answered"},
+                     **{str(k): v for k, v in problem_responses(404).items()}}
+    if method == "head":
+        # A HEAD answer has no body: the statuses are the GET's, without content.
+        responses = {status: {"description": r["description"]} for status, r in responses.items()}
+    return {
+        "summary": f"{name} subscription handshake",
+        "description": "Answered before any signature check, as the provider's protocol asks.",
+        "parameters": [{"name": param, "in": "query", "required": True,
+                        "schema": {"type": "string"}} for param in cls.handshake_query],
+        "responses": {**responses, "405": problem_responses(405)[405]},
+    }
+
+
+def document_webhooks(app: FastAPI, configured: Iterable[str]) -> None:
+    """Describe the raw webhook routes in OpenAPI, which only sees FastAPI's own routes: one
+    path per configured provider, since each answers its own methods, headers and media type.
+    (An unconfigured provider's URL is not served: 404, or 405 for a method it never takes.)"""
+    names = sorted(set(configured))
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
-            for index, path in enumerate(WEBHOOK_PATHS):
-                schema["paths"][path] = {"post": {**operation,
-                                                  "operationId": f"receive_webhook_{index}"}}
+            for index, prefix in enumerate(WEBHOOK_PREFIXES):
+                for name in names:
+                    cls = PROVIDER_CLASSES[name]
+                    operations: dict[str, Any] = {}
+                    for method in cls.methods:
+                        verb = method.lower()
+                        operation = (_webhook_post(name, cls) if method == "POST"
+                                     else _webhook_handshake(name, cls, verb))
+                        operations[verb] = {"tags": ["webhooks"], **operation,
+                                            "operationId": f"webhook_{name}_{verb}_{index}"}
+                    schema["paths"][prefix + name] = operations
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -226,7 +296,8 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
                           settings.admission_wait_s)
     committer = GroupCommitter(plane.durable, max_batch=settings.batch_max_deliveries,
                                on_batch=metrics.observe_batch)
-    pipeline = IngestPipeline(build_providers(settings), plane.cache, admission, committer,
+    providers = build_providers(settings)
+    pipeline = IngestPipeline(providers, plane.cache, admission, committer,
                               metrics, gate=plane.rate_gate if plane.rate_limited else None)
     state = BridgeState(settings, plane, pipeline, admission, committer, metrics,
                         ReadAuth.from_settings(settings), time.time())
@@ -253,7 +324,7 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     app.state.bridge = state
     install_problem_handlers(app)
 
-    document_webhooks(app)
+    document_webhooks(app, providers)
 
     @app.get("/api/v1/users/{user_id}/events", tags=["read"],
              responses=problem_responses(400, 401, 403, 422))

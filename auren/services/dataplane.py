@@ -246,12 +246,14 @@ def build_dataplane(settings: Settings, *, service: Service = "bridge") -> DataP
             conversations = PostgresConversations(PostgresPool.from_settings(
                 settings, application_name=name, breaker=pg_breaker))
     else:
-        store = SQLiteStore(settings.sqlite_path, timeout_s=settings.store_timeout_s)
+        store = SQLiteStore(settings.sqlite_path, timeout_s=settings.store_timeout_s,
+                            wal_limit_bytes=settings.sqlite_wal_limit_bytes)
         if service == "neuros":
             from auren.neuros.memory.sqlite import SQLiteConversations
 
-            conversations = SQLiteConversations(settings.sqlite_path,
-                                                timeout_s=settings.store_timeout_s)
+            conversations = SQLiteConversations(
+                settings.sqlite_path, timeout_s=settings.store_timeout_s,
+                wal_limit_bytes=settings.sqlite_wal_limit_bytes)
     plane = DataPlane(settings, store, store, MemoryCache(settings.dedup_cache_size),
                       conversations=conversations, breakers=breakers)
     if service == "legacy":

@@ -87,7 +87,8 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
         metrics.registry.register(collector)
     writer = DirectWriter(plane.durable)
     admission = Admission(_UNBOUNDED, 0, settings.admission_wait_s)
-    pipeline = IngestPipeline(build_providers(settings), plane.cache, admission, writer, metrics)
+    providers = build_providers(settings)
+    pipeline = IngestPipeline(providers, plane.cache, admission, writer, metrics)
     started = time.time()
 
     @asynccontextmanager
@@ -106,7 +107,7 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     app = FastAPI(title="AUREN Original Bridge (v1)", version=__version__, lifespan=lifespan,
                   description="The per-request v1 webhook path, kept for legacy clients.")
     install_problem_handlers(app)
-    document_webhooks(app)  # the same raw webhook routes as v2
+    document_webhooks(app, providers)  # the same raw webhook routes as v2
 
     @app.get("/health", tags=["operations"])
     async def health() -> Response:

@@ -247,7 +247,9 @@ def test_health_metrics_and_openapi(bridge: ServerProcess):
                      "auren_duplicates_total"):
             assert name in metrics, name
         spec = client.get("/openapi.json").json()
-        assert "/webhooks/{provider}" in spec["paths"]
+        # One path per configured provider (only the native one here), under both prefixes.
+        webhooks = {p for p in spec["paths"] if "/webhooks/" in p}
+        assert webhooks == {"/webhooks/auren", "/api/v1/webhooks/auren"}
         assert "/api/v1/users/{user_id}/events" in spec["paths"]
         assert client.get("/docs").status_code == 200
 

@@ -14,7 +14,6 @@ keeps ``FULL``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import time
@@ -28,6 +27,7 @@ from typing import Any, TypeVar
 import orjson
 
 from auren.adapters.sqlite import connect, immediate_transaction, is_busy, run_migrations
+from auren.adapters.wal import DEFAULT_WAL_LIMIT_BYTES, WalKeeper
 from auren.errors import NotFound, StoreUnavailable
 from auren.events import iso
 from auren.neuros.memory.base import ConversationSummary, Message
@@ -86,8 +86,8 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-def _connect(path: Path, timeout_s: float) -> sqlite3.Connection:
-    return connect(path, timeout_s, synchronous="NORMAL")
+def _connect(path: Path, timeout_s: float, wal_limit_bytes: int) -> sqlite3.Connection:
+    return connect(path, timeout_s, synchronous="NORMAL", wal_limit_bytes=wal_limit_bytes)
 
 
 def _version(conn: sqlite3.Connection) -> int:
@@ -176,14 +176,17 @@ class SQLiteConversations:
     """
 
     def __init__(self, path: Path, *, timeout_s: float = 10.0,
-                 checkpoint_interval_s: float = 1.0) -> None:
+                 checkpoint_interval_s: float = 1.0,
+                 wal_limit_bytes: int = DEFAULT_WAL_LIMIT_BYTES) -> None:
         self._path = path
         self._timeout_s = timeout_s
-        self._checkpoint_interval_s = checkpoint_interval_s
+        self._wal_limit = wal_limit_bytes
         self._conn: sqlite3.Connection | None = None
-        self._checkpointer: sqlite3.Connection | None = None
         self._helper = ThreadPoolExecutor(1, thread_name_prefix="neuros-sqlite")
-        self._checkpoint_task: asyncio.Task[None] | None = None
+        # Checkpoints on a thread of their own; an erasure scrubs the WAL through it.
+        self.wal = WalKeeper(path, lambda: _connect(path, timeout_s, wal_limit_bytes),
+                             limit_bytes=wal_limit_bytes, timeout_s=timeout_s,
+                             interval_s=checkpoint_interval_s, name="neuros")
         self._pending: list[_Append] = []
         self._flush_handle: asyncio.Handle | None = None
         self._retry_s = 0.0
@@ -192,24 +195,17 @@ class SQLiteConversations:
         self._path.parent.mkdir(parents=True, exist_ok=True)
 
         def _open() -> sqlite3.Connection:
-            conn = _connect(self._path, self._timeout_s)
+            conn = _connect(self._path, self._timeout_s, self._wal_limit)
             _migrate(conn)  # may wait for another process's migration: off the loop
             conn.execute("PRAGMA busy_timeout=0")  # from now on, waits are awaited
             conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint loop does them
             return conn
 
         self._conn = await self._on_helper(_open)
-        self._checkpointer = await self._on_helper(
-            lambda: _connect(self._path, self._timeout_s))
-        self._checkpoint_task = asyncio.create_task(self._checkpoint_loop(),
-                                                    name="neuros-checkpoint")
+        await self.wal.open()
 
     async def close(self) -> None:
-        if self._checkpoint_task is not None:
-            self._checkpoint_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpoint_task
-            self._checkpoint_task = None
+        await self.wal.close()
         if self._pending:
             self._flush_now()  # one last attempt; whatever is still locked out fails below
         if self._flush_handle is not None:
@@ -219,10 +215,8 @@ class SQLiteConversations:
         self._pending = []
         if self._conn is not None:
             self._conn.close()
-        if self._checkpointer is not None:
-            await self._on_helper(self._checkpointer.close)
         self._helper.shutdown(wait=True)
-        self._conn = self._checkpointer = None
+        self._conn = None
 
     async def _on_helper(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -235,18 +229,6 @@ class SQLiteConversations:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"conversation store error: {type(exc).__name__}",
                                    retry_after_s=2) from exc
-
-    async def _checkpoint_loop(self) -> None:
-        conn = self._checkpointer
-        assert conn is not None  # noqa: S101 - started by open() after connecting
-        while True:
-            await asyncio.sleep(self._checkpoint_interval_s)
-            try:
-                # PASSIVE: copies what no reader still needs, never blocks readers or writers.
-                await self._on_helper(
-                    lambda: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
-            except StoreUnavailable:
-                log.warning("conversation checkpoint failed")
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T], *,
                    transaction: bool = False) -> T:
@@ -403,4 +385,13 @@ class SQLiteConversations:
             c.execute("DELETE FROM conversations WHERE user_id = ?", (user_id,))
             return {"conversations": c.total_changes - before, "messages": messages}
 
-        return await self._run(erase, transaction=True)
+        deleted = await self._run(erase, transaction=True)
+        # The erased text is zeroed in the pages just written (secure_delete), but older WAL
+        # frames still hold it: a truncating checkpoint now removes them (retried until done).
+        try:
+            scrubbed = await self.wal.scrub()
+        except StoreUnavailable:
+            scrubbed = False
+        if not scrubbed:
+            log.warning("erasure: the WAL could not be truncated yet; retried in the background")
+        return deleted

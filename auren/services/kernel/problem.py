@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from auren.errors import AurenError
 from auren.services.openapi import conform
@@ -59,9 +60,23 @@ async def _auren_error(request: Request, exc: Exception) -> Response:
     return problem_for(exc, request.url.path)
 
 
+def _allowed(request: Request) -> str:
+    """Every method the request's path answers. Starlette's 405 names only the methods of the
+    first route that matched the path, and a path may have one route per method."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
     headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed(request) or headers.get("Allow", "")
     slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
     return problem_response(exc.status_code, str(exc.detail), str(exc.detail), slug=slug,
                             instance=request.url.path, headers=headers)

@@ -544,6 +544,17 @@ class ProviderApi:
     def router(self) -> APIRouter:
         raise NotImplementedError
 
+    def oauth_router(self, authorize_path: str, token_path: str | None = None) -> APIRouter:
+        """A router that already serves the provider's OAuth authorization page (GET) and, when
+        given, its token endpoint (POST); the provider adds its data routes to it."""
+        router = APIRouter()
+        router.add_api_route(authorize_path, self.authorize, methods=["GET"],
+                             include_in_schema=False)
+        if token_path is not None:
+            router.add_api_route(token_path, self.token, methods=["POST"],
+                                 include_in_schema=False)
+        return router
+
     def notifications(self, wearer: Wearer, records: list[DayRecord]) -> list[Outgoing]:
         """What the provider sends when ``records`` of ``wearer`` appear (none by default)."""
         return []

@@ -172,15 +172,7 @@ class FitbitApi(ProviderApi):
     # -- routes -------------------------------------------------------------------------------
 
     def router(self) -> APIRouter:
-        router = APIRouter()
-
-        @router.get("/oauth2/authorize", include_in_schema=False)
-        async def authorize(request: Request) -> Response:
-            return await self.authorize(request)
-
-        @router.post("/oauth2/token", include_in_schema=False)
-        async def token(request: Request) -> Response:
-            return await self.token(request)
+        router = self.oauth_router("/oauth2/authorize", "/oauth2/token")
 
         @router.post("/oauth2/revoke", include_in_schema=False)
         async def revoke(request: Request) -> Response:

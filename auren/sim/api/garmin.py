@@ -129,15 +129,7 @@ class GarminApi(ProviderApi):
         return int(raw)
 
     def router(self) -> APIRouter:
-        router = APIRouter()
-
-        @router.get("/oauth2Confirm", include_in_schema=False)
-        async def authorize(request: Request) -> Response:
-            return await self.authorize(request)
-
-        @router.post("/di-oauth2-service/oauth/token", include_in_schema=False)
-        async def token(request: Request) -> Response:
-            return await self.token(request)
+        router = self.oauth_router("/oauth2Confirm", "/di-oauth2-service/oauth/token")
 
         async def user_id(request: Request) -> Response:
             call = await self.begin(request)

@@ -159,15 +159,7 @@ class OuraApi(ProviderApi):
         return out
 
     def router(self) -> APIRouter:
-        router = APIRouter()
-
-        @router.get("/oauth/authorize", include_in_schema=False)
-        async def authorize(request: Request) -> Response:
-            return await self.authorize(request)
-
-        @router.post("/oauth/token", include_in_schema=False)
-        async def token(request: Request) -> Response:
-            return await self.token(request)
+        router = self.oauth_router("/oauth/authorize", "/oauth/token")
 
         @router.api_route("/oauth/revoke", methods=["GET", "POST"], include_in_schema=False)
         async def revoke(request: Request) -> Response:

@@ -17,6 +17,7 @@ limits are per app and grow with registered users (500 + 20 per user per 15 minu
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from typing import Any
 
@@ -42,6 +43,8 @@ from auren.sim.wearers import DayRecord
 SCOPES = ("accesslink.read_all",)
 BASE = "https://www.polaraccesslink.com"  # what ``polar_user`` links and webhook URLs name
 MAX_RANGE_DAYS = 28
+# One record (a day, a night) in Polar's shape.
+Render = Callable[[Wearer, DayRecord], dict[str, Any]]
 DEFAULT_TOKEN_TTL_S = 10 * 365 * 86_400
 
 
@@ -138,6 +141,17 @@ class PolarApi(ProviderApi):
             raise Reply(self.error(403, "User is not registered: POST /v3/users first",
                                    code="user_not_registered"))
 
+    async def _member(self, request: Request) -> Call:
+        """A data call: authorised, and for a user registered with ``POST /v3/users``."""
+        call = await self.begin(request)
+        self._registered(call)
+        return call
+
+    def _recent(self, call: Call) -> list[DayRecord]:
+        """What the longest range Polar serves, up to today, holds."""
+        last = call.wearer.today
+        return self._in(call, last - timedelta(days=MAX_RANGE_DAYS - 1), last)
+
     def visible(self, call: Call) -> list[DayRecord]:
         """Only what was uploaded after registration."""
         w, since = call.wearer, call.grant.registered_at or float("inf")
@@ -200,15 +214,7 @@ class PolarApi(ProviderApi):
         return out
 
     def router(self) -> APIRouter:
-        router = APIRouter()
-
-        @router.get("/oauth2/authorization", include_in_schema=False)
-        async def authorize(request: Request) -> Response:
-            return await self.authorize(request)
-
-        @router.post("/v2/oauth2/token", include_in_schema=False)
-        async def token(request: Request) -> Response:
-            return await self.token(request)
+        router = self.oauth_router("/oauth2/authorization", "/v2/oauth2/token")
 
         @router.post("/v3/users", include_in_schema=False)
         async def register(request: Request) -> Response:
@@ -228,8 +234,7 @@ class PolarApi(ProviderApi):
 
         @router.get("/v3/users/{user_id:int}", include_in_schema=False)
         async def user(request: Request, user_id: int) -> Response:
-            call = await self.begin(request)
-            self._registered(call)
+            call = await self._member(request)
             if str(user_id) != call.grant.provider_user_id:
                 return self.error(403, "Forbidden", code="forbidden")
             return self.finish(call, self.user_info(call))
@@ -242,79 +247,57 @@ class PolarApi(ProviderApi):
             self.state.revoke(call.grant)
             return Response(status_code=204)
 
-        @router.get("/v3/users/activities", include_in_schema=False)
-        async def activities(request: Request) -> Response:
-            call = await self.begin(request)
-            self._registered(call)
-            first, last = self._window(request, call)
-            return self.finish(call, [activity(call.wearer, r)
-                                      for r in self._in(call, first, last)])
-
-        @router.get("/v3/users/activities/{day}", include_in_schema=False)
-        async def activity_day(request: Request, day: str) -> Response:
-            call = await self.begin(request)
-            self._registered(call)
-            return self.finish(call, activity(call.wearer, self._on(call, day)))
-
         @router.get("/v3/users/sleep", include_in_schema=False)
         async def sleeps(request: Request) -> Response:
-            call = await self.begin(request)
-            self._registered(call)
-            last = call.wearer.today
-            records = self._in(call, last - timedelta(days=MAX_RANGE_DAYS - 1), last)
-            return self.finish(call, {"nights": [night(call.wearer, r) for r in records]})
+            call = await self._member(request)
+            return self.finish(call, {"nights": [night(call.wearer, r)
+                                                 for r in self._recent(call)]})
 
         @router.get("/v3/users/sleep/available", include_in_schema=False)
         async def available(request: Request) -> Response:
-            call = await self.begin(request)
-            self._registered(call)
+            call = await self._member(request)
             return self.finish(call, {"available": [
                 {"date": r.day.isoformat(),
                  "start_time": shapes.local_iso(r.sleep_start, r.utc_offset_min, millis=True),
                  "end_time": shapes.local_iso(r.sleep_end, r.utc_offset_min, millis=True)}
-                for r in self._in(call, call.wearer.today - timedelta(days=MAX_RANGE_DAYS - 1),
-                                  call.wearer.today)]})
-
-        @router.get("/v3/users/sleep/{day}", include_in_schema=False)
-        async def sleep_day(request: Request, day: str) -> Response:
-            call = await self.begin(request)
-            self._registered(call)
-            return self.finish(call, night(call.wearer, self._on(call, day)))
+                for r in self._recent(call)]})
 
         @router.get("/v3/users/nightly-recharge", include_in_schema=False)
         async def recharges(request: Request) -> Response:
-            call = await self.begin(request)
-            self._registered(call)
-            last = call.wearer.today
-            records = self._in(call, last - timedelta(days=MAX_RANGE_DAYS - 1), last)
-            return self.finish(call, {"recharges": [recharge(call.wearer, r) for r in records]})
-
-        @router.get("/v3/users/nightly-recharge/{day}", include_in_schema=False)
-        async def recharge_day(request: Request, day: str) -> Response:
-            call = await self.begin(request)
-            self._registered(call)
-            return self.finish(call, recharge(call.wearer, self._on(call, day)))
-
-        @router.get("/v3/users/biosensing/spo2", include_in_schema=False)
-        async def spo2(request: Request) -> Response:
-            call = await self.begin(request)
-            self._registered(call)
-            first, last = self._window(request, call)
-            return self.finish(call, [spo2_test(call.wearer, r)
-                                      for r in self._in(call, first, last)])
-
-        @router.get("/v3/users/biosensing/skintemperature", include_in_schema=False)
-        async def skin(request: Request) -> Response:
-            call = await self.begin(request)
-            self._registered(call)
-            first, last = self._window(request, call)
-            return self.finish(call, [skin_temperature(call.wearer, r)
-                                      for r in self._in(call, first, last)])
+            call = await self._member(request)
+            return self.finish(call, {"recharges": [recharge(call.wearer, r)
+                                                    for r in self._recent(call)]})
 
         @router.get("/v3/exercises", include_in_schema=False)
         async def exercises(request: Request) -> Response:
-            call = await self.begin(request)
-            self._registered(call)
+            call = await self._member(request)
             return self.finish(call, [])
 
+        # Lists over a from/to window, and one day's record (after the fixed paths above, such
+        # as /v3/users/sleep/available, which a {day} would otherwise take).
+        for path, render in (("/v3/users/activities", activity),
+                             ("/v3/users/biosensing/spo2", spo2_test),
+                             ("/v3/users/biosensing/skintemperature", skin_temperature)):
+            router.add_api_route(path, self._windowed(render), methods=["GET"],
+                                 include_in_schema=False)
+        for path, render in (("/v3/users/activities/{day}", activity),
+                             ("/v3/users/sleep/{day}", night),
+                             ("/v3/users/nightly-recharge/{day}", recharge)):
+            router.add_api_route(path, self._one_day(render), methods=["GET"],
+                                 include_in_schema=False)
         return router
+
+    def _windowed(self, render: Render) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            call = await self._member(request)
+            first, last = self._window(request, call)
+            return self.finish(call, [render(call.wearer, r) for r in self._in(call, first, last)])
+
+        return endpoint
+
+    def _one_day(self, render: Render) -> Callable[[Request, str], Awaitable[Response]]:
+        async def endpoint(request: Request, day: str) -> Response:
+            call = await self._member(request)
+            return self.finish(call, render(call.wearer, self._on(call, day)))
+
+        return endpoint

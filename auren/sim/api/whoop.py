@@ -16,6 +16,7 @@ simulator sends the sleep's UUID; the variant ``recovery_id=cycle`` sends the cy
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -174,16 +175,8 @@ class WhoopApi(ProviderApi):
         return out
 
     def router(self) -> APIRouter:
-        router = APIRouter()
+        router = self.oauth_router("/oauth/oauth2/auth", "/oauth/oauth2/token")
         api = "/developer/v2"
-
-        @router.get("/oauth/oauth2/auth", include_in_schema=False)
-        async def authorize(request: Request) -> Response:
-            return await self.authorize(request)
-
-        @router.post("/oauth/oauth2/token", include_in_schema=False)
-        async def token(request: Request) -> Response:
-            return await self.token(request)
 
         @router.delete(f"{api}/user/access", include_in_schema=False)
         async def revoke(request: Request) -> Response:
@@ -232,32 +225,26 @@ class WhoopApi(ProviderApi):
             self._scope(call, "read:workout")
             return self.finish(call, {"records": [], "next_token": None})
 
-        @router.get(f"{api}/cycle/{{cycle}}", include_in_schema=False)
-        async def one_cycle(request: Request, cycle: str) -> Response:
+        async def of_cycle(request: Request, cycle: str, scope: str, what: str,
+                           render: Callable[[Wearer, DayRecord], dict[str, Any]]) -> Response:
             call = await self.begin(request)
-            self._scope(call, "read:cycles")
+            self._scope(call, scope)
             found = self._by_cycle(call, cycle)
             if found is None:
-                return self.error(404, "cycle not found", code="not_found")
-            return self.finish(call, render_cycle(call.wearer, found))
+                return self.error(404, f"{what} not found", code="not_found")
+            return self.finish(call, render(call.wearer, found))
+
+        @router.get(f"{api}/cycle/{{cycle}}", include_in_schema=False)
+        async def one_cycle(request: Request, cycle: str) -> Response:
+            return await of_cycle(request, cycle, "read:cycles", "cycle", render_cycle)
 
         @router.get(f"{api}/cycle/{{cycle}}/recovery", include_in_schema=False)
         async def cycle_recovery(request: Request, cycle: str) -> Response:
-            call = await self.begin(request)
-            self._scope(call, "read:recovery")
-            found = self._by_cycle(call, cycle)
-            if found is None:
-                return self.error(404, "recovery not found", code="not_found")
-            return self.finish(call, render_recovery(call.wearer, found))
+            return await of_cycle(request, cycle, "read:recovery", "recovery", render_recovery)
 
         @router.get(f"{api}/cycle/{{cycle}}/sleep", include_in_schema=False)
         async def cycle_sleep(request: Request, cycle: str) -> Response:
-            call = await self.begin(request)
-            self._scope(call, "read:sleep")
-            found = self._by_cycle(call, cycle)
-            if found is None:
-                return self.error(404, "sleep not found", code="not_found")
-            return self.finish(call, render_sleep(call.wearer, found))
+            return await of_cycle(request, cycle, "read:sleep", "sleep", render_sleep)
 
         @router.get(f"{api}/activity/sleep/{{sleep}}", include_in_schema=False)
         async def one_sleep(request: Request, sleep: str) -> Response:

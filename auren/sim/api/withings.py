@@ -376,11 +376,7 @@ class WithingsApi(ProviderApi):
         return [Outgoing("unlink", body, delivery_id(), url=url or None)]
 
     def router(self) -> APIRouter:
-        router = APIRouter()
-
-        @router.get("/oauth2_user/authorize2", include_in_schema=False)
-        async def authorize(request: Request) -> Response:
-            return await self.authorize(request)
+        router = self.oauth_router("/oauth2_user/authorize2")
 
         @router.post("/v2/oauth2", include_in_schema=False)
         async def oauth2(request: Request) -> Response:
