@@ -336,6 +336,15 @@ def loadtest(
     timeout: Annotated[float, typer.Option(min=0.1, max=120,
                                            help="Per-request timeout, s.")] = 10.0,
     no_reconcile: NoReconcile = False,
+    compare: Annotated[str | None, typer.Option(
+        "--compare", help="legacy,bridge: drive the Original and the Enhanced Bridge with the "
+                          "same signed webhooks and connections, back to back: throughput, "
+                          "p50/p99, errors, CPU, memory, the ratios, and the highest "
+                          "concurrency of each that meets the webhook SLA (-c, -d and --ramp "
+                          "apply; default ramp 25,50,100,200,400,800).",
+        show_default=False)] = None,
+    runs: Annotated[int, typer.Option(min=1, max=20, help="--compare: rounds; the figures "
+                                                          "are their medians.")] = 1,
 ) -> None:
     """Closed- or open-model load with HDR percentiles, server CPU/RSS, ERROR log lines and a
     reconciliation by identity of every webhook against the store: lost (acknowledged ids not
@@ -344,6 +353,10 @@ def loadtest(
     from auren.ops import sla
 
     err = Console(stderr=True)
+    if compare is not None:
+        _compare(compare, runs, connections, duration, ramp_levels, engine, sla_file,
+                 (neuros, legacy, bridge, gateway, deployed, data_dir), as_json, err)
+        return
     if endpoint not in lt.ENDPOINTS or model not in ("closed", "open") or \
             engine not in ("auto", "builtin", "wrk"):
         err.print("[red]--endpoint webhooks|chat|health, --model closed|open, "
@@ -380,6 +393,103 @@ def loadtest(
             console.print(f"breaking point: {outcome.ramp.conclusion}")
         _print_reconciliation(console, outcome.reconciliation.as_dict())
     raise typer.Exit(outcome.exit_code)
+
+
+def _compare(pair_text: str, runs: int, connections: int, duration: float,
+             ramp_levels: str | None, engine: str, sla_file: Path | None,
+             where: tuple[str | None, str | None, str | None, str | None, bool, Path | None],
+             as_json: bool, err: Console) -> None:
+    """``auren loadtest --compare legacy,bridge``."""
+    from auren.ops import compare as cmp
+    from auren.ops import loadtest as lt
+    from auren.ops import sla
+
+    try:
+        pair = cmp.parse_pair(pair_text)
+        rows = sla.load(sla_file)
+        levels = tuple(_levels(ramp_levels)) if ramp_levels else cmp.DEFAULT_LEVELS
+    except (ValueError, sla.SLAConfigError, typer.BadParameter) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(ExitCode.USAGE) from None
+    if engine not in ("auto", "builtin", "wrk") or (engine == "wrk" and not shutil.which("wrk")):
+        err.print("[red]--engine auto|builtin|wrk (wrk must be installed)[/red]")
+        raise typer.Exit(ExitCode.USAGE)
+    plan = cmp.Plan(connections, duration, levels, min(duration, 5.0), runs, engine)
+
+    def log(message: str) -> None:
+        err.print(f"[dim]{message}[/dim]")
+
+    with _target(*where, err) as target, \
+            progress_bars(not as_json and sys.stderr.isatty()) as progress:
+        try:
+            result = cmp.run(target, plan, sla.webhook_row(rows), pair=pair,
+                             progress=progress, log=log)
+        except (lt.NoSecret, ValueError) as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(ExitCode.USAGE) from None
+    summary = result.as_dict()
+    if as_json:
+        _emit_json({**summary, "steps": [s.as_dict() for s in result.steps]})
+    else:
+        _print_comparison(summary)
+    recon = result.reconciliation
+    raise typer.Exit(CHECK_FAILED if recon is not None and recon.blocks_pass else OK)
+
+
+def comparison_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(metric, baseline, contender, ratio) rows of a comparison, for every format."""
+    base = summary["medians"][summary["baseline"]]
+    new = summary["medians"][summary["contender"]]
+    ratios = summary["ratios"]
+
+    def num(value: Any, unit: str = "", digits: int = 1) -> str:
+        return "-" if value is None else f"{value:,.{digits}f}{unit}"
+
+    def times(value: Any) -> str:
+        return "n/a" if value is None else f"{value:g}x"
+
+    def level(figures: dict[str, Any]) -> str:
+        value = figures["max_ok_connections"]
+        if value is None:
+            return "none"
+        return (">= " if figures["breaking_connections"] is None else "") + f"{value:g}"
+
+    return [
+        ("webhooks/s", num(base["throughput"]), num(new["throughput"]),
+         times(ratios["throughput"])),
+        ("p50", num(base["p50_ms"], " ms"), num(new["p50_ms"], " ms"),
+         times(ratios["p50_speedup"])),
+        ("p99", num(base["p99_ms"], " ms"), num(new["p99_ms"], " ms"),
+         times(ratios["p99_speedup"])),
+        ("errors", f"{base['error_rate']:.2%}", f"{new['error_rate']:.2%}", ""),
+        ("CPU (mean, % of a core)", num(base["cpu_mean_pct"], " %"),
+         num(new["cpu_mean_pct"], " %"), ""),
+        ("CPU per webhook", num(base["cpu_ms_per_webhook"], " ms", 3),
+         num(new["cpu_ms_per_webhook"], " ms", 3), times(ratios["cpu_per_webhook"])),
+        ("memory (RSS peak)", num(base["rss_peak_mb"], " MB"), num(new["rss_peak_mb"], " MB"),
+         ""),
+        ("max connections within the webhook SLA", level(base), level(new),
+         times(ratios["max_ok_connections"])),
+    ]
+
+
+def _print_comparison(summary: dict[str, Any]) -> None:
+    console = _console()
+    titles = summary["titles"]
+    table = Table(title=f"{titles[summary['baseline']]} vs {titles[summary['contender']]} — "
+                        f"{summary['mode']}, {summary['connections']} connections, median of "
+                        f"{summary['runs']} round(s)")
+    for column in ("metric", titles[summary["baseline"]], titles[summary["contender"]],
+                   "ratio"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for row in comparison_rows(summary):
+        table.add_row(*row)
+    console.print(table)
+    console.print(summary["verdict"])
+    for text in summary["differences"]:
+        console.print(f"  - {text}")
+    if summary["reconciliation"] is not None:
+        _print_reconciliation(console, summary["reconciliation"])
 
 
 # --- faults -------------------------------------------------------------------------------------
