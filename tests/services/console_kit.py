@@ -14,15 +14,17 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from auren.events import iso
 from auren.ops.procs import ServiceSet, free_port
 from auren.services.console.auth import hash_password
-from tests.helpers import hrv_event, native_body, native_headers
+from tests.helpers import native_body, native_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "reports" / "console-screenshots"
@@ -87,13 +89,17 @@ def sign_in(base_url: str, user: str = OPERATOR, password: str = OPERATOR_PASSWO
     return Session(client, answer.json()["csrf"])
 
 
-def post_webhooks(bridge_url: str, user: str, days: int, *, prefix: str = "rec") -> int:
-    """One signed delivery per day of HRV for ``user``; how many were accepted (2xx)."""
+def post_webhooks(bridge_url: str, user: str, count: int, *, prefix: str = "rec") -> int:
+    """``count`` signed deliveries of one HRV measurement for ``user`` (this morning, then
+    the 27 days before in turn); how many were accepted (2xx)."""
     accepted = 0
+    today = datetime.now(UTC).replace(hour=6, minute=0, second=0, microsecond=0)
     with httpx.Client(timeout=10, trust_env=False) as client:
-        for day in range(1, days + 1):
-            body = native_body(user, [hrv_event(day, 50.0 + day % 7,
-                                                record=f"{prefix}-{user}-{day}")])
+        for n in range(count):
+            start = today - timedelta(days=n % 28)
+            body = native_body(user, [{"metric": "hrv_rmssd", "value": 50.0 + n % 7,
+                                       "unit": "ms", "start": iso(start),
+                                       "id": f"{prefix}-{user}-{n}"}])
             answer = client.post(bridge_url + "/webhooks/auren", content=body,
                                  headers=native_headers(body))
             accepted += 200 <= answer.status_code < 300

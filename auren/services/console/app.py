@@ -446,25 +446,31 @@ async def _bridge_json(client: httpx.AsyncClient, path: str,
 
 async def _recent_events(client: httpx.AsyncClient, base: str,
                          headers: dict[str, str]) -> dict[str, Any]:
-    """The newest events of the last 30 days (the read API pages oldest first)."""
-    since = iso(datetime.now(UTC) - timedelta(days=30))
-    newest: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
-    cursor: str | None = None
-    count = 0
-    for _ in range(_EVENT_PAGES):
-        query = f"?since={quote(since)}&limit=1000" + (f"&cursor={quote(cursor)}" if cursor
-                                                        else "")
-        page = await _bridge_json(client, f"{base}/events{query}", headers)
-        if not page["available"]:
-            return page
-        events = page["body"].get("events", []) if isinstance(page["body"], dict) else []
-        count += len(events)
-        newest.extend(events)
-        cursor = page["body"].get("next")
-        if not cursor:
-            break
-    return {"available": True, "count": count, "more": bool(cursor),
-            "events": list(reversed(newest))}
+    """The newest events (by start): the read API pages oldest first, so the newest are looked
+    for in the last week, then the last 90 days, two years, all time, until a window has any;
+    at most ``_EVENT_PAGES`` pages of that window are read (``more``: there were more)."""
+    for days in (7, 90, 730, None):
+        since = ("" if days is None else
+                 f"since={quote(iso(datetime.now(UTC) - timedelta(days=days)))}&")
+        newest: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
+        cursor: str | None = None
+        count = 0
+        for _ in range(_EVENT_PAGES):
+            query = f"?{since}limit=1000" + (f"&cursor={quote(cursor)}" if cursor else "")
+            page = await _bridge_json(client, f"{base}/events{query}", headers)
+            if not page["available"]:
+                return page
+            body = page["body"] if isinstance(page["body"], dict) else {}
+            events = body.get("events", [])
+            count += len(events)
+            newest.extend(events)
+            cursor = body.get("next")
+            if not cursor:
+                break
+        if count or days is None:
+            return {"available": True, "count": count, "more": bool(cursor),
+                    "window_days": days, "events": list(reversed(newest))}
+    raise AssertionError("unreachable")  # pragma: no cover - the last window returns
 
 
 def list_reports(directory: Path) -> list[dict[str, Any]]:

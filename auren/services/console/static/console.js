@@ -397,7 +397,7 @@
         el("td", {className: "num", text: fmt(e.value, 2, e.unit)}),
         el("td", {text: e.provider}), el("td", {text: e.received_at || ""})]));
       const note = el("p", {className: "note", text:
-        `${part.count} events in the last 30 days${part.more ? " (more than shown)" : ""}; the newest ${part.events.length}:`});
+        `${part.count}${part.more ? "+" : ""} events ${part.window_days ? `in the last ${part.window_days} days` : "in all"}; the newest ${part.events.length}:`});
       return el("div", {}, [note, table("Recent events", ["start", "metric", "value", "provider", "received"], rows)]);
     }, "No events."));
   });
