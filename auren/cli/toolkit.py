@@ -436,43 +436,6 @@ def _compare(pair_text: str, runs: int, connections: int, duration: float,
     raise typer.Exit(CHECK_FAILED if recon is not None and recon.blocks_pass else OK)
 
 
-def comparison_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(metric, baseline, contender, ratio) rows of a comparison, for every format."""
-    base = summary["medians"][summary["baseline"]]
-    new = summary["medians"][summary["contender"]]
-    ratios = summary["ratios"]
-
-    def num(value: Any, unit: str = "", digits: int = 1) -> str:
-        return "-" if value is None else f"{value:,.{digits}f}{unit}"
-
-    def times(value: Any) -> str:
-        return "n/a" if value is None else f"{value:g}x"
-
-    def level(figures: dict[str, Any]) -> str:
-        value = figures["max_ok_connections"]
-        if value is None:
-            return "none"
-        return (">= " if figures["breaking_connections"] is None else "") + f"{value:g}"
-
-    return [
-        ("webhooks/s", num(base["throughput"]), num(new["throughput"]),
-         times(ratios["throughput"])),
-        ("p50", num(base["p50_ms"], " ms"), num(new["p50_ms"], " ms"),
-         times(ratios["p50_speedup"])),
-        ("p99", num(base["p99_ms"], " ms"), num(new["p99_ms"], " ms"),
-         times(ratios["p99_speedup"])),
-        ("errors", f"{base['error_rate']:.2%}", f"{new['error_rate']:.2%}", ""),
-        ("CPU (mean, % of a core)", num(base["cpu_mean_pct"], " %"),
-         num(new["cpu_mean_pct"], " %"), ""),
-        ("CPU per webhook", num(base["cpu_ms_per_webhook"], " ms", 3),
-         num(new["cpu_ms_per_webhook"], " ms", 3), times(ratios["cpu_per_webhook"])),
-        ("memory (RSS peak)", num(base["rss_peak_mb"], " MB"), num(new["rss_peak_mb"], " MB"),
-         ""),
-        ("max connections within the webhook SLA", level(base), level(new),
-         times(ratios["max_ok_connections"])),
-    ]
-
-
 def _print_comparison(summary: dict[str, Any]) -> None:
     console = _console()
     titles = summary["titles"]
@@ -482,7 +445,9 @@ def _print_comparison(summary: dict[str, Any]) -> None:
     for column in ("metric", titles[summary["baseline"]], titles[summary["contender"]],
                    "ratio"):
         table.add_column(column, justify="left" if column == "metric" else "right")
-    for row in comparison_rows(summary):
+    from auren.ops.compare import table_rows
+
+    for row in table_rows(summary):
         table.add_row(*row)
     console.print(table)
     console.print(summary["verdict"])
@@ -576,6 +541,8 @@ def validate(
     no_faults: Annotated[bool, typer.Option("--no-faults", help="Skip the faults phase.")] =
         False,
     no_reconcile: NoReconcile = False,
+    no_compare: Annotated[bool, typer.Option(
+        "--no-compare", help="Skip the Original-against-Enhanced-Bridge comparison.")] = False,
 ) -> None:
     """Every phase of the validation plan in order — health, e2e, SLA baselines, stress at
     100 connections, the progressive ramp and its breaking point, faults and drills,
@@ -601,7 +568,8 @@ def validate(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(ExitCode.USAGE) from None
     plan = validation.Plan.make(quick=quick, rows=rows, ramp=levels, engine=engine,
-                                faults=not no_faults, reconcile=not no_reconcile)
+                                faults=not no_faults, reconcile=not no_reconcile,
+                                compare=not no_compare)
     directory = validation.report_dir(reports)
 
     def log(message: str) -> None:
@@ -691,6 +659,8 @@ def _print_validation(run: dict[str, Any], paths: dict[str, Path]) -> None:
                       f"{verdict['error_rate']:.3%} (< {row['error_rate']:.3%}): "
                       f"[{style}]{verdict['status'].upper()}[/{style}]")
     console.print(f"breaking point: {run['ramp']['conclusion']}")
+    if run.get("comparison"):
+        console.print(f"the 100x claim: {run['comparison']['verdict']}")
     _print_reconciliation(console, run["reconciliation"])
     console.print("recommendations:")
     for text in run["recommendations"]:

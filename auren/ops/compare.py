@@ -149,8 +149,10 @@ class Comparison:
             "p50_speedup": ratio(base["p50_ms"], new["p50_ms"]),
             "p99_speedup": ratio(base["p99_ms"], new["p99_ms"]),
             "cpu_per_webhook": ratio(base["cpu_ms_per_webhook"], new["cpu_ms_per_webhook"]),
-            "max_ok_connections": ratio(new["max_ok_connections"],
-                                        base["max_ok_connections"]),
+            # Unknown when the baseline held at every level tried (its ceiling was not
+            # found); a lower bound when only the contender's was not.
+            "max_ok_connections": None if _open(base) else ratio(
+                new["max_ok_connections"], base["max_ok_connections"]),
         }
 
     def verdict(self) -> str:
@@ -165,9 +167,9 @@ class Comparison:
             return (f"n/a: the throughput ratio could not be measured ({where}); nothing is "
                     "claimed")
         capacity = ratios["max_ok_connections"]
-        held = ("" if capacity is None else
-                f"; it held the webhook SLA up to {_level(new)} connections against "
-                f"{_level(base)} ({capacity:g}x{', a lower bound' if _open(new) else ''})")
+        held = (f"; it held the webhook SLA up to {_level(new)} connections against "
+                f"{_level(base)}" + ("" if capacity is None else
+                                     f" ({capacity:g}x{', a lower bound' if _open(new) else ''})"))
         supported = "supported" if throughput >= CLAIM else "not supported"
         invalid = (" Some steps were INVALID (the generator was the limit): the ratios are "
                    "lower bounds." if new["invalid"] or base["invalid"] else "")
@@ -293,3 +295,40 @@ def run(target: Target, plan: Plan, row: SLARow, *, pair: tuple[str, str] = PAIR
         if own_sampler:
             active.stop()
     return out
+
+
+def table_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(metric, baseline, contender, ratio) rows of a comparison, for every format."""
+    base = summary["medians"][summary["baseline"]]
+    new = summary["medians"][summary["contender"]]
+    ratios = summary["ratios"]
+
+    def num(value: Any, unit: str = "", digits: int = 1) -> str:
+        return "-" if value is None else f"{value:,.{digits}f}{unit}"
+
+    def times(value: Any) -> str:
+        return "n/a" if value is None else f"{value:g}x"
+
+    def level(figures: dict[str, Any]) -> str:
+        value = figures["max_ok_connections"]
+        if value is None:
+            return "none"
+        return (">= " if figures["breaking_connections"] is None else "") + f"{value:g}"
+
+    return [
+        ("webhooks/s", num(base["throughput"]), num(new["throughput"]),
+         times(ratios["throughput"])),
+        ("p50", num(base["p50_ms"], " ms"), num(new["p50_ms"], " ms"),
+         times(ratios["p50_speedup"])),
+        ("p99", num(base["p99_ms"], " ms"), num(new["p99_ms"], " ms"),
+         times(ratios["p99_speedup"])),
+        ("errors", f"{base['error_rate']:.2%}", f"{new['error_rate']:.2%}", ""),
+        ("CPU (mean, % of a core)", num(base["cpu_mean_pct"], " %"),
+         num(new["cpu_mean_pct"], " %"), ""),
+        ("CPU per webhook", num(base["cpu_ms_per_webhook"], " ms", 3),
+         num(new["cpu_ms_per_webhook"], " ms", 3), times(ratios["cpu_per_webhook"])),
+        ("memory (RSS peak)", num(base["rss_peak_mb"], " MB"), num(new["rss_peak_mb"], " MB"),
+         ""),
+        ("max connections within the webhook SLA", level(base), level(new),
+         times(ratios["max_ok_connections"])),
+    ]
