@@ -145,14 +145,15 @@ class Comparison:
             return round(numerator / denominator, 2) if denominator > 0 else None
 
         return {
-            "throughput": ratio(new["throughput"], base["throughput"]),
-            "p50_speedup": ratio(base["p50_ms"], new["p50_ms"]),
-            "p99_speedup": ratio(base["p99_ms"], new["p99_ms"]),
-            "cpu_per_webhook": ratio(base["cpu_ms_per_webhook"], new["cpu_ms_per_webhook"]),
+            "throughput": ratio(new.get("throughput"), base.get("throughput")),
+            "p50_speedup": ratio(base.get("p50_ms"), new.get("p50_ms")),
+            "p99_speedup": ratio(base.get("p99_ms"), new.get("p99_ms")),
+            "cpu_per_webhook": ratio(base.get("cpu_ms_per_webhook"),
+                                     new.get("cpu_ms_per_webhook")),
             # Unknown when the baseline held at every level tried (its ceiling was not
             # found); a lower bound when only the contender's was not.
             "max_ok_connections": None if _open(base) else ratio(
-                new["max_ok_connections"], base["max_ok_connections"]),
+                new.get("max_ok_connections"), base.get("max_ok_connections")),
         }
 
     def verdict(self) -> str:
