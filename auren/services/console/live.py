@@ -265,8 +265,11 @@ class Live:
                     breakers.append({"service": reading.name, "name": key.split(":", 1)[1],
                                      "state": check.get("observedValue"),
                                      "status": check.get("status"),
-                                     "failure_rate": check.get("failureRate"),
-                                     "in_flight": check.get("inFlight")})
+                                     "window_calls": check.get("windowCalls"),
+                                     "window_failures": check.get("windowFailures"),
+                                     "in_flight": check.get("inFlight"),
+                                     "reason": (check.get("lastTransition") or {}).get(
+                                         "reason", "")})
                 elif key == "admission:utilization":
                     admission = {"in_flight": check.get("inFlight"),
                                  "waiting": check.get("waiting"), "limit": check.get("limit"),

@@ -202,9 +202,10 @@
       className: `status-${b.status}`}, [
       el("td", {text: b.service}), el("th", {scope: "row", text: b.name}),
       el("td", {}, [el("span", {className: `badge status-${b.status}`, text: String(b.state)})]),
-      el("td", {className: "num", text: b.failure_rate === undefined ? "–" : fmt(b.failure_rate, 2)}),
+      el("td", {className: "num", text: `${fmt(b.window_failures, 0)} of ${fmt(b.window_calls, 0)}`}),
       el("td", {className: "num", text: fmt(b.in_flight, 0)}),
-    ])), "no circuit breaker (embedded: no Kafka, PostgreSQL or Redis)", 5);
+      el("td", {text: b.reason || ""}),
+    ])), "no circuit breaker (embedded: no Kafka, PostgreSQL or Redis)", 6);
     const admission = now.admission || {};
     $("#tile-in-flight").textContent = admission.limit ?
       `${fmt(admission.in_flight, 0)} / ${fmt(admission.limit, 0)}` : "–";
