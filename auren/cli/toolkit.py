@@ -114,8 +114,11 @@ def serve_all(
             table.add_row(name, service.url if service.port else "-", str(service.pid),
                           str(service.log_path))
         console.print(table)
-        console.print(f"dashboard: {services.services['gateway'].url}/  — Ctrl-C stops them "
-                      "all")
+        console.print(f"operations console: {services.services['gateway'].url}/  — Ctrl-C "
+                      "stops them all")
+        if not settings.gateway_console_users and not settings.auren_api_keys:
+            console.print("[dim]no console login is configured: set GATEWAY_CONSOLE_USERS "
+                          "(auren console hash-password) or AUREN_API_KEYS[/dim]")
         code = serve_all_forever(services)
         if code:
             console.print(f"[red]a service died: {', '.join(services.dead())}; stopping "
