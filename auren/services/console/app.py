@@ -52,6 +52,7 @@ from auren.services.console.auth import (
 from auren.services.console.live import Live, Upstream
 from auren.services.console.runner import ValidateRunner, validate_command
 from auren.services.forwarding import TrustedProxies
+from auren.services.kernel.problem import problem_responses
 from auren.services.kernel.responses import json_response
 from auren.settings import Settings, secret_values
 
@@ -232,7 +233,7 @@ def _router(console: Console) -> APIRouter:
 
     # --- session ----------------------------------------------------------------------------
 
-    @router.post("/console/api/login")
+    @router.post("/console/api/login", responses=problem_responses(400, 401, 403, 413, 422, 429))
     async def login(request: Request) -> Response:
         """Sign in with ``{"user", "password"}`` or ``{"key"}`` (a service key)."""
         check_same_origin(request.headers.get("origin"),
@@ -259,7 +260,7 @@ def _router(console: Console) -> APIRouter:
                                   "configured": auth.configured})
         return json_response({"signed_in": True, **current.as_dict()})
 
-    @router.post("/console/api/logout")
+    @router.post("/console/api/logout", responses=problem_responses(401, 403))
     async def logout(request: Request, current: Actor) -> Response:
         auth.revoke(current)
         response = json_response({"signed_out": True})
@@ -269,18 +270,18 @@ def _router(console: Console) -> APIRouter:
 
     # --- now and traffic ----------------------------------------------------------------------
 
-    @router.get("/console/api/now")
+    @router.get("/console/api/now", responses=problem_responses(401))
     async def now(current: Viewer) -> Response:
         """Services, dependencies, breakers, admission, spool, lag and dead fetch jobs."""
         return json_response(console.live.now)
 
-    @router.get("/console/api/traffic")
+    @router.get("/console/api/traffic", responses=problem_responses(401))
     async def traffic(current: Viewer) -> Response:
         """The last hour: webhooks/s by bridge, provider and outcome; latency percentiles of
         both bridges and NEUROS; NEUROS's chats/s."""
         return json_response(console.live.traffic())
 
-    @router.get("/console/api/stream")
+    @router.get("/console/api/stream", responses=problem_responses(401, 503))
     async def stream(request: Request, current: Viewer) -> Response:
         """Server-sent events: ``snapshot`` (now, and the newest traffic point) each round,
         until the session expires or the page goes."""
@@ -310,12 +311,12 @@ def _router(console: Console) -> APIRouter:
 
     # --- people and sources ---------------------------------------------------------------------
 
-    @router.get("/console/api/people")
+    @router.get("/console/api/people", responses=problem_responses(401))
     async def people(current: Viewer) -> Response:
         """The connection and fetch figures the bridge exports (empty: no connections yet)."""
         return json_response({"figures": console.live.people()})
 
-    @router.get("/console/api/people/{user_id}")
+    @router.get("/console/api/people/{user_id}", responses=problem_responses(400, 401, 422))
     async def person(current: Viewer,
                      user_id: Annotated[str, PathParam(min_length=1, max_length=256)]
                      ) -> Response:
@@ -336,7 +337,7 @@ def _router(console: Console) -> APIRouter:
 
     # --- validation -------------------------------------------------------------------------------
 
-    @router.get("/console/api/reports")
+    @router.get("/console/api/reports", responses=problem_responses(401))
     async def reports(current: Viewer) -> Response:
         """The validation reports under the reports directory, newest first, with verdicts."""
         return json_response({"directory": str(console.settings.auren_reports_dir),
@@ -356,11 +357,12 @@ def _router(console: Console) -> APIRouter:
                                      "Referrer-Policy": "no-referrer",
                                      "Cache-Control": "no-store"})
 
-    @router.get("/console/api/validate")
+    @router.get("/console/api/validate", responses=problem_responses(401))
     async def validation(current: Viewer) -> Response:
         return json_response(console.runner.as_dict())
 
-    @router.post("/console/api/validate", status_code=202)
+    @router.post("/console/api/validate", status_code=202,
+                 responses=problem_responses(401, 403, 409))
     async def start_validation(current: Actor) -> Response:
         """Start ``auren validate --quick`` against this deployment (operator; one at a time:
         409 while one runs)."""
@@ -368,7 +370,7 @@ def _router(console: Console) -> APIRouter:
         console.runner.start(current.user)
         return json_response(console.runner.as_dict(), 202)
 
-    @router.get("/console/api/validate/stream")
+    @router.get("/console/api/validate/stream", responses=problem_responses(401))
     async def validation_stream(current: Viewer) -> Response:
         """Server-sent events: ``progress`` (new lines, the phases) until the run ends."""
         runner = console.runner
@@ -389,7 +391,8 @@ def _router(console: Console) -> APIRouter:
 
     # --- chat -------------------------------------------------------------------------------------
 
-    @router.post("/console/api/chat")
+    @router.post("/console/api/chat",
+                 responses=problem_responses(400, 401, 403, 413, 422, 429, 502))
     async def chat(request: Request, current: Actor) -> Response:
         """Ask NEUROS as ``user_id`` (operator): its reply and evidence, or its problem."""
         auth.check_operator(current)
