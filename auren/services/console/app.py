@@ -124,10 +124,6 @@ class Console:
         proto = [v for k, v in scope["headers"] if k == b"x-forwarded-proto"]
         return bool(proto) and proto[-1].split(b",")[-1].strip().lower() == b"https"
 
-    def own_origin(self, request: Request) -> str:
-        scheme = "https" if self.secure_transport(request.scope) else "http"
-        return f"{scheme}://{request.headers.get('host', '')}"
-
 
 def install(app: FastAPI, settings: Settings, upstreams: list[Upstream],
             clients: dict[str, httpx.AsyncClient], env: dict[str, str]) -> Console:
@@ -204,7 +200,7 @@ def _acting(request: Request) -> Session:
     console = _console(request)
     current = console.auth.read(request.cookies.get(COOKIE))
     check_same_origin(request.headers.get("origin"), request.headers.get("sec-fetch-site"),
-                      console.own_origin(request))
+                      request.headers.get("host"))
     console.auth.check_csrf(current, request.headers.get(CSRF_HEADER))
     return current
 
@@ -237,7 +233,7 @@ def _router(console: Console) -> APIRouter:
     async def login(request: Request) -> Response:
         """Sign in with ``{"user", "password"}`` or ``{"key"}`` (a service key)."""
         check_same_origin(request.headers.get("origin"),
-                          request.headers.get("sec-fetch-site"), console.own_origin(request))
+                          request.headers.get("sec-fetch-site"), request.headers.get("host"))
         body = await _json_body(request)
         key = _text(body, "key", limit=512, required=False)
         user = None if key else _text(body, "user", limit=64)

@@ -31,6 +31,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 import jwt
 from argon2 import PasswordHasher
@@ -230,11 +231,15 @@ class Authenticator:
             raise Forbidden("read-only: this needs the operator role")
 
 
-def check_same_origin(origin: str | None, fetch_site: str | None, own_origin: str) -> None:
-    """Refuse a state-changing request another site made (Forbidden)."""
+def check_same_origin(origin: str | None, fetch_site: str | None, host: str | None) -> None:
+    """Refuse a state-changing request another site made (Forbidden): a browser's
+    ``Sec-Fetch-Site`` other than same-origin, or an ``Origin`` whose host is not the one the
+    request was sent to. Ports are not compared: a TLS proxy in front (``Host: $host``) drops
+    the port the browser used."""
     if fetch_site is not None and fetch_site not in ("same-origin", "none"):
         raise Forbidden("cross-site request refused")
-    if origin is not None and origin != own_origin:
+    if origin is not None and (urlsplit(origin).hostname or "") != (
+            urlsplit(f"//{host or ''}").hostname or ""):
         raise Forbidden("cross-origin request refused")
 
 
