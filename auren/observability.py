@@ -1,4 +1,5 @@
-"""Prometheus metrics and structured (JSON) logs.
+"""Prometheus metrics and structured (JSON) logs, and reading another process's ``/metrics``
+back (``Scrape``, ``histogram_quantile``: the console and the toolkit's comparison).
 
 Each app builds its own ``CollectorRegistry`` so that two apps in one process (tests) never
 share counters. Log records carry only allow-listed fields: never payload values, secrets or
