@@ -284,3 +284,19 @@ def test_accounts_are_checked_at_start() -> None:
                  "a:$argon2id$x a:$argon2id$y"):
         with pytest.raises(ValueError, match="GATEWAY_CONSOLE_USERS"):
             parse_accounts(text)
+
+
+def test_hash_password_prints_a_login_line() -> None:
+    from argon2 import PasswordHasher
+    from typer.testing import CliRunner
+
+    from auren.cli import app
+
+    result = CliRunner().invoke(app, ["console", "hash-password", "ops", "--role", "operator",
+                                      "--password", "a-long-password"])
+    assert result.exit_code == 0, result.output
+    (account,) = parse_accounts(result.stdout.strip()).values()
+    assert (account.name, account.role) == ("ops", "operator")
+    assert PasswordHasher().verify(account.password_hash, "a-long-password")
+    short = CliRunner().invoke(app, ["console", "hash-password", "ops", "--password", "short"])
+    assert short.exit_code == 2
