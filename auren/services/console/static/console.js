@@ -328,17 +328,24 @@
               "here once people connect their wearables."}));
       return;
     }
-    const rows = figures.map((f) => el("tr", {}, [
-      el("th", {scope: "row", text: f.metric}),
-      el("td", {text: Object.entries(f.labels).map(([k, v]) => `${k}=${v}`).join(", ")}),
-      el("td", {className: "num", text: fmt(f.value, 0)}),
+    // One row per provider, one column per figure (its other labels in its name).
+    const providers = new Map();
+    const columns = new Set();
+    for (const f of figures) {
+      const rest = Object.entries(f.labels).filter(([k]) => k !== "provider")
+        .map(([k, v]) => `${k}=${v}`).join(", ");
+      const column = f.metric.replace(/^auren_/, "") + (rest ? ` (${rest})` : "");
+      columns.add(column);
+      const provider = f.labels.provider || "all";
+      if (!providers.has(provider)) providers.set(provider, {});
+      providers.get(provider)[column] = f.value;
+    }
+    const names = [...columns].sort();
+    const rows = [...providers.keys()].sort().map((provider) => el("tr", {}, [
+      el("th", {scope: "row", text: provider}),
+      ...names.map((c) => el("td", {className: "num", text: fmt(providers.get(provider)[c], 0)})),
     ]));
-    const table = el("table", {id: "people-figures"}, [
-      el("caption", {text: "Connections and fetching, per provider"}),
-      el("thead", {}, [el("tr", {}, [el("th", {scope: "col", text: "figure"}),
-        el("th", {scope: "col", text: "labels"}), el("th", {scope: "col", text: "value"})])]),
-      el("tbody", {}, rows)]);
-    box.append(table);
+    box.append(table("Connections and fetching, per provider", ["provider", ...names], rows));
   }
 
   function section(title, part, render, none) {
