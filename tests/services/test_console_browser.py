@@ -188,6 +188,31 @@ def test_people_search_shows_events_and_no_connections_yet(console: Console, sta
     screens.take(page, "people")
 
 
+def test_the_installed_page_opens_offline_and_says_so(browser: Any, stack: ServiceSet,
+                                                     screens: Screens) -> None:
+    viewer = Console(browser, stack.urls["gateway"], VIEWER, VIEWER_PASSWORD)
+    try:
+        page = viewer.page
+        assert page.evaluate("async () => (await navigator.serviceWorker.ready).active !== null")
+        page.reload()  # now under the worker's control: it has cached the page and assets
+        page.wait_for_selector("#app-view:not([hidden])")
+        viewer.context.set_offline(True)
+        page.reload()
+        # The page, its script and styles come from the worker's cache; the data cannot.
+        page.wait_for_selector("#banner:not([hidden])")
+        assert "unreachable" in page.inner_text("#banner")
+        assert page.inner_text("h1") == "AUREN operations"
+        assert page.evaluate("() => typeof uPlot") == "function"
+        screens.take(page, "offline")
+        # Back online, it signs itself in again with the session it has (no reload).
+        viewer.context.set_offline(False)
+        page.wait_for_selector("#app-view:not([hidden])", timeout=15_000)
+        assert page.is_hidden("#banner")
+    finally:
+        viewer.context.set_offline(False)
+        viewer.close()
+
+
 def test_a_viewer_reads_but_cannot_act(browser: Any, stack: ServiceSet) -> None:
     viewer = Console(browser, stack.urls["gateway"], VIEWER, VIEWER_PASSWORD)
     try:

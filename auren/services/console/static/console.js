@@ -105,8 +105,13 @@
     }
     const current = await api("/console/api/session");
     if (current.ok && current.body.signed_in) { start(current.body); return; }
-    if (current.status === 0) banner("The gateway is unreachable: the console will connect when it is back.");
     signedOut("");
+    if (current.status === 0) {
+      banner("The gateway is unreachable: the console will connect when it is back.");
+      setTimeout(boot, 5000);
+      return;
+    }
+    banner("");
     if (current.body && current.body.configured === false) {
       $("#login-note").textContent = "No console logins are configured: set GATEWAY_CONSOLE_USERS " +
         "(auren console hash-password) or AUREN_API_KEYS on the gateway.";
@@ -512,6 +517,6 @@
   });
 
   window.addEventListener("offline", () => banner("Offline: showing the last data."));
-  window.addEventListener("online", () => { banner(""); if (session) loadAll(); });
+  window.addEventListener("online", () => { banner(""); if (session) loadAll(); else boot(); });
   boot();
 })();
