@@ -12,6 +12,7 @@
     │   ├── NotFound                404
     │   │   └── ProviderNotConfigured 404 the provider has no secret configured
     │   ├── MethodNotAllowed        405 carries the allowed methods
+    │   ├── Conflict                409 the resource's state does not allow it now
     │   ├── PayloadTooLarge         413
     │   ├── UnsupportedMediaType    415
     │   ├── InvalidPayload          422 well-formed but semantically wrong (names the bad item)
@@ -94,6 +95,12 @@ class MethodNotAllowed(ClientError):
 
     def headers(self) -> dict[str, str]:
         return {"Allow": ", ".join(self.allowed)}
+
+
+class Conflict(ClientError):
+    status = 409
+    title = "Conflict"
+    slug = "conflict"
 
 
 class PayloadTooLarge(ClientError):

@@ -1,4 +1,5 @@
-"""Prometheus metrics and structured (JSON) logs.
+"""Prometheus metrics and structured (JSON) logs, and reading another process's ``/metrics``
+back (``Scrape``, ``histogram_quantile``: the console and the toolkit's comparison).
 
 Each app builds its own ``CollectorRegistry`` so that two apps in one process (tests) never
 share counters. Log records carry only allow-listed fields: never payload values, secrets or
@@ -14,6 +15,7 @@ from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.parser import text_string_to_metric_families
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -94,6 +96,74 @@ class BridgeMetrics:
         self.batch_size.observe(deliveries)
         self.batch_events.observe(events)
         self.commit_seconds.observe(seconds)
+
+
+# --- reading another process's /metrics back -------------------------------------------------
+
+
+class Scrape:
+    """One ``/metrics`` answer, parsed by prometheus_client, for reading figures back (the
+    console's live view, the toolkit's comparison). Sample names are as exposed: counters end
+    in ``_total``, histograms have ``_bucket``/``_sum``/``_count`` samples."""
+
+    def __init__(self, text: str) -> None:
+        self.samples: list[tuple[str, dict[str, str], float]] = [
+            (sample.name, sample.labels, float(sample.value))
+            for family in text_string_to_metric_families(text) for sample in family.samples]
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """The sum of ``name``'s samples whose labels include ``labels``; None without any."""
+        found = [v for n, have, v in self.samples if n == name and _matches(have, labels)]
+        return sum(found) if found else None
+
+    def by(self, name: str, *label_names: str) -> dict[tuple[str, ...], float]:
+        """``name``'s samples summed per value of ``label_names``."""
+        out: dict[tuple[str, ...], float] = {}
+        for n, labels, value in self.samples:
+            if n == name:
+                key = tuple(labels.get(label, "") for label in label_names)
+                out[key] = out.get(key, 0.0) + value
+        return out
+
+    def buckets(self, name: str, **labels: str) -> dict[float, float]:
+        """A histogram's cumulative bucket counts by upper bound, summed over its children
+        whose labels include ``labels``."""
+        out: dict[float, float] = {}
+        for n, have, value in self.samples:
+            if n == f"{name}_bucket" and _matches(have, labels):
+                bound = float(have["le"])
+                out[bound] = out.get(bound, 0.0) + value
+        return out
+
+    def families(self, prefix: str) -> set[str]:
+        return {n for n, _, _ in self.samples if n.startswith(prefix)}
+
+
+def _matches(have: dict[str, str], want: dict[str, str]) -> bool:
+    return all(have.get(k) == v for k, v in want.items())
+
+
+def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """The ``q`` quantile (0..1) of cumulative bucket counts, interpolated linearly within its
+    bucket as Prometheus's ``histogram_quantile`` does; None when the histogram is empty. A
+    quantile in the ``+Inf`` bucket is the largest finite bound."""
+    bounds = sorted(buckets)
+    if not bounds or buckets[bounds[-1]] <= 0:
+        return None
+    total = buckets[bounds[-1]]
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            if count == lower_count:
+                return bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (
+                count - lower_count)
+        lower_bound, lower_count = bound, count
+    return lower_bound
 
 
 # Fields a log record may carry besides the message; everything else is dropped.

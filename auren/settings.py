@@ -208,6 +208,29 @@ class Settings(BaseSettings):
     gateway_buffer_bytes: int = Field(default=128 * 1_048_576, ge=1_048_576,
                                       le=16 * 1024 * 1_048_576)
 
+    # --- the operations console (the gateway's `/`) ------------------------------------------
+    # Logins: "name:role:hash" entries (role viewer or operator; "name:hash" is a viewer)
+    # separated by whitespace or ";", with Argon2id hashes (`auren console hash-password`).
+    gateway_console_users: SecretStr | None = None
+    # What signing in with a service key (AUREN_API_KEYS) allows: none refuses keys.
+    gateway_console_key_role: Literal["none", "viewer", "operator"] = "viewer"
+    # Signs the session cookies (>= 32 characters). Unset: a key drawn at start, so sessions
+    # end with the process and are not shared between gateway workers.
+    gateway_console_secret: SecretStr | None = Field(default=None, min_length=32)
+    gateway_console_session_s: int = Field(default=8 * 3600, ge=60, le=30 * 86_400)
+    # Secure cookies: auto (when the request came over https, or a trusted proxy says so),
+    # always, or never (plain-http development only).
+    gateway_console_secure_cookie: Literal["auto", "always", "never"] = "auto"
+    # How often the console reads every service's /health and /metrics while someone watches
+    # (every 5 s otherwise, so the last hour of traffic is always there).
+    gateway_console_poll_s: float = Field(default=1.0, ge=0.2, le=60)
+    # The longest `auren validate --quick` started from the console may run before it is
+    # stopped; and where validation reports are written and listed.
+    gateway_validate_timeout_s: float = Field(default=1800.0, ge=10, le=86_400)
+    auren_reports_dir: Path = Path("reports")
+    # The sink's /metrics (SINK_METRICS_PORT), for the consumer lag; None: not shown.
+    auren_sink_url: str | None = None
+
     # --- every HTTP server (bridge, legacy bridge, NEUROS, gateway) -------------------------
     # From a connection's first byte (or its opening) to the end of a request's headers; the
     # longest gap between two bytes of a request body and the longest a whole body may take;

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from auren.cli import db, docs, infra, serve, sim, toolkit
+from auren.cli import console, db, docs, infra, serve, sim, toolkit
 
 app = typer.Typer(help="AUREN: verified biometric ingestion, insights and validation.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -35,6 +35,8 @@ app.add_typer(infra.infra_app, name="infra")
 # auren db upgrade, auren sink: the full stack's PostgreSQL side
 app.add_typer(db.db_app, name="db")
 app.command("sink")(db.sink_command)
+# auren console hash-password: a login of the operations console (the gateway's `/`)
+app.add_typer(console.console_app, name="console")
 # auren docs generate: the generated, checked-in documents (auren.docsgen)
 app.add_typer(docs.docs_app, name="docs")
 

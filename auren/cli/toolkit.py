@@ -129,8 +129,11 @@ def serve_all(
             table.add_row(name, service.url if service.port else "-", str(service.pid),
                           str(service.log_path))
         console.print(table)
-        console.print(f"dashboard: {services.services['gateway'].url}/  — Ctrl-C stops them "
-                      "all")
+        console.print(f"operations console: {services.services['gateway'].url}/  — Ctrl-C "
+                      "stops them all")
+        if not settings.gateway_console_users and not settings.auren_api_keys:
+            console.print("[dim]no console login is configured: set GATEWAY_CONSOLE_USERS "
+                          "(auren console hash-password) or AUREN_API_KEYS[/dim]")
         code = serve_all_forever(services)
         if code:
             console.print(f"[red]a service died: {', '.join(services.dead())}; stopping "
@@ -351,6 +354,15 @@ def loadtest(
     timeout: Annotated[float, typer.Option(min=0.1, max=120,
                                            help="Per-request timeout, s.")] = 10.0,
     no_reconcile: NoReconcile = False,
+    compare: Annotated[str | None, typer.Option(
+        "--compare", help="legacy,bridge: drive the Original and the Enhanced Bridge with the "
+                          "same signed webhooks and connections, back to back: throughput, "
+                          "p50/p99, errors, CPU, memory, the ratios, and the highest "
+                          "concurrency of each that meets the webhook SLA (-c, -d and --ramp "
+                          "apply; default ramp 25,50,100,200,400,800).",
+        show_default=False)] = None,
+    runs: Annotated[int, typer.Option(min=1, max=20, help="--compare: rounds; the figures "
+                                                          "are their medians.")] = 1,
 ) -> None:
     """Closed- or open-model load with HDR percentiles, server CPU/RSS, ERROR log lines and a
     reconciliation by identity of every webhook against the store: lost (acknowledged ids not
@@ -359,6 +371,10 @@ def loadtest(
     from auren.ops import sla
 
     err = Console(stderr=True)
+    if compare is not None:
+        _compare(compare, runs, connections, duration, ramp_levels, engine, sla_file,
+                 (neuros, legacy, bridge, gateway, deployed, data_dir), as_json, err)
+        return
     if endpoint not in lt.ENDPOINTS or model not in ("closed", "open") or \
             engine not in ("auto", "builtin", "wrk"):
         err.print("[red]--endpoint webhooks|chat|health, --model closed|open, "
@@ -395,6 +411,68 @@ def loadtest(
             console.print(f"breaking point: {outcome.ramp.conclusion}")
         _print_reconciliation(console, outcome.reconciliation.as_dict())
     raise typer.Exit(outcome.exit_code)
+
+
+def _compare(pair_text: str, runs: int, connections: int, duration: float,
+             ramp_levels: str | None, engine: str, sla_file: Path | None,
+             where: tuple[str | None, str | None, str | None, str | None, bool, Path | None],
+             as_json: bool, err: Console) -> None:
+    """``auren loadtest --compare legacy,bridge``."""
+    from auren.ops import compare as cmp
+    from auren.ops import loadtest as lt
+    from auren.ops import sla
+
+    try:
+        pair = cmp.parse_pair(pair_text)
+        rows = sla.load(sla_file)
+        levels = tuple(_levels(ramp_levels)) if ramp_levels else cmp.DEFAULT_LEVELS
+    except (ValueError, sla.SLAConfigError, typer.BadParameter) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(ExitCode.USAGE) from None
+    if engine not in ("auto", "builtin", "wrk") or (engine == "wrk" and not shutil.which("wrk")):
+        err.print("[red]--engine auto|builtin|wrk (wrk must be installed)[/red]")
+        raise typer.Exit(ExitCode.USAGE)
+    plan = cmp.Plan(connections, duration, levels, min(duration, 5.0), runs, engine)
+
+    def log(message: str) -> None:
+        err.print(f"[dim]{message}[/dim]")
+
+    with _target(*where, err) as target, \
+            progress_bars(not as_json and sys.stderr.isatty()) as progress:
+        try:
+            result = cmp.run(target, plan, sla.webhook_row(rows), pair=pair,
+                             progress=progress, log=log)
+        except (lt.NoSecret, ValueError) as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(ExitCode.USAGE) from None
+    summary = result.as_dict()
+    if as_json:
+        _emit_json({**summary, "steps": [s.as_dict() for s in result.steps]})
+    else:
+        _print_comparison(summary)
+    recon = result.reconciliation
+    raise typer.Exit(CHECK_FAILED if recon is not None and recon.blocks_pass else OK)
+
+
+def _print_comparison(summary: dict[str, Any]) -> None:
+    console = _console()
+    titles = summary["titles"]
+    table = Table(title=f"{titles[summary['baseline']]} vs {titles[summary['contender']]} — "
+                        f"{summary['mode']}, {summary['connections']} connections, median of "
+                        f"{summary['runs']} round(s)")
+    for column in ("metric", titles[summary["baseline"]], titles[summary["contender"]],
+                   "ratio"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    from auren.ops.compare import table_rows
+
+    for row in table_rows(summary):
+        table.add_row(*row)
+    console.print(table)
+    console.print(summary["verdict"])
+    for text in summary["differences"]:
+        console.print(f"  - {text}")
+    if summary["reconciliation"] is not None:
+        _print_reconciliation(console, summary["reconciliation"])
 
 
 # --- faults -------------------------------------------------------------------------------------
@@ -471,6 +549,8 @@ def validate(
     no_faults: Annotated[bool, typer.Option("--no-faults", help="Skip the faults phase.")] =
         False,
     no_reconcile: NoReconcile = False,
+    no_compare: Annotated[bool, typer.Option(
+        "--no-compare", help="Skip the Original-against-Enhanced-Bridge comparison.")] = False,
 ) -> None:
     """Every phase of the validation plan in order — health, e2e, SLA baselines, stress at
     100 connections, the progressive ramp and its breaking point, faults and drills,
@@ -496,7 +576,8 @@ def validate(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(ExitCode.USAGE) from None
     plan = validation.Plan.make(quick=quick, rows=rows, ramp=levels, engine=engine,
-                                faults=not no_faults, reconcile=not no_reconcile)
+                                faults=not no_faults, reconcile=not no_reconcile,
+                                compare=not no_compare)
     directory = validation.report_dir(reports)
 
     def log(message: str) -> None:
@@ -586,6 +667,8 @@ def _print_validation(run: dict[str, Any], paths: dict[str, Path]) -> None:
                       f"{verdict['error_rate']:.3%} (< {row['error_rate']:.3%}): "
                       f"[{style}]{verdict['status'].upper()}[/{style}]")
     console.print(f"breaking point: {run['ramp']['conclusion']}")
+    if run.get("comparison"):
+        console.print(f"the 100x claim: {run['comparison']['verdict']}")
     _print_reconciliation(console, run["reconciliation"])
     console.print("recommendations:")
     for text in run["recommendations"]:

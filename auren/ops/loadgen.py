@@ -208,6 +208,8 @@ class StepResult:
     error_lines: dict[str, int] = field(default_factory=dict)
     workload: str = ""  # webhooks | chat | get: set by the load test
     no_retry_after_503: int = 0  # 503 answers without Retry-After (a shed must say when)
+    # wrk: requests still on the wire when the step ended (not in ``sent``: no outcome).
+    cut_off: int = 0
     # What became of each rendered request (answered with which status, or why not).
     ledger: Ledger = field(default_factory=Ledger)
 
@@ -249,6 +251,7 @@ class StepResult:
             "invalid_reason": self.invalid_reason, "wrapped": self.wrapped,
             "server": self.server, "error_lines": self.error_lines,
             "no_retry_after_503": self.no_retry_after_503, "histogram": self.histogram,
+            "cut_off": self.cut_off,
             "requests": self.ledger.as_dict(),
         }
 

@@ -101,6 +101,34 @@ class ServiceSet:
             env[URL_ENV[name]] = f"http://{HOST}:{self.ports[name]}"
         return env
 
+    def _spawn(self, service: Service, env: dict[str, str]) -> None:
+        with service.log_path.open("ab") as log:
+            service.process = subprocess.Popen(  # noqa: S603 - our own CLI, fixed args
+                [sys.executable, "-m", "auren", "serve", service.name, "--host", HOST,
+                 "--port", str(service.port), "--workers", str(self.workers)],
+                stdout=log, stderr=subprocess.STDOUT,
+                env={**env, **self.service_env.get(service.name, {})})
+
+    def stop_service(self, name: str, timeout_s: float = 20.0) -> int | None:
+        """SIGTERM one service started here (SIGKILL after ``timeout_s``); its exit code."""
+        process = self.services[name].process
+        if process is None or process.poll() is not None:
+            return None if process is None else process.returncode
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait(5)
+
+    def start_service(self, name: str, timeout_s: float = 60.0) -> None:
+        """Start one stopped service again, on its port, and wait until it is healthy."""
+        service = self.services[name]
+        if service.process is not None and service.process.poll() is None:
+            return
+        self._spawn(service, self._child_env())
+        self._wait_ready(service, time.monotonic() + timeout_s)
+
     def start(self, timeout_s: float = 60.0) -> None:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -109,12 +137,7 @@ class ServiceSet:
             for name in self.names:
                 service = Service(name, self.ports[name], logs / f"{name}.log")
                 self.services[name] = service
-                with service.log_path.open("ab") as log:
-                    service.process = subprocess.Popen(  # noqa: S603 - our own CLI, fixed args
-                        [sys.executable, "-m", "auren", "serve", name, "--host", HOST,
-                         "--port", str(service.port), "--workers", str(self.workers)],
-                        stdout=log, stderr=subprocess.STDOUT,
-                        env={**env, **self.service_env.get(name, {})})
+                self._spawn(service, env)
             if env.get("KAFKA_BOOTSTRAP_SERVERS") and env.get("POSTGRES_URL"):
                 # Full stack: the bridge's 202 means "in Kafka"; the sink moves it on into
                 # PostgreSQL. Without it nothing reaches the store. (No HTTP port: port 0.)

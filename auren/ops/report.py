@@ -20,7 +20,7 @@ import jinja2
 import markupsafe
 
 CHARTS = ("latency_vs_concurrency", "throughput_vs_concurrency", "resources_over_time",
-          "sla_baselines")
+          "sla_baselines", "bridges_compared")
 
 
 def _plt() -> Any:
@@ -134,7 +134,38 @@ def charts(run: dict[str, Any]) -> dict[str, bytes]:
         ax.text(0.5, 0.5, "no SLA baselines", ha="center", transform=ax.transAxes)
     ax.set_title("SLA baselines: latency used of each limit")
     out["sla_baselines"] = _save(fig)
+    out["bridges_compared"] = _comparison_chart(plt, run.get("comparison"))
     return out
+
+
+def _comparison_chart(plt: Any, comparison: dict[str, Any] | None) -> bytes:
+    """The Original against the Enhanced Bridge: throughput, p99 and the SLA ceiling."""
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+    if not comparison:
+        for ax in axes:
+            ax.axis("off")
+        axes[1].text(0.5, 0.5, "no comparison was run", ha="center", transform=axes[1].transAxes)
+        return _save(fig)
+    order = (comparison["baseline"], comparison["contender"])
+    names = [comparison["titles"][s] for s in order]
+    medians = comparison["medians"]
+    colours = ["tab:gray", "tab:blue"]
+    for ax, key, title in ((axes[0], "throughput", "webhooks/s"),
+                           (axes[1], "p99_ms", "p99 latency, ms"),
+                           (axes[2], "max_ok_connections", "max connections within SLA")):
+        values = [medians[s].get(key) or 0 for s in order]
+        bars = ax.bar(names, values, color=colours)
+        for bar, value in zip(bars, values, strict=True):
+            ax.annotate(f"{value:,.0f}", (bar.get_x() + bar.get_width() / 2, value),
+                        ha="center", va="bottom", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(True, axis="y", alpha=0.3)
+    ratio = comparison["ratios"].get("throughput")
+    fig.suptitle(f"Original vs Enhanced Bridge, {comparison['connections']} connections: "
+                 f"{'n/a' if ratio is None else f'{ratio:g}x'} the throughput", fontsize=10)
+    fig.tight_layout()
+    return _save(fig)
 
 
 _ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined,
@@ -174,6 +205,10 @@ for _env in (_ENV, _MD_ENV):
 def write(run: dict[str, Any], directory: Path) -> dict[str, Path]:
     """Write the report files into ``directory``; returns their paths by kind."""
     from auren.ops import templates
+    from auren.ops.compare import table_rows
+
+    if run.get("comparison"):
+        run["comparison"]["rows"] = table_rows(run["comparison"])
 
     directory.mkdir(parents=True, exist_ok=True)
     images = charts(run)

@@ -54,6 +54,26 @@ Reconciliation: **{{ run.reconciliation.status | upper_status }}** — {{ run.re
 | {{ s.label }} | {{ s.engine }}/{{ s.model }} | {{ s.achieved_rate | fmt(0) }} | {{ s.latency_ms.p50 | fmt }} | {{ s.latency_ms.p95 | fmt }} | {{ s.latency_ms.p99 | fmt }} | {{ s.latency_ms['p99.9'] | fmt }} | {{ s.latency_ms.max | fmt }} | {{ s.error_rate | pct }} | {{ s.statuses.get('503', 0) }} | {{ (s.server.get('bridge') or {}).get('cpu_peak_pct') | fmt }} % | {{ (s.server.get('bridge') or {}).get('rss_peak_mb') | fmt }} MB | {{ s.error_lines.values() | sum }} | {{ 'INVALID: ' ~ s.invalid_reason if s.invalid else '' }} |
 {% endfor %}
 
+{% if run.comparison %}
+## The "100x" claim: Original Bridge against Enhanced Bridge
+
+{{ run.comparison.verdict }}
+
+| metric | {{ run.comparison.titles[run.comparison.baseline] }} | {{ run.comparison.titles[run.comparison.contender] }} | ratio |
+|---|---|---|---|
+{% for row in run.comparison.rows %}
+| {{ row[0] }} | {{ row[1] }} | {{ row[2] }} | {{ row[3] }} |
+{% endfor %}
+
+Same signed workload, {{ run.comparison.connections }} connections, the same machine, back to back ({{ run.comparison.mode }}). What explains the difference:
+
+{% for text in run.comparison.differences %}
+- {{ text }}
+{% endfor %}
+
+![bridges compared]({{ images.bridges_compared }})
+{% endif %}
+
 {% if run.faults %}
 ### Faults
 
@@ -185,6 +205,23 @@ HTML = """\
 <tr><td>{{ s.name }}</td><td class="{{ s.status | replace('/', '') }}">{{ s.status | upper_status }}</td><td>{{ s.detail }}</td></tr>
 {% endfor %}
 </table>
+
+{% if run.comparison %}
+<h2 id="claim">The "100x" claim: Original Bridge against Enhanced Bridge</h2>
+<p id="claim-verdict">{{ run.comparison.verdict }}</p>
+<table id="comparison">
+<tr><th>metric</th><th>{{ run.comparison.titles[run.comparison.baseline] }}</th><th>{{ run.comparison.titles[run.comparison.contender] }}</th><th>ratio</th></tr>
+{% for row in run.comparison.rows %}
+<tr><td>{{ row[0] }}</td><td class="num">{{ row[1] }}</td><td class="num">{{ row[2] }}</td><td class="num">{{ row[3] }}</td></tr>
+{% endfor %}
+</table>
+<p>Same signed workload, {{ run.comparison.connections }} connections, the same machine, back to back ({{ run.comparison.mode }}). What explains the difference:</p>
+<ul id="differences">
+{% for text in run.comparison.differences %}
+<li>{{ text | inline_md }}</li>
+{% endfor %}
+</ul>
+{% endif %}
 
 {% if run.faults %}
 <h2>Faults</h2>

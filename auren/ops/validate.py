@@ -1,10 +1,11 @@
 """``auren validate``: every phase of the validation plan in order, and one report.
 
-Phases: health sweep → end-to-end chain → SLA baselines (open model, one per SLA row) →
-stress at 100 connections (closed model, like ``wrk -c100``) → progressive ramp with its
-breaking point → faults → reconciliation by identity of every webhook sent against the store
-→ the report (``reports/<UTC timestamp>/``). A phase that cannot run is recorded with the reason
-and the next one still runs. The overall verdict is FAIL when any check, SLA row or the
+Phases: health sweep → end-to-end chain → SLA baselines (open model, one per SLA row) → stress
+at 100 connections (closed model, like ``wrk -c100``) → progressive ramp with its breaking point
+→ the Original Bridge against the Enhanced Bridge (``auren.ops.compare``: the "100x" claim,
+measured) → faults → reconciliation by identity of every webhook sent against the store → the
+report (``reports/<UTC timestamp>/``). A phase that cannot run is recorded with the reason and
+the next one still runs. The overall verdict is FAIL when any check, SLA row or the
 reconciliation failed; NOT RECONCILED when nothing failed but the store could not be read, so
 that no loss was measured (a run can only PASS with that evidence, unless the user opted out
 with ``--no-reconcile``, and then the verdict says so); INVALID when an SLA baseline could not
@@ -28,7 +29,18 @@ from typing import Any
 import psutil
 
 from auren import __version__
-from auren.ops import e2e, faults, health, loadtest, recommend, reconcile, report, sla, wrk
+from auren.ops import (
+    compare,
+    e2e,
+    faults,
+    health,
+    loadtest,
+    recommend,
+    reconcile,
+    report,
+    sla,
+    wrk,
+)
 from auren.ops.loadgen import StepResult
 from auren.ops.sampler import Sampler
 from auren.ops.target import TITLES, Target
@@ -49,13 +61,16 @@ class Plan:
     engine: str = "auto"
     faults: bool = True
     reconcile: bool = True  # False: --no-reconcile, said in the verdict
+    compare: bool = True  # the Original against the Enhanced Bridge (auren.ops.compare)
 
     @classmethod
     def make(cls, *, quick: bool, rows: list[sla.SLARow], ramp: tuple[float, ...] | None,
-             engine: str, faults: bool, reconcile: bool = True) -> Plan:
+             engine: str, faults: bool, reconcile: bool = True, compare: bool = True) -> Plan:
         if quick:
-            return cls(True, rows, ramp or QUICK_RAMP, 5.0, 3.0, engine, faults, reconcile)
-        return cls(False, rows, ramp or DEFAULT_RAMP, 30.0, 10.0, engine, faults, reconcile)
+            return cls(True, rows, ramp or QUICK_RAMP, 5.0, 3.0, engine, faults, reconcile,
+                       compare)
+        return cls(False, rows, ramp or DEFAULT_RAMP, 30.0, 10.0, engine, faults, reconcile,
+                   compare)
 
     def sla_duration(self, row: sla.SLARow) -> float:
         return max(3.0, row.duration_s / sla.QUICK_DIVISOR) if self.quick else row.duration_s
@@ -174,6 +189,10 @@ def run_validation(target: Target, plan: Plan, *, log: Log,
         load_steps.extend(ramp.steps)
         done("pass" if ramp.steps and not all(s.invalid for s in ramp.steps) else "invalid")
 
+        comparison = _compare(target, plan, row, sampler, progress, phase)
+        if comparison is not None:
+            load_steps.extend(comparison.steps)
+
         fault_result = faults.FaultsResult()
         if plan.faults:
             done = phase("faults")
@@ -252,6 +271,7 @@ def run_validation(target: Target, plan: Plan, *, log: Log,
         "ramp": ramp.as_dict(),
         "load_steps": [s.as_dict() for s in load_steps],
         "faults": fault_result.as_dict() if plan.faults else None,
+        "comparison": comparison.as_dict() if comparison is not None else None,
         "reconciliation": recon.as_dict(),
         "samples": sampler.as_dict(),
         "phases": phases,
@@ -275,6 +295,28 @@ def run_validation(target: Target, plan: Plan, *, log: Log,
         step.pop("histogram", None)
     run["recommendations"] = recommend.recommendations(run)
     return run
+
+
+def _compare(target: Target, plan: Plan, row: sla.SLARow, sampler: Sampler,
+             progress: loadtest.Progress | None,
+             phase: Callable[[str], Callable[[str], None]]) -> compare.Comparison | None:
+    """The Original Bridge against the Enhanced Bridge (auren.ops.compare); its webhooks are
+    reconciled with every other step's. None (the phase n/a) without an Original Bridge."""
+    if not plan.compare:
+        return None
+    done = phase("comparison: Original vs Enhanced Bridge")
+    if "legacy" not in target.urls or "bridge" not in target.urls:
+        done("n/a")
+        return None
+    # The same levels as the progressive ramp; quick: no bisection.
+    setup = (compare.Plan(50, plan.stress_s, plan.ramp, plan.step_s, 1, plan.engine,
+                          bisect=False) if plan.quick else
+             compare.Plan(STRESS_CONNECTIONS, plan.stress_s / 3, plan.ramp, plan.step_s / 2, 1,
+                          plan.engine))
+    result = compare.run(target, setup, row, sampler=sampler, progress=progress,
+                         reconcile_steps=False)
+    done("pass" if result.ratios()["throughput"] is not None else "n/a")
+    return result
 
 
 def bridge_workers(pid: int | None) -> int:

@@ -1,10 +1,10 @@
-"""Gateway (port 9000): the proxy layer and the operations dashboard.
+"""Gateway (port 9000): the proxy layer and the operations console.
 
 ``/api/neuros/*`` goes to NEUROS, ``/api/bridge/*`` to the Enhanced Bridge and
 ``/api/legacy/*`` to the Original Bridge, with the prefix removed. The proxy is a raw ASGI
-lane in front of the FastAPI app (which serves ``/health``, ``/metrics``, the dashboard and the
-OpenAPI documents), so that what reaches an upstream is decided by the request's path alone
-and passed on byte for byte:
+lane in front of the FastAPI app (which serves ``/health``, ``/metrics``, the operations
+console of :mod:`auren.services.console` and the OpenAPI documents), so that what reaches an
+upstream is decided by the request's path alone and passed on byte for byte:
 
 - **The prefix alone chooses the upstream**, matched on the raw path; nothing in the query or
   the headers can name another one. The rest of the raw path and the query go on unchanged
@@ -33,10 +33,8 @@ and passed on byte for byte:
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import html
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,7 +50,7 @@ from prometheus_client import (
     Histogram,
 )
 from starlette.requests import ClientDisconnect
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Router
 from starlette.types import Message, Receive, Scope, Send
 
@@ -60,6 +58,8 @@ from auren import __version__
 from auren.errors import AurenError, MalformedPayload, Overloaded, PayloadTooLarge
 from auren.events import iso
 from auren.services.connections import PEER_EXTENSION
+from auren.services.console.app import Console
+from auren.services.console.app import install as install_console
 from auren.services.forwarding import (
     FORWARDING_HEADERS,
     Address,
@@ -354,7 +354,7 @@ class _UpstreamBusy(Overloaded):
 
 class GatewayApp:
     """The gateway's ASGI entry: ``/api/{upstream}/...`` to the proxy lane, the rest (health,
-    metrics, dashboard, docs, lifespan) to FastAPI, whose own responses get ``nosniff``."""
+    metrics, console, docs, lifespan) to FastAPI, whose own responses get ``nosniff``."""
 
     def __init__(self, api: FastAPI, proxy: Proxy) -> None:
         self.api = api
@@ -384,7 +384,7 @@ class GatewayApp:
 
 async def probe(client: httpx.AsyncClient, upstream: Upstream,
                 timeout_s: float = _HEALTH_TIMEOUT_S) -> dict[str, Any]:
-    """One upstream's ``/health``, summarised for the aggregate document and the dashboard."""
+    """One upstream's ``/health``, summarised for the aggregate document."""
     started = time.perf_counter()
     check: dict[str, Any] = {"componentId": upstream.name, "componentType": "component",
                              "time": iso(datetime.now(UTC)), "observedUnit": "ms",
@@ -454,19 +454,24 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     metrics = GatewayMetrics()
     proxy = Proxy(settings, targets, metrics)
     started = time.time()
+    console: list[Console] = []
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("gateway started", extra={"detail": ", ".join(
             f"{u.name}={u.url}" for u in targets.values())})
+        for part in console:
+            await part.start()
         try:
             yield
         finally:
+            for part in console:
+                await part.close()
             await proxy.aclose()
             log.info("gateway stopped")
 
     app = FastAPI(title="AUREN Gateway", version=__version__, lifespan=lifespan,
-                  description="Proxy to NEUROS and the bridges, and the operations dashboard.")
+                  description="Proxy to NEUROS and the bridges, and the operations console.")
     install_problem_handlers(app)
     _document_proxy(app, targets)
 
@@ -492,60 +497,8 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     async def prometheus_metrics() -> Response:
         return metrics_response(metrics.registry)
 
-    @app.get("/", tags=["operations"], response_class=HTMLResponse)
-    async def dashboard() -> HTMLResponse:
-        """The operations dashboard: each service's health, refreshed every 10 s."""
-        overall, checks = await aggregate()
-        return HTMLResponse(render_dashboard(overall, [v[0] for v in checks.values()], targets),
-                            headers=DASHBOARD_HEADERS)
-
+    # The operations console (auren.services.console): the page at `/`, its JSON and events.
+    # A validation it starts runs with this process's environment (the deployment's settings).
+    console.append(install_console(app, settings, list(targets.values()), proxy.clients,
+                                   dict(os.environ)))
     return GatewayApp(app, proxy)
-
-
-_STYLE = ("body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
-          "td,th{border:1px solid #ccc;padding:.4em .8em;text-align:left}"
-          ".pass{color:#1a7f37}.warn{color:#9a6700}.fail{color:#cf222e}.status{font-weight:bold}")
-_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
-# The page has no script, no external asset and one inline style block (allowed by its hash):
-# everything else is refused, and no other site may frame it.
-DASHBOARD_HEADERS = {
-    "Content-Security-Policy": f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; "
-                               "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-
-
-def render_dashboard(overall: str, checks: list[dict[str, Any]],
-                     targets: dict[str, Upstream]) -> str:
-    """A self-contained page (no script, no external asset); every value is escaped."""
-    rows = []
-    for check in checks:
-        status = check["status"] if check["status"] in ("pass", "warn", "fail") else "fail"
-        target = targets[check["componentId"]]
-        uptime = check.get("uptime_s")
-        rows.append(
-            '<tr><td>{}</td><td><code>{}</code></td><td class="status {}">{}</td>'
-            "<td>{} ms</td><td>{}</td><td>{}</td></tr>".format(
-                html.escape(target.title), html.escape(target.url), status,
-                html.escape(status.upper()),
-                html.escape(str(check.get("observedValue", ""))),
-                html.escape(f"{uptime:.0f} s" if isinstance(uptime, int | float) else "-"),
-                html.escape(str(check.get("output", "")))))
-    overall_class = overall if overall in ("pass", "warn", "fail") else "fail"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">
-<title>AUREN operations</title>
-<style>{_STYLE}</style></head>
-<body><h1>AUREN operations</h1>
-<p>Overall: <strong class="status {overall_class}">{html.escape(overall.upper())}</strong>
-&middot; {html.escape(iso(datetime.now(UTC)))}</p>
-<table><thead><tr><th>service</th><th>upstream</th><th>status</th><th>response time</th>
-<th>uptime</th><th>detail</th></tr></thead><tbody>
-{''.join(rows)}
-</tbody></table>
-<p>Proxy routes: <code>/api/neuros/*</code>, <code>/api/bridge/*</code>,
-<code>/api/legacy/*</code>. Machine-readable: <a href="/health">/health</a>,
-<a href="/metrics">/metrics</a>.</p></body></html>
-"""

@@ -49,8 +49,10 @@ def test_serve_all_starts_four_services_and_stops_them_on_sigint(tmp_path: Path)
             time.sleep(0.2)
         children = psutil.Process(process.pid).children()
         assert len(children) == 4
-        page = httpx.get("http://127.0.0.1:9000/", timeout=5).text
-        assert page.count("PASS") == 4  # overall, NEUROS and both bridges: the dashboard
+        checks = httpx.get("http://127.0.0.1:9000/health", timeout=5).json()["checks"]
+        assert [c[0]["status"] for c in checks.values() if c[0].get("componentId")] == \
+            ["pass"] * 3  # NEUROS and both bridges, through the gateway
+        assert "AUREN operations" in httpx.get("http://127.0.0.1:9000/", timeout=5).text
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0
         assert not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE
