@@ -173,8 +173,13 @@ def _java() -> str:
 
 def new_cluster_id() -> str:
     """A KRaft cluster id: 16 random bytes in URL-safe base64 without padding, the form Kafka's
-    own ``Uuid.randomUuid().toString()`` has (saves a JVM start for `kafka-storage random-uuid`)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    own ``Uuid.randomUuid().toString()`` has (saves a JVM start for `kafka-storage random-uuid`).
+    One in 64 of those begins with ``-``, which the storage tool's argument parser reads as an
+    option; Kafka draws again in that case, and so does this."""
+    while True:
+        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not found.startswith("-"):
+            return found
 
 
 class KafkaServer(Server):
@@ -284,8 +289,8 @@ class KafkaServer(Server):
         if not (self.data / "meta.properties").is_file():
             # Never formatted, or a format that died half-way: nothing in it is worth keeping.
             shutil.rmtree(self.data, ignore_errors=True)
-            run_bounded([*jvm, "kafka.tools.StorageTool", "format", "-t", new_cluster_id(),
-                         "-c", str(props)], timeout=120, what="Kafka storage format",
+            run_bounded([*jvm, "kafka.tools.StorageTool", "format",
+                         f"--cluster-id={new_cluster_id()}", "-c", str(props)], timeout=120, what="Kafka storage format",
                         cwd=self.dir)
         return SpawnSpec(argv=[*jvm, "kafka.Kafka", str(props)], cwd=self.dir,
                          log=self.dir / "stdout.log"), f"Kafka {version}"

@@ -92,6 +92,11 @@ def test_cluster_id_is_what_kafka_storage_expects():
     assert new_cluster_id() != cid
 
 
+def test_a_cluster_id_never_begins_with_a_dash():
+    # One draw in 64 would: the storage tool's parser then took it for an option (seen in CI).
+    assert not any(new_cluster_id().startswith("-") for _ in range(2000))
+
+
 def test_kafka_config_is_a_single_loopback_kraft_node(tmp_path):
     cfg = _cfg(tmp_path, kafka_port=19092, kafka_controller_port=19093)
     props = dict(line.split("=", 1) for line in KafkaServer(cfg).server_properties().splitlines()

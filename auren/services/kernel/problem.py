@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.routing import Match, Route
+from starlette.routing import Match
 
 from auren.errors import AurenError
 from auren.services.openapi import conform
@@ -60,16 +60,19 @@ async def _auren_error(request: Request, exc: Exception) -> Response:
     return problem_for(exc, request.url.path)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def _allowed(request: Request) -> str:
     """Every method the request's path answers. Starlette's 405 names only the methods of the
-    first route that matched the path, and a path may have one route per method."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, Route) and route.methods:
-            match, _ = route.matches(request.scope)
-            if match is not Match.NONE:
-                methods |= route.methods
-    return ", ".join(sorted(methods))
+    first route that matched the path, and a path may have one route per method; routers that
+    FastAPI includes are routes of their own, so each method is asked of every top-level route
+    rather than reading the routes' method sets."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
+               for route in routes))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
