@@ -290,8 +290,8 @@ class KafkaServer(Server):
             # Never formatted, or a format that died half-way: nothing in it is worth keeping.
             shutil.rmtree(self.data, ignore_errors=True)
             run_bounded([*jvm, "kafka.tools.StorageTool", "format",
-                         f"--cluster-id={new_cluster_id()}", "-c", str(props)], timeout=120, what="Kafka storage format",
-                        cwd=self.dir)
+                         f"--cluster-id={new_cluster_id()}", "-c", str(props)],
+                        timeout=120, what="Kafka storage format", cwd=self.dir)
         return SpawnSpec(argv=[*jvm, "kafka.Kafka", str(props)], cwd=self.dir,
                          log=self.dir / "stdout.log"), f"Kafka {version}"
 
