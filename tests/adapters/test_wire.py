@@ -42,7 +42,7 @@ def test_a_version_1_record_reads_as_pushed_events():
            "r", "2026-01-01T00:00:01.000000Z"]
     old = orjson.dumps([1, "oura", "key", "2026-01-01T00:00:01.000000Z", [row], []])
     (event,) = decode(old).events
-    assert event[:11] == tuple([*row[:5], 5.0, *row[6:]])
+    assert event[:11] == (*row[:5], 5.0, *row[6:])
     assert event[11:] == ("push", None)
 
 
