@@ -146,6 +146,7 @@ async def _migration_2(conn: Any) -> None:
         "ADD COLUMN fetched_at timestamptz")
     await conn.execute(
         "ALTER TABLE fetch_jobs ADD COLUMN attempts integer NOT NULL DEFAULT 0, "
+        "ADD COLUMN rate_waits integer NOT NULL DEFAULT 0, "
         "ADD COLUMN due_at timestamptz, ADD COLUMN lease_until timestamptz, "
         "ADD COLUMN last_error text, ADD COLUMN updated_at timestamptz")
     await conn.execute("CREATE INDEX fetch_jobs_status_due ON fetch_jobs (status, due_at)")

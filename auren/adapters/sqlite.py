@@ -92,6 +92,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE biometric_events ADD COLUMN provenance TEXT NOT NULL DEFAULT 'push';
     ALTER TABLE biometric_events ADD COLUMN fetched_at TEXT;
     ALTER TABLE fetch_jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE fetch_jobs ADD COLUMN rate_waits INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE fetch_jobs ADD COLUMN due_at TEXT;
     ALTER TABLE fetch_jobs ADD COLUMN lease_until TEXT;
     ALTER TABLE fetch_jobs ADD COLUMN last_error TEXT;

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from auren.cli import db, docs, infra, serve, sim, toolkit
+from auren.cli import db, docs, fetch, infra, serve, sim, toolkit
 
 app = typer.Typer(help="AUREN: verified biometric ingestion, insights and validation.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -35,6 +35,9 @@ app.add_typer(infra.infra_app, name="infra")
 # auren db upgrade, auren sink: the full stack's PostgreSQL side
 app.add_typer(db.db_app, name="db")
 app.command("sink")(db.sink_command)
+# auren fetcher, auren jobs list | retry: thin providers' data fetched with each person's token
+app.command("fetcher")(fetch.fetcher_command)
+app.add_typer(fetch.jobs_app, name="jobs")
 # auren docs generate: the generated, checked-in documents (auren.docsgen)
 app.add_typer(docs.docs_app, name="docs")
 
