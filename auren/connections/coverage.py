@@ -23,7 +23,7 @@ from auren.adapters.base import DayCoverage
 from auren.connections.base import ACTIVE, Connection
 from auren.events import iso
 
-GRACE_DAYS = 1
+GRACE_DAYS = 2
 
 
 @dataclass(frozen=True, slots=True)
