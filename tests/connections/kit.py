@@ -9,6 +9,9 @@ the providers' documented units (``histories``), never from the code under test.
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -153,11 +156,12 @@ def environment(sim_port: int, bridge_port: int, **extra: str) -> dict[str, str]
 
 
 @contextlib.contextmanager
-def system(tmp: Path, **extra: str) -> Iterator[System]:
-    """The simulator and an embedded bridge (fetcher in process), on fresh ports."""
+def system(tmp: Path, *, end: date | None = None, **extra: str) -> Iterator[System]:
+    """The simulator and an embedded bridge (fetcher in process unless ``extra`` says
+    otherwise), on fresh ports; ``end``: the simulator's last visible day."""
     sim_port, bridge_port = free_port(), free_port()
     env = environment(sim_port, bridge_port, **extra)
-    end = end_date()
+    end = end or end_date()
     with run_server("bridge", tmp, env=env, port=bridge_port) as bridge, \
             run_sim(tmp, bridge=bridge.base_url, env=env, port=sim_port, end=end,
                     users=USERS) as sim:
@@ -178,3 +182,31 @@ def by_metric(events: list[dict[str, Any]], metric: str, *, provider: str | None
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def child_env(world: System, **extra: str) -> dict[str, str]:
+    """The environment of another process on the world's bridge's store."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_URL", "_SECRET"))}
+    env.update(world.env)
+    env["AUREN_DATA_DIR"] = str(world.bridge.data_dir)
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def fetcher_process(world: System, log: Path, **extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``auren fetcher`` on the world's store; stopped (SIGTERM, then SIGKILL) by its pid."""
+    with log.open("ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "auren", "fetcher"],
+                                   env=child_env(world, **extra), stdout=out,
+                                   stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)

@@ -9,7 +9,6 @@ to 3 s are waited inline.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -20,8 +19,14 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.connections.kit import System, revealed_day, system, user_id
-from tests.helpers import free_port
+from tests.connections.kit import (
+    System,
+    child_env,
+    fetcher_process,
+    revealed_day,
+    system,
+    user_id,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -121,11 +126,8 @@ def test_a_long_retry_after_reschedules_the_job_and_counts_the_wait(world):
 
 
 def run_cli(world: System, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.endswith(("_URL", "_SECRET"))}
-    env.update(world.env)
-    env["AUREN_DATA_DIR"] = str(world.bridge.data_dir)
     return subprocess.run([sys.executable, "-m", "auren", *args], capture_output=True,
-                          text=True, env=env, timeout=60, check=False)
+                          text=True, env=child_env(world), timeout=60, check=False)
 
 
 def test_a_job_that_keeps_failing_is_a_dead_letter_that_can_be_retried(world):
@@ -173,15 +175,7 @@ def test_concurrent_refreshes_of_a_rotating_token_happen_once(world, tmp_path):
     """WHOOP's refresh token dies once used: the two jobs of a day (and a second fetcher
     process on the same store) all need a fresh token at once; one refresh serves them."""
     name = connected(world, "whoop", 9)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.endswith(("_URL", "_SECRET"))}
-    env.update(world.env)
-    env.update({"AUREN_DATA_DIR": str(world.bridge.data_dir), "FETCHER_METRICS_PORT": str(port),
-                "FETCH_POLL_S": "0.05"})
-    log = (tmp_path / "fetcher.log").open("wb")
-    second = subprocess.Popen([sys.executable, "-m", "auren", "fetcher"], env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
-    try:
+    with fetcher_process(world, tmp_path / "fetcher.log", FETCH_POLL_S="0.05"):
         time.sleep(2.5)  # both fetchers polling
         before = stats(world)
         world.sim.fault(kind="expired_token", provider="whoop", user="9")
@@ -197,10 +191,6 @@ def test_concurrent_refreshes_of_a_rotating_token_happen_once(world, tmp_path):
         assert connection["status"] == "active"
         assert {j["state"] for j in jobs_of(world, name)} == {"done"}
         exactly_once(world.events(name))
-    finally:
-        second.terminate()
-        second.wait(20)
-        log.close()
 
 
 def test_a_revoked_grant_needs_reauthorization_and_a_reconnect_resumes(world):
