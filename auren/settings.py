@@ -197,7 +197,7 @@ class Settings(BaseSettings):
     # History fetched when an account is connected (within each provider's own reach).
     backfill_days: int = Field(default=30, ge=0, le=365)
     # How long a connect link (its signed state and PKCE verifier) stays usable.
-    oauth_state_ttl_s: int = Field(default=600, ge=30, le=3600)
+    oauth_state_ttl_s: int = Field(default=600, ge=5, le=3600)
     # Tokens are refreshed this long before they expire.
     token_refresh_ahead_s: int = Field(default=300, ge=0, le=86_400)
 

@@ -333,7 +333,9 @@ class PostgresJobs:
     async def claim(self, limit: int, lease_s: float, now: datetime) -> list[JobRecord]:
         rows = await self._pool.run(lambda conn: conn.fetch(
             _CLAIM, RUNNING, now + timedelta(seconds=lease_s), now, PENDING, limit))
-        return [job_record(row) for row in rows]
+        # RETURNING gives no order: the oldest due first, as they were chosen.
+        return sorted((job_record(row) for row in rows),
+                      key=lambda r: r.due_at or r.job.received_at)
 
     async def _execute(self, sql: str, *args: Any) -> int:
         return _count(await self._pool.run(lambda conn: conn.execute(sql, *args)))

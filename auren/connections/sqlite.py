@@ -115,6 +115,10 @@ def job_record(row: Sequence[Any]) -> JobRecord:
                      moment(row[13]))
 
 
+def _due(record: JobRecord) -> datetime:
+    return record.due_at or record.job.received_at
+
+
 def encode_tokens(cipher: TokenCipher | None, tokens: Tokens | None,
                   context: str) -> tuple[str | None, str | None, str | None]:
     """(ciphertext, expires_at, token_type) as stored."""
@@ -456,7 +460,8 @@ class SQLiteJobs(_SQLite):
                     "updated_at",
                     (RUNNING, until, at, PENDING, at, RUNNING, at, limit)).fetchall()
 
-        return [job_record(row) for row in await self._run(run)]
+        # RETURNING gives no order: the oldest due first, as they were chosen.
+        return sorted((job_record(row) for row in await self._run(run)), key=_due)
 
     async def _update(self, sql: str, args: Sequence[Any]) -> int:
         def run(c: sqlite3.Connection) -> int:
