@@ -217,6 +217,9 @@ class Settings(BaseSettings):
     fetch_retry_max_s: float = Field(default=1800.0, gt=0, le=86_400)
     # A rate limit's wait up to this long is waited in the job; longer, the job is rescheduled.
     fetch_max_inline_wait_s: float = Field(default=15.0, ge=0, le=600)
+    # The providers' documented rate limits, times this (for an app granted more; the demo and
+    # the benchmark raise it with the simulator's limits).
+    fetch_rate_limit_scale: float = Field(default=1.0, gt=0, le=1000)
     # A claimed job is the fetcher's for this long (renewed while it runs); a fetcher that
     # died leaves it to be claimed again when the lease runs out.
     fetch_lease_s: float = Field(default=120.0, ge=1, le=3600)

@@ -42,6 +42,13 @@ LIMITS: dict[str, tuple[Window, ...]] = {
 }
 
 
+def scaled(factor: float, limits: Mapping[str, tuple[Window, ...]] = LIMITS
+           ) -> dict[str, tuple[Window, ...]]:
+    """Every limit times ``factor`` (a provider that granted the app more)."""
+    return {provider: tuple(Window(w.scope, max(1, int(w.limit * factor)), w.window_s)
+                            for w in windows) for provider, windows in limits.items()}
+
+
 class WindowCounter(Protocol):
     async def window_count(self, bucket: str, window_s: int) -> int | None:
         """Count one call in the bucket's current window; the count, or None if unknown."""

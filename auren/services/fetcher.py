@@ -42,7 +42,7 @@ from auren.connections.apis import build_apis
 from auren.connections.base import JobQueue
 from auren.connections.fetcher import Fetcher
 from auren.connections.http import CallPolicy, ProviderHttp
-from auren.connections.limits import RateLimiter
+from auren.connections.limits import RateLimiter, scaled
 from auren.connections.metrics import FetcherMetrics, QueueCollector
 from auren.connections.service import ConnectionsService
 from auren.errors import StoreUnavailable
@@ -80,7 +80,8 @@ def assemble(settings: Settings, plane: DataPlane, registry: CollectorRegistry) 
     policy = CallPolicy(httpx.Timeout(settings.fetch_timeout_s,
                                       connect=settings.fetch_connect_timeout_s),
                         settings.fetch_max_inline_wait_s)
-    http = ProviderHttp(policy, RateLimiter(plane.redis), metrics)
+    limiter = RateLimiter(plane.redis, limits=scaled(settings.fetch_rate_limit_scale))
+    http = ProviderHttp(policy, limiter, metrics)
     apis = build_apis(settings)
     fetcher = Fetcher(settings, plane.connections, plane.jobs, plane.durable, plane.store, http,
                       apis, metrics=metrics, collector=collector)
