@@ -165,6 +165,23 @@ def run_migrations(conn: sqlite3.Connection, scripts: Sequence[str], *,
             record(conn, number)
 
 
+def migrate_component(conn: sqlite3.Connection, component: str, scripts: Sequence[str]) -> None:
+    """Apply a component's pending ``scripts`` (another room's tables in the same file),
+    counting its version in its own row of ``schema_migrations``, never in
+    ``PRAGMA user_version``, which is the event store's."""
+
+    def current(c: sqlite3.Connection) -> int:
+        c.execute("CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT PRIMARY KEY, "
+                  "version INTEGER NOT NULL)")
+        row = c.execute("SELECT version FROM schema_migrations WHERE component = ?",
+                        (component,)).fetchone()
+        return int(row[0]) if row else 0
+
+    run_migrations(conn, scripts, current=current, record=lambda c, number: c.execute(
+        "INSERT INTO schema_migrations (component, version) VALUES (?, ?) "
+        "ON CONFLICT (component) DO UPDATE SET version = excluded.version", (component, number)))
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     # The event store's version is PRAGMA user_version; other components keep theirs in
     # schema_migrations (NEUROS's conversations), so the schemas evolve without colliding.

@@ -12,19 +12,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from auren.connections.base import (
-    ACTIVE,
-    BLOCKED,
-    DEAD,
-    DISCONNECTED,
-    PENDING,
-    RUNNING,
-    Connection,
-    ConnectState,
-    JobRecord,
-    Refresh,
-    User,
-)
+from auren.connections import base
+from auren.connections.base import Connection, ConnectState, JobRecord, Refresh, User
 from auren.events import FetchJob
 
 
@@ -63,7 +52,7 @@ class MemoryConnections:
     async def upsert_connection(self, connection: Connection) -> Connection:
         old = self._connections.get(connection.key)
         stored = copy.deepcopy(connection)
-        stored.status = ACTIVE
+        stored.status = base.ACTIVE
         stored.token_version = (old.token_version + 1) if old else 1
         if old is not None:
             stored.meta = {**old.meta, **connection.meta}
@@ -108,7 +97,7 @@ class MemoryConnections:
     async def forget(self, provider: str, provider_user_id: str, now: datetime) -> None:
         found = self._connections.get((provider, provider_user_id))
         if found is not None:
-            found.tokens, found.status, found.updated_at = None, DISCONNECTED, now
+            found.tokens, found.status, found.updated_at = None, base.DISCONNECTED, now
             found.token_version += 1
 
     async def refresh_tokens(self, provider: str, provider_user_id: str, seen_version: int,
@@ -144,21 +133,21 @@ class MemoryJobs:
         added = 0
         for job in jobs:
             if job.job_id not in self._jobs:
-                self._jobs[job.job_id] = JobRecord(job, PENDING)
+                self._jobs[job.job_id] = JobRecord(job, base.PENDING)
                 added += 1
         return added
 
     async def claim(self, limit: int, lease_s: float, now: datetime) -> list[JobRecord]:
         def due(record: JobRecord) -> bool:
-            if record.state == PENDING:
+            if record.state == base.PENDING:
                 return record.due_at is None or record.due_at <= now
-            return record.state == RUNNING and self._leases.get(record.job.job_id, now) < now
+            return record.state == base.RUNNING and self._leases.get(record.job.job_id, now) < now
 
         chosen = sorted((r for r in self._jobs.values() if due(r)),
                         key=lambda r: r.due_at or r.job.received_at)[:limit]
         claimed = []
         for record in chosen:
-            updated = replace(record, state=RUNNING, attempts=record.attempts + 1,
+            updated = replace(record, state=base.RUNNING, attempts=record.attempts + 1,
                               updated_at=now)
             self._jobs[record.job.job_id] = updated
             self._leases[record.job.job_id] = now + timedelta(seconds=lease_s)
@@ -195,20 +184,20 @@ class MemoryJobs:
         return found[:limit]
 
     async def retry(self, job_ids: Sequence[str] | None, now: datetime, *,
-                    state: str = DEAD, provider: str | None = None) -> int:
+                    state: str = base.DEAD, provider: str | None = None) -> int:
         chosen = [self._jobs[j] for j in job_ids if j in self._jobs] if job_ids is not None \
             else [r for r in self._jobs.values() if r.state == state
                   and (provider is None or r.job.provider == provider)]
         for record in chosen:
-            self._jobs[record.job.job_id] = replace(record, state=PENDING, attempts=0,
+            self._jobs[record.job.job_id] = replace(record, state=base.PENDING, attempts=0,
                                                     rate_waits=0, due_at=None, updated_at=now)
         return len(chosen)
 
     async def release(self, provider: str, provider_user_id: str, now: datetime) -> int:
-        chosen = [r for r in self._jobs.values() if r.state == BLOCKED
+        chosen = [r for r in self._jobs.values() if r.state == base.BLOCKED
                   and r.job.provider == provider and r.job.provider_user_id == provider_user_id]
         for record in chosen:
-            self._jobs[record.job.job_id] = replace(record, state=PENDING, due_at=None,
+            self._jobs[record.job.job_id] = replace(record, state=base.PENDING, due_at=None,
                                                     updated_at=now)
         return len(chosen)
 

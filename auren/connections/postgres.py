@@ -26,20 +26,8 @@ from typing import Any
 import orjson
 
 from auren.adapters.postgres import PostgresPool, migrate
-from auren.connections.base import (
-    ACTIVE,
-    BLOCKED,
-    DEAD,
-    DISCONNECTED,
-    PENDING,
-    RUNNING,
-    Connection,
-    ConnectState,
-    JobRecord,
-    Refresh,
-    Tokens,
-    User,
-)
+from auren.connections import base
+from auren.connections.base import Connection, ConnectState, JobRecord, Refresh, Tokens, User
 from auren.connections.crypto import TokenCipher
 from auren.connections.sqlite import (
     decode_tokens,
@@ -216,8 +204,8 @@ class PostgresConnections:
                                               connection.context)
         expires = connection.tokens.expires_at if connection.tokens else None
         row = await self._pool.run(lambda conn: conn.fetchrow(
-            _UPSERT, connection.provider, connection.provider_user_id, connection.user_id, ACTIVE,
-            orjson.dumps(list(connection.scopes)).decode(), connection.connected_at,
+            _UPSERT, connection.provider, connection.provider_user_id, connection.user_id,
+            base.ACTIVE, orjson.dumps(list(connection.scopes)).decode(), connection.connected_at,
             connection.updated_at, sealed, expires, token_type,
             orjson.dumps(connection.meta).decode()))
         return self._connection(row)
@@ -267,7 +255,7 @@ class PostgresConnections:
         await self._execute("UPDATE connections SET tokens = NULL, expires_at = NULL, "
                             "status = $1, updated_at = $2, token_version = token_version + 1 "
                             "WHERE provider = $3 AND provider_user_id = $4",
-                            DISCONNECTED, now, provider, provider_user_id)
+                            base.DISCONNECTED, now, provider, provider_user_id)
 
     async def refresh_tokens(self, provider: str, provider_user_id: str, seen_version: int,
                              refresh: Refresh, now: datetime) -> Connection:
@@ -332,7 +320,7 @@ class PostgresJobs:
 
     async def claim(self, limit: int, lease_s: float, now: datetime) -> list[JobRecord]:
         rows = await self._pool.run(lambda conn: conn.fetch(
-            _CLAIM, RUNNING, now + timedelta(seconds=lease_s), now, PENDING, limit))
+            _CLAIM, base.RUNNING, now + timedelta(seconds=lease_s), now, base.PENDING, limit))
         # RETURNING gives no order: the oldest due first, as they were chosen.
         return sorted((job_record(row) for row in rows),
                       key=lambda r: r.due_at or r.job.received_at)
@@ -344,7 +332,7 @@ class PostgresJobs:
         if job_ids:
             await self._execute("UPDATE fetch_jobs SET lease_until = $1 WHERE job_id = "
                                 "ANY($2::text[]) AND status = $3", lease_until, list(job_ids),
-                                RUNNING)
+                                base.RUNNING)
 
     async def finish(self, job_id: str, state: str, now: datetime, *,
                      error: str | None = None, due_at: datetime | None = None,
@@ -370,20 +358,20 @@ class PostgresJobs:
         return [job_record(row) for row in rows]
 
     async def retry(self, job_ids: Sequence[str] | None, now: datetime, *,
-                    state: str = DEAD, provider: str | None = None) -> int:
+                    state: str = base.DEAD, provider: str | None = None) -> int:
         reset = ("UPDATE fetch_jobs SET status = $1, attempts = 0, rate_waits = 0, "
                  "due_at = NULL, lease_until = NULL, updated_at = $2 WHERE ")
         if job_ids is not None:
-            return await self._execute(reset + "job_id = ANY($3::text[])", PENDING, now,
+            return await self._execute(reset + "job_id = ANY($3::text[])", base.PENDING, now,
                                        list(job_ids))
         return await self._execute(reset + "status = $3 AND ($4::text IS NULL OR provider = $4)",
-                                   PENDING, now, state, provider)
+                                   base.PENDING, now, state, provider)
 
     async def release(self, provider: str, provider_user_id: str, now: datetime) -> int:
         return await self._execute(
             "UPDATE fetch_jobs SET status = $1, due_at = NULL, updated_at = $2 "
             "WHERE status = $3 AND provider = $4 AND provider_user_id = $5",
-            PENDING, now, BLOCKED, provider, provider_user_id)
+            base.PENDING, now, base.BLOCKED, provider, provider_user_id)
 
     async def counts(self) -> dict[tuple[str, str], int]:
         rows = await self._pool.run(lambda conn: conn.fetch(

@@ -27,21 +27,9 @@ from typing import Any, TypeVar
 
 import orjson
 
-from auren.adapters.sqlite import connect, immediate_transaction, run_migrations
-from auren.connections.base import (
-    ACTIVE,
-    BLOCKED,
-    DEAD,
-    DISCONNECTED,
-    PENDING,
-    RUNNING,
-    Connection,
-    ConnectState,
-    JobRecord,
-    Refresh,
-    Tokens,
-    User,
-)
+from auren.adapters.sqlite import connect, immediate_transaction, migrate_component
+from auren.connections import base
+from auren.connections.base import Connection, ConnectState, JobRecord, Refresh, Tokens, User
 from auren.connections.crypto import TokenCipher
 from auren.errors import StoreUnavailable
 from auren.events import FetchJob, iso
@@ -205,18 +193,8 @@ class _SQLite:
         return {"engine": "sqlite", "responseTime_ms": (time.perf_counter() - started) * 1000}
 
 
-def _version(conn: sqlite3.Connection) -> int:
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT PRIMARY KEY, "
-                 "version INTEGER NOT NULL)")
-    row = conn.execute("SELECT version FROM schema_migrations WHERE component = ?",
-                       (COMPONENT,)).fetchone()
-    return int(row[0]) if row else 0
-
-
 def _migrate(conn: sqlite3.Connection) -> None:
-    run_migrations(conn, MIGRATIONS, current=_version, record=lambda c, number: c.execute(
-        "INSERT INTO schema_migrations (component, version) VALUES (?, ?) "
-        "ON CONFLICT (component) DO UPDATE SET version = excluded.version", (COMPONENT, number)))
+    migrate_component(conn, COMPONENT, MIGRATIONS)
 
 
 class SQLiteConnections(_SQLite):
@@ -306,7 +284,7 @@ class SQLiteConnections(_SQLite):
                     "last_error = NULL, last_error_at = NULL, refresh_owner = NULL, "
                     "refresh_until = NULL",
                     (connection.provider, connection.provider_user_id, connection.user_id,
-                     ACTIVE, orjson.dumps(list(connection.scopes)).decode(),
+                     base.ACTIVE, orjson.dumps(list(connection.scopes)).decode(),
                      iso(connection.connected_at), now, sealed, expires, token_type,
                      orjson.dumps(connection.meta).decode()))
 
@@ -364,7 +342,7 @@ class SQLiteConnections(_SQLite):
         await self._update("UPDATE connections SET tokens = NULL, expires_at = NULL, "
                            "status = ?, updated_at = ?, token_version = token_version + 1 "
                            "WHERE provider = ? AND provider_user_id = ?",
-                           (DISCONNECTED, iso(now), provider, provider_user_id))
+                           (base.DISCONNECTED, iso(now), provider, provider_user_id))
 
     async def refresh_tokens(self, provider: str, provider_user_id: str, seen_version: int,
                              refresh: Refresh, now: datetime) -> Connection:
@@ -447,7 +425,15 @@ class SQLiteJobs(_SQLite):
     async def claim(self, limit: int, lease_s: float, now: datetime) -> list[JobRecord]:
         at, until = iso(now), iso(now + timedelta(seconds=lease_s))
 
+        args = (base.PENDING, at, base.RUNNING, at)
+
         def run(c: sqlite3.Connection) -> list[Any]:
+            # An idle fetcher polls every second or so, and the file's one write lock is the
+            # webhook path's: a plain read first, and the lock only when a job is due.
+            if c.execute("SELECT 1 FROM fetch_jobs WHERE (status = ? AND (due_at IS NULL OR "
+                         "due_at <= ?)) OR (status = ? AND lease_until < ?) LIMIT 1",
+                         args).fetchone() is None:
+                return []
             with immediate_transaction(c):
                 return c.execute(
                     "UPDATE fetch_jobs SET status = ?, lease_until = ?, "
@@ -458,7 +444,7 @@ class SQLiteJobs(_SQLite):
                     "RETURNING job_id, provider, user_id, provider_user_id, kind, object_id, "
                     "params, received_at, status, attempts, rate_waits, due_at, last_error, "
                     "updated_at",
-                    (RUNNING, until, at, PENDING, at, RUNNING, at, limit)).fetchall()
+                    (base.RUNNING, until, at, *args, limit)).fetchall()
 
         # RETURNING gives no order: the oldest due first, as they were chosen.
         return sorted((job_record(row) for row in await self._run(run)), key=_due)
@@ -473,7 +459,7 @@ class SQLiteJobs(_SQLite):
     async def renew(self, job_ids: Sequence[str], lease_until: datetime) -> None:
         for job_id in job_ids:
             await self._update("UPDATE fetch_jobs SET lease_until = ? WHERE job_id = ? "
-                               "AND status = ?", (iso(lease_until), job_id, RUNNING))
+                               "AND status = ?", (iso(lease_until), job_id, base.RUNNING))
 
     async def finish(self, job_id: str, state: str, now: datetime, *,
                      error: str | None = None, due_at: datetime | None = None,
@@ -505,24 +491,24 @@ class SQLiteJobs(_SQLite):
         return [job_record(row) for row in rows]
 
     async def retry(self, job_ids: Sequence[str] | None, now: datetime, *,
-                    state: str = DEAD, provider: str | None = None) -> int:
+                    state: str = base.DEAD, provider: str | None = None) -> int:
         reset = ("UPDATE fetch_jobs SET status = ?, attempts = 0, rate_waits = 0, due_at = NULL, "
                  "lease_until = NULL, updated_at = ? WHERE ")
         if job_ids is not None:
             total = 0
             for job_id in job_ids:
-                total += await self._update(reset + "job_id = ?", (PENDING, iso(now), job_id))
+                total += await self._update(reset + "job_id = ?", (base.PENDING, iso(now), job_id))
             return total
         if provider is None:
-            return await self._update(reset + "status = ?", (PENDING, iso(now), state))
+            return await self._update(reset + "status = ?", (base.PENDING, iso(now), state))
         return await self._update(reset + "status = ? AND provider = ?",
-                                  (PENDING, iso(now), state, provider))
+                                  (base.PENDING, iso(now), state, provider))
 
     async def release(self, provider: str, provider_user_id: str, now: datetime) -> int:
         return await self._update(
             "UPDATE fetch_jobs SET status = ?, due_at = NULL, updated_at = ? "
             "WHERE status = ? AND provider = ? AND provider_user_id = ?",
-            (PENDING, iso(now), BLOCKED, provider, provider_user_id))
+            (base.PENDING, iso(now), base.BLOCKED, provider, provider_user_id))
 
     async def counts(self) -> dict[tuple[str, str], int]:
         rows = await self._run(lambda c: c.execute(

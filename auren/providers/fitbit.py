@@ -138,7 +138,8 @@ class FitbitProvider:
         return FetchJob(
             job_id=fetch_job_id(self.name, owner, collection, day),
             provider=self.name,
-            # Account linking comes later: until then a thin provider's user is namespaced.
+            # A notification knows only the provider's user; the fetcher stores the
+            # events under the person whose connection that user is.
             user_id=namespaced(self.name, owner),
             provider_user_id=owner,
             kind=collection,

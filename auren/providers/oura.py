@@ -141,7 +141,8 @@ class OuraProvider:
             job_id=fetch_job_id(self.name, user, data_type, object_id or "", event_type,
                                 event_text, *(iso(t) for t in window or ())),
             provider=self.name,
-            # Account linking comes later: until then a thin provider's user is namespaced.
+            # A notification knows only the provider's user; the fetcher stores the
+            # events under the person whose connection that user is.
             user_id=user_id,
             provider_user_id=user,
             kind=data_type,

@@ -142,7 +142,8 @@ class PolarProvider:
             job_id=fetch_job_id(self.name, user, event, object_id, url, window["from"],
                                 window["to"]),
             provider=self.name,
-            # Account linking comes later: until then a thin provider's user is namespaced.
+            # A notification knows only the provider's user; the fetcher stores the
+            # events under the person whose connection that user is.
             user_id=user_id,
             provider_user_id=user,
             kind=event,

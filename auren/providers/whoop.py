@@ -103,7 +103,8 @@ class WhoopProvider:
         job = FetchJob(
             job_id=fetch_job_id(self.name, user, kind, object_id, trace_id or ""),
             provider=self.name,
-            # Account linking comes later: until then a thin provider's user is namespaced.
+            # A notification knows only the provider's user; the fetcher stores the
+            # events under the person whose connection that user is.
             user_id=user_id,
             provider_user_id=user,
             kind=kind,

@@ -26,16 +26,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from auren import events
 from auren.errors import InvalidPayload, MalformedPayload, SignatureInvalid
-from auren.events import (
-    INVALID_ITEM,
-    INVALID_VALUE,
-    Delivery,
-    FetchJob,
-    MeasurementError,
-    check_instant,
-    fetch_job_id,
-)
+from auren.events import Delivery, FetchJob, check_instant, fetch_job_id
 from auren.providers._common import (
     EventBatch,
     Field,
@@ -119,7 +112,8 @@ class WithingsProvider:
         job = FetchJob(
             job_id=fetch_job_id(self.name, user, appli, *identity),
             provider=self.name,
-            # Account linking comes later: until then a thin provider's user is namespaced.
+            # A notification knows only the provider's user; the fetcher stores the
+            # events under the person whose connection that user is.
             user_id=user_id,
             provider_user_id=user,
             kind=appli,
@@ -197,7 +191,7 @@ _MAX_EXPONENT = 12
 
 def _object(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise MeasurementError(f"{what} must be an object", INVALID_ITEM)
+        raise events.MeasurementError(f"{what} must be an object", events.INVALID_ITEM)
     return value
 
 
@@ -205,7 +199,8 @@ def scaled(value: Any, unit: Any) -> float:
     """``value * 10^unit``, Withings' integer encoding of a measurement."""
     if (isinstance(value, bool) or not isinstance(value, int | float) or isinstance(unit, bool)
             or not isinstance(unit, int) or abs(unit) > _MAX_EXPONENT):
-        raise MeasurementError("value and unit must be numbers (value * 10^unit)", INVALID_VALUE)
+        raise events.MeasurementError("value and unit must be numbers (value * 10^unit)",
+                                      events.INVALID_VALUE)
     return float(value) * 10.0 ** int(unit)
 
 
@@ -215,7 +210,7 @@ def measure_group(group: Any, subject: Subject, batch: EventBatch) -> None:
     grpid = any_id(item, "grpid")
     measures = item.get("measures")
     if not isinstance(measures, list):
-        raise MeasurementError("measures must be an array", INVALID_ITEM)
+        raise events.MeasurementError("measures must be an array", events.INVALID_ITEM)
     for measure in measures:
         entry = _object(measure, "measure")
         kind = entry.get("type")
@@ -226,7 +221,7 @@ def measure_group(group: Any, subject: Subject, batch: EventBatch) -> None:
         where = f"measure.{kind}"
         try:
             value = scaled(entry.get("value"), entry.get("unit"))
-        except MeasurementError as exc:
+        except events.MeasurementError as exc:
             batch.skip(where, exc.reason, str(exc))
             continue
         batch.measure(subject, where, metric, value, unit, field=f"type {kind}", start=at,

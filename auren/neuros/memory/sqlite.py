@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from auren.adapters.sqlite import connect, immediate_transaction, is_busy, run_migrations
+from auren.adapters.sqlite import connect, immediate_transaction, is_busy, migrate_component
 from auren.errors import NotFound, StoreUnavailable
 from auren.events import iso
 from auren.neuros.memory.base import ConversationSummary, Message
@@ -90,18 +90,8 @@ def _connect(path: Path, timeout_s: float) -> sqlite3.Connection:
     return connect(path, timeout_s, synchronous="NORMAL")
 
 
-def _version(conn: sqlite3.Connection) -> int:
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT PRIMARY KEY, "
-                 "version INTEGER NOT NULL)")
-    row = conn.execute("SELECT version FROM schema_migrations WHERE component = ?",
-                       (COMPONENT,)).fetchone()
-    return int(row[0]) if row else 0
-
-
 def _migrate(conn: sqlite3.Connection) -> None:
-    run_migrations(conn, MIGRATIONS, current=_version, record=lambda c, number: c.execute(
-        "INSERT INTO schema_migrations (component, version) VALUES (?, ?) "
-        "ON CONFLICT (component) DO UPDATE SET version = excluded.version", (COMPONENT, number)))
+    migrate_component(conn, COMPONENT, MIGRATIONS)
 
 
 def _message(row: tuple[Any, ...]) -> Message:
