@@ -1,4 +1,4 @@
-"""The throughput bench's pure parts: reading wrk's report and reconciling with the store."""
+"""The benches' pure parts: reading wrk's report and reconciling with the store."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from auren.sim.load import render_unique_native
 from bench.bridge_throughput import EVENTS_PER_WEBHOOK, parse_wrk, raw_request, reconcile
+from bench.fetcher_throughput import RunResult, _store_facts
 from tests.helpers import NATIVE_SECRET
 
 WRK_OUTPUT = """Running 5s test @ http://127.0.0.1:40000/webhooks/auren
@@ -78,3 +79,24 @@ def test_raw_requests_carry_the_signed_headers_and_exact_length() -> None:
     assert head.startswith(b"POST /webhooks/auren HTTP/1.1\r\nHost: 127.0.0.1:1\r\n")
     assert f"Content-Length: {len(body)}".encode() in head
     assert f"webhook-signature: {delivery.headers['webhook-signature']}".encode() in head
+
+
+def test_fetcher_bench_counts_identities_stored_twice_and_days_with_events(
+        tmp_path: Path) -> None:
+    database = tmp_path / "auren.sqlite3"
+    with sqlite3.connect(database) as conn:
+        conn.execute('CREATE TABLE biometric_events (event_id TEXT PRIMARY KEY, user_id TEXT, '
+                     'provider TEXT, metric TEXT, start TEXT, "end" TEXT, '
+                     'source_record_id TEXT)')
+        row = ("u1", "oura", "hrv_rmssd", "2025-03-02T06:00:00Z", "2025-03-02T06:00:00Z", "s1")
+        conn.executemany("INSERT INTO biometric_events VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         [("a", *row), ("b", *row),  # one identity under two event ids
+                          ("c", "u1", "whoop", "hrv_rmssd", "2025-03-03T06:00:00Z",
+                           "2025-03-03T06:00:00Z", "s2")])
+    total, twice, days = _store_facts(database)
+    assert (total, twice) == (3, 1)
+    assert days == {("u1", "oura", "2025-03-02"), ("u1", "whoop", "2025-03-03")}
+    assert RunResult(jobs_done=5, seconds=2.0, events=10).passed
+    assert RunResult(jobs_done=5, seconds=2.0).jobs_per_s == 2.0
+    assert not RunResult(jobs_done=5, duplicated=1).passed
+    assert not RunResult(jobs_done=0).passed
