@@ -16,10 +16,16 @@
     │   ├── PayloadTooLarge         413
     │   ├── UnsupportedMediaType    415
     │   ├── InvalidPayload          422 well-formed but semantically wrong (names the bad item)
-    │   └── RateLimited             429 carries Retry-After
+    │   ├── RateLimited             429 carries Retry-After
+    │   └── GrantInvalid            400 a provider refused the person's grant (a code, a
+    │                                   revoked or expired token): they must connect again
+    ├── UpstreamRejected            424 a provider's API refused a call for good (not retried)
     └── ServiceUnavailable          503 carries Retry-After; ``retriable``: the sender should retry
         ├── Overloaded              admission queue full or wait expired
-        └── StoreUnavailable        the durable write failed or timed out
+        ├── StoreUnavailable        the durable write failed or timed out
+        └── UpstreamFailed          a provider's API failed for now (5xx, timeout, a broken
+            │                           answer)
+            └── UpstreamRateLimited its rate limit; Retry-After is the provider's
 
 ``retriable`` says whether the same request may succeed later; providers retry on 5xx.
 """
@@ -121,6 +127,19 @@ class InvalidPayload(ClientError):
     slug = "invalid-payload"
 
 
+class GrantInvalid(ClientError):
+    status = 400
+    title = "Authorization refused by the provider"
+    slug = "grant-invalid"
+
+
+class UpstreamRejected(AurenError):
+    # 424 Failed Dependency: the request was fine, the provider it depends on refused.
+    status = 424
+    title = "The provider refused the request"
+    slug = "upstream-rejected"
+
+
 class _RetryAfter(AurenError):
     def __init__(self, detail: str = "", retry_after_s: int = 1, **extra: Any) -> None:
         super().__init__(detail, **extra)
@@ -151,3 +170,13 @@ class Overloaded(ServiceUnavailable):
 class StoreUnavailable(ServiceUnavailable):
     title = "Store unavailable"
     slug = "store-unavailable"
+
+
+class UpstreamFailed(ServiceUnavailable):
+    title = "The provider's API failed"
+    slug = "upstream-failed"
+
+
+class UpstreamRateLimited(UpstreamFailed):
+    title = "The provider's rate limit"
+    slug = "upstream-rate-limited"

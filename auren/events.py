@@ -355,6 +355,15 @@ def _event_id(provider: str, provider_user_id: str, metric: str, start: str, end
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+# How an event reached AUREN: pushed by the provider in a webhook, fetched from its API because
+# a notification named it, or fetched as history (a backfill on connect, a re-sync). A fourth,
+# "reprocess", is reserved for events rebuilt from stored raw data.
+PUSH = "push"
+FETCH = "fetch"
+BACKFILL = "backfill"
+PROVENANCES = (PUSH, FETCH, BACKFILL)
+
+
 # Not frozen: a frozen dataclass sets each of its fields through object.__setattr__, which
 # doubled the cost of building the events of a delivery on the webhook hot path. Treat as
 # immutable.
@@ -374,6 +383,10 @@ class CanonicalEvent:
     # The RFC 3339 forms, rendered once (they are hashed into event_id and stored as text).
     start_text: str = field(default="", repr=False, compare=False)
     end_text: str | None = field(default=None, repr=False, compare=False)
+    # Not part of the identity: the same measurement pushed and later fetched is one event.
+    provenance: str = PUSH
+    # When the fetcher received it from the provider's API; None for pushed data.
+    fetched_at: datetime | None = None
 
     def __post_init__(self) -> None:
         if not self.start_text:
@@ -393,6 +406,8 @@ class CanonicalEvent:
             "end": self.end_text,
             "source_record_id": self.source_record_id,
             "received_at": iso(self.received_at),
+            "provenance": self.provenance,
+            "fetched_at": iso(self.fetched_at) if self.fetched_at else None,
         }
 
 
@@ -408,6 +423,8 @@ def make_event(
     end: datetime | None = None,
     source_record_id: str | None = None,
     received_at: datetime,
+    provenance: str = PUSH,
+    fetched_at: datetime | None = None,
 ) -> CanonicalEvent:
     """Validate one measurement against the registry and build its canonical event.
 
@@ -454,6 +471,8 @@ def make_event(
         received_at=received_at,
         start_text=start_text,
         end_text=end_text,
+        provenance=provenance,
+        fetched_at=fetched_at,
     )
 
 

@@ -160,6 +160,84 @@ class Settings(BaseSettings):
     hae_api_keys: SecretList = ()
     standard_webhook_secret: SecretList = ()
 
+    # --- connections: each person's accounts, linked by OAuth (auren.connections) ------------
+    # Where the bridge is reachable from the outside: the OAuth redirect URI is
+    # {AUREN_PUBLIC_URL}/api/v1/connect/{provider}/callback, Withings' notification callback
+    # {AUREN_PUBLIC_URL}/webhooks/withings.
+    auren_public_url: str = Field(default="http://127.0.0.1:8889", pattern=r"^https?://\S+$")
+    # AES-256-GCM keys of the tokens at rest: base64 of 32 bytes, comma-separated; the first
+    # encrypts, every one decrypts (rotation). Required outside embedded mode; embedded, one
+    # is generated once and kept in <AUREN_DATA_DIR>/encryption.key (mode 0600).
+    auren_encryption_key: SecretList = ()
+    # The client credentials and endpoints of each provider's app; the defaults are the
+    # providers' production values (S105: the token endpoints' names say "token", they are
+    # URLs, not secrets). Where the webhook secret is the client secret (Oura,
+    # WHOOP, Fitbit) one setting serves both, and Garmin's consumer key is its client id.
+    oura_client_id: str | None = None
+    oura_authorize_url: str = "https://cloud.ouraring.com/oauth/authorize"
+    oura_token_url: str = "https://api.ouraring.com/oauth/token"  # noqa: S105
+    oura_api_url: str = "https://api.ouraring.com"
+    whoop_client_id: str | None = None
+    whoop_authorize_url: str = "https://api.prod.whoop.com/oauth/oauth2/auth"
+    whoop_token_url: str = "https://api.prod.whoop.com/oauth/oauth2/token"  # noqa: S105
+    whoop_api_url: str = "https://api.prod.whoop.com/developer"
+    fitbit_client_id: str | None = None
+    fitbit_authorize_url: str = "https://www.fitbit.com/oauth2/authorize"
+    fitbit_token_url: str = "https://api.fitbit.com/oauth2/token"  # noqa: S105
+    fitbit_api_url: str = "https://api.fitbit.com"
+    polar_client_id: str | None = None
+    polar_client_secret: SecretStr | None = None
+    polar_authorize_url: str = "https://flow.polar.com/oauth2/authorization"
+    polar_token_url: str = "https://polarremote.com/v2/oauth2/token"  # noqa: S105
+    polar_api_url: str = "https://www.polaraccesslink.com"
+    withings_client_id: str | None = None
+    withings_client_secret: SecretStr | None = None
+    withings_authorize_url: str = "https://account.withings.com/oauth2_user/authorize2"
+    withings_token_url: str = "https://wbsapi.withings.net/v2/oauth2"  # noqa: S105
+    withings_api_url: str = "https://wbsapi.withings.net"
+    garmin_client_secret: SecretStr | None = None
+    garmin_authorize_url: str = "https://connect.garmin.com/oauth2Confirm"
+    garmin_token_url: str = "https://diauth.garmin.com/di-oauth2-service/oauth/token"  # noqa: S105
+    garmin_api_url: str = "https://apis.garmin.com"
+    # Terra: the app's dev-id and API key on every call (Terra holds the device tokens).
+    terra_dev_id: str | None = None
+    terra_api_key: SecretStr | None = None
+    terra_api_url: str = "https://api.tryterra.co/v2"
+    # History fetched when an account is connected (within each provider's own reach).
+    backfill_days: int = Field(default=30, ge=0, le=365)
+    # How long a connect link (its signed state and PKCE verifier) stays usable.
+    oauth_state_ttl_s: int = Field(default=600, ge=5, le=3600)
+    # Tokens are refreshed this long before they expire.
+    token_refresh_ahead_s: int = Field(default=300, ge=0, le=86_400)
+
+    # --- the fetcher: thin providers' notifications become data ------------------------------
+    # Embedded, the bridge runs the fetcher in its own process (one bridge worker does); with
+    # false, run `auren fetcher` beside it. The full stack always runs `auren fetcher`.
+    fetcher_in_bridge: bool = True
+    fetcher_concurrency: int = Field(default=4, ge=1, le=256)
+    kafka_fetcher_group: str = Field(default="auren-fetcher", min_length=1)
+    # One provider API call: the connection and the whole answer.
+    fetch_connect_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    fetch_timeout_s: float = Field(default=20.0, gt=0, le=300)
+    # A job that keeps failing is retried with exponential backoff and full jitter (base,
+    # doubling, capped) until it has been tried this often, then it is a dead letter.
+    fetch_max_attempts: int = Field(default=8, ge=1, le=100)
+    fetch_retry_base_s: float = Field(default=10.0, gt=0, le=3600)
+    fetch_retry_max_s: float = Field(default=1800.0, gt=0, le=86_400)
+    # A rate limit's wait up to this long is waited in the job; longer, the job is rescheduled.
+    fetch_max_inline_wait_s: float = Field(default=15.0, ge=0, le=600)
+    # The providers' documented rate limits, times this (for an app granted more; the demo and
+    # the benchmark raise it with the simulator's limits).
+    fetch_rate_limit_scale: float = Field(default=1.0, gt=0, le=1000)
+    # A claimed job is the fetcher's for this long (renewed while it runs); a fetcher that
+    # died leaves it to be claimed again when the lease runs out.
+    fetch_lease_s: float = Field(default=120.0, ge=1, le=3600)
+    # How often an idle fetcher looks for due jobs.
+    fetch_poll_s: float = Field(default=1.0, gt=0, le=60)
+    # `auren fetcher` serves /metrics and /health on this port while it runs (None: no HTTP).
+    fetcher_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    fetcher_metrics_host: str = "127.0.0.1"
+
     # --- NEUROS (port 8000) -------------------------------------------------------------------
     # builtin: the deterministic engine phrases every reply (no network). openai: any
     # OpenAI-compatible server at NEUROS_LLM_BASE_URL. anthropic: the Messages API.
@@ -259,6 +337,7 @@ class Settings(BaseSettings):
         "trusted_proxies",
         "hae_api_keys",
         "standard_webhook_secret",
+        "auren_encryption_key",
         mode="before",
     )(_split_csv)
 

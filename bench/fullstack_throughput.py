@@ -238,7 +238,8 @@ def one_run(number: int, cfg: InfraConfig, args: argparse.Namespace, work: Path,
         KAFKA_EVENTS_TOPIC=f"bench-events-{tag}",
         KAFKA_NOTIFICATIONS_TOPIC=f"bench-notifications-{tag}",
         KAFKA_SINK_GROUP=f"bench-sink-{tag}", KAFKA_PARTITIONS=str(args.partitions),
-        REDIS_KEY_PREFIX=f"bench:{tag}:", LOG_LEVEL="WARNING")
+        REDIS_KEY_PREFIX=f"bench:{tag}:", LOG_LEVEL="WARNING",
+        AUREN_ENCRYPTION_KEY=base64.b64encode(secrets.token_bytes(32)).decode())
     python = sys.executable
     with (work / f"sink-{number}.log").open("wb") as sink_log:
         sink = subprocess.Popen([python, "-m", "auren", "sink"], cwd=base.ROOT, env=env,

@@ -71,9 +71,11 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def run_server(service: str, tmp_path: Path, env: dict[str, str] | None = None,
-               *, workers: int = 1, ready_path: str = "/health") -> Iterator[ServerProcess]:
-    """Start ``auren serve <service>`` on a free loopback port; always stop it by its pid."""
-    port = free_port()
+               *, workers: int = 1, ready_path: str = "/health",
+               port: int | None = None) -> Iterator[ServerProcess]:
+    """Start ``auren serve <service>`` on a free loopback port (or ``port``); always stop it by
+    its pid."""
+    port = port or free_port()
     data_dir = tmp_path / f"data-{port}"
     full_env = {k: v for k, v in os.environ.items()
                 if not k.endswith(("_SECRET", "_URL", "_KEYS", "_SERVERS", "_TOKEN", "_CODE",

@@ -32,6 +32,7 @@ from auren.infra.base import PG_USER, run_async
 from auren.settings import Settings
 
 START_TIMEOUT_S = 180.0
+TEST_ENCRYPTION_KEY = "dGVzdC1vbmx5LWtleS0wMTIzNDU2Nzg5YWJjZGVmMDE="
 CI_DATA_DIR_ENV = "AUREN_TEST_INFRA_DATA_DIR"
 
 
@@ -98,6 +99,8 @@ class FullStack:
             "KAFKA_SINK_GROUP": f"sink-{tag}",
             "KAFKA_PARTITIONS": "3",
             "REDIS_KEY_PREFIX": f"t:{tag}:",
+            # Required beside a full stack: the OAuth tokens are encrypted with it.
+            "AUREN_ENCRYPTION_KEY": TEST_ENCRYPTION_KEY,
         }
         env.update({k.upper(): str(v) for k, v in overrides.items()})
         return env

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import orjson
@@ -12,6 +13,7 @@ from auren.events import Delivery, make_event
 from auren.ops.reconcile import FAIL, PASS
 from auren.settings import Settings
 from bench.bridge_throughput import attribute, parse_wrk, reconcile, render_requests
+from bench.fetcher_throughput import RunResult, _store_facts
 from tests.helpers import NATIVE_SECRET, T0
 
 WRK_OUTPUT = """Running 5s test @ http://127.0.0.1:40000/webhooks/auren
@@ -121,3 +123,22 @@ def test_a_store_that_cannot_be_read_is_not_reconciled_never_zero_lost(tmp_path:
     empty = tmp_path / "no-store"
     found = reconcile(step, Settings.model_construct(auren_data_dir=empty), empty, wait_s=0.1)
     assert found.status == "not reconciled" and found.lost is None
+def test_fetcher_bench_counts_identities_stored_twice_and_days_with_events(
+        tmp_path: Path) -> None:
+    database = tmp_path / "auren.sqlite3"
+    with sqlite3.connect(database) as conn:
+        conn.execute('CREATE TABLE biometric_events (event_id TEXT PRIMARY KEY, user_id TEXT, '
+                     'provider TEXT, metric TEXT, start TEXT, "end" TEXT, '
+                     'source_record_id TEXT)')
+        row = ("u1", "oura", "hrv_rmssd", "2025-03-02T06:00:00Z", "2025-03-02T06:00:00Z", "s1")
+        conn.executemany("INSERT INTO biometric_events VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         [("a", *row), ("b", *row),  # one identity under two event ids
+                          ("c", "u1", "whoop", "hrv_rmssd", "2025-03-03T06:00:00Z",
+                           "2025-03-03T06:00:00Z", "s2")])
+    total, twice, days = _store_facts(database)
+    assert (total, twice) == (3, 1)
+    assert days == {("u1", "oura", "2025-03-02"), ("u1", "whoop", "2025-03-03")}
+    assert RunResult(jobs_done=5, seconds=2.0, events=10).passed
+    assert RunResult(jobs_done=5, seconds=2.0).jobs_per_s == 2.0
+    assert not RunResult(jobs_done=5, duplicated=1).passed
+    assert not RunResult(jobs_done=0).passed

@@ -1,10 +1,11 @@
 """deploy/docker-compose.yml cannot run here (no Docker engine): check its structure instead.
 
 The same stack as ``auren infra`` (Kafka KRaft at the pom's version, PostgreSQL, Redis) plus
-the four services, the sink and their monitoring; every reference resolves; every AUREN setting
-it passes exists; every command it runs is a real ``auren`` command; what must survive a
-container has a volume; and the Docker standard of docs/SOP.md holds: python:3.11-slim,
-``auren-network``, ``restart: unless-stopped`` and a health check every 30 s on every service.
+the four services, the sink, the fetcher and their monitoring; every reference resolves;
+every AUREN setting it passes exists; every command it runs is a real ``auren`` command; what
+must survive a container has a volume; and the Docker standard of docs/SOP.md holds:
+python:3.11-slim, ``auren-network``, ``restart: unless-stopped`` and a health check every 30 s
+on every service.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from auren.ops.procs import DEFAULT_PORTS, SERVICES
 from auren.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
-AUREN_SERVICES = ("migrate", "bridge", "sink", "neuros", "legacy", "gateway")
+AUREN_SERVICES = ("migrate", "bridge", "sink", "fetcher", "neuros", "legacy", "gateway")
 # The services that read or write the data plane (the gateway only proxies).
-DATA_PLANE_SERVICES = ("migrate", "bridge", "sink", "neuros", "legacy")
+DATA_PLANE_SERVICES = ("migrate", "bridge", "sink", "fetcher", "neuros", "legacy")
 MONITORING = ("prometheus", "alertmanager", "grafana", "node-exporter")
 
 
@@ -70,7 +71,7 @@ def test_every_dependency_exists_and_servers_are_health_checked(compose):
             else:
                 assert rule["condition"] == "service_healthy", (name, dependency)
                 assert "healthcheck" in services[dependency], dependency
-    for name in ("bridge", "sink", "neuros", "legacy"):
+    for name in ("bridge", "sink", "fetcher", "neuros", "legacy"):
         assert set(services[name]["depends_on"]) == {"migrate", "kafka", "postgres", "redis"}
     assert set(services["gateway"]["depends_on"]) == {"neuros", "bridge", "legacy"}
 
@@ -100,7 +101,7 @@ def test_every_variable_passed_to_auren_is_a_setting(compose):
 
 def test_the_spool_and_conversations_survive_the_container(compose):
     services = compose["services"]
-    for name in ("bridge", "neuros", "legacy"):
+    for name in ("bridge", "fetcher", "neuros", "legacy"):
         data_dir = services[name]["environment"]["AUREN_DATA_DIR"]
         mounts = {m.split(":")[1]: m.split(":")[0] for m in services[name]["volumes"]}
         assert mounts.get(data_dir) in compose["volumes"], (name, mounts)
@@ -163,11 +164,23 @@ def test_each_service_serves_on_its_allocated_port_and_is_checked_there(compose)
         assert command[command.index("--host") + 1] == "0.0.0.0"
         assert services[name]["ports"] == [f"{port}:{port}"]
         assert _health_url(services[name]) == f"http://127.0.0.1:{port}/health"
-    sink = services["sink"]
-    port = int(sink["environment"]["SINK_METRICS_PORT"])
-    assert 9000 < port <= 9999 and port not in DEFAULT_PORTS.values()
-    assert sink["environment"]["SINK_METRICS_HOST"] == "0.0.0.0"
-    assert _health_url(sink) == f"http://127.0.0.1:{port}/health"
+    ports = set()
+    for worker in ("sink", "fetcher"):
+        env = services[worker]["environment"]
+        port = int(env[f"{worker.upper()}_METRICS_PORT"])
+        assert 9000 < port <= 9999 and port not in DEFAULT_PORTS.values()
+        assert env[f"{worker.upper()}_METRICS_HOST"] == "0.0.0.0"
+        assert _health_url(services[worker]) == f"http://127.0.0.1:{port}/health"
+        ports.add(port)
+    assert len(ports) == 2
+
+
+def test_every_service_that_holds_tokens_needs_the_encryption_key(compose):
+    for name in ("bridge", "fetcher"):
+        key = compose["services"][name]["environment"]["AUREN_ENCRYPTION_KEY"]
+        assert key.startswith("${AUREN_ENCRYPTION_KEY:?"), key  # compose refuses to start
+    example = (DEPLOY / "env.example").read_text()
+    assert re.search(r"^AUREN_ENCRYPTION_KEY=$", example, re.M)
 
 
 def test_monitoring_mounts_the_files_of_this_directory(compose):

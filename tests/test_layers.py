@@ -20,6 +20,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("auren.events",),  # the domain's records and metric registry (pure)
     ("auren.providers",),  # verify and parse per provider (pure)
     ("auren.adapters",),  # I/O behind Protocols, their twins, the breaker
+    ("auren.connections",),  # linked accounts, tokens, provider API clients, the fetcher
     ("auren.ingest", "auren.neuros"),  # the webhook path; NEUROS's engine and memory
     ("auren.services",),  # the apps, the sink, the composition root, the kernel
     ("auren.sim", "auren.infra"),  # synthetic wearers; the loopback stack (tooling)

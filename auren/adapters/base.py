@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
 from auren.adapters.wire import DeliveryRecord
@@ -39,6 +39,19 @@ class EventQuery:
     after: tuple[datetime, str] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DayCoverage:
+    """What one source delivered of one metric on one (UTC) day: the coverage API's input."""
+
+    provider: str
+    metric: str
+    day: date
+    events: int
+    last_start: datetime
+    last_received: datetime  # when AUREN last received (pushed or fetched) one of them
+    last_fetched: datetime | None  # the latest fetch time among them; None: all pushed
+
+
 class EventStore(Protocol):
     """Durable store of canonical events, fetch jobs and seen deliveries."""
 
@@ -59,6 +72,11 @@ class EventStore(Protocol):
     async def count_events(self, user_id: str | None = None) -> int: ...
 
     async def count_fetch_jobs(self) -> int: ...
+
+    async def coverage(self, user_id: str, since: datetime) -> list[DayCoverage]:
+        """Per source, metric and UTC day since ``since``: events, the latest start, receipt
+        and fetch time."""
+        ...
 
     def events_marker(self) -> int | None:
         """A number that changes whenever an event is added, if the store knows one cheaply

@@ -14,9 +14,10 @@ import asyncio
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
 from typing import Any
 
-from auren.adapters.base import EventQuery, PublishTimeout, WriteResult
+from auren.adapters.base import DayCoverage, EventQuery, PublishTimeout, WriteResult
 from auren.adapters.wire import DeliveryRecord
 from auren.errors import StoreUnavailable
 from auren.events import CanonicalEvent, Delivery, FetchJob
@@ -112,6 +113,18 @@ class MemoryStore:
     async def count_fetch_jobs(self) -> int:
         self._check()
         return len(self._jobs)
+
+    async def coverage(self, user_id: str, since: datetime) -> list[DayCoverage]:
+        self._check()
+        groups: dict[tuple[str, str, date], list[CanonicalEvent]] = {}
+        for e in self._events.values():
+            if e.user_id == user_id and e.start >= since:
+                day = e.start.astimezone(UTC).date()
+                groups.setdefault((e.provider, e.metric, day), []).append(e)
+        return [DayCoverage(provider, metric, day, len(found), max(e.start for e in found),
+                            max(e.received_at for e in found),
+                            max((e.fetched_at for e in found if e.fetched_at), default=None))
+                for (provider, metric, day), found in groups.items()]
 
     def events_marker(self) -> int | None:
         # Events are only ever added, so their number changes whenever one is.

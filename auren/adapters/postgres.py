@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from auren.adapters.base import EventQuery, WriteResult
+from auren.adapters.base import DayCoverage, EventQuery, WriteResult
 from auren.adapters.breaker import CircuitBreaker
 from auren.adapters.wire import DeliveryRecord, record_of
 from auren.errors import InvalidPayload, MalformedPayload, StoreUnavailable
@@ -136,7 +136,23 @@ async def _migration_1(conn: Any) -> None:
                        mode)
 
 
-MIGRATIONS: tuple[Callable[[Any], Awaitable[None]], ...] = (_migration_1,)
+async def _migration_2(conn: Any) -> None:
+    """Each event's provenance and fetch time; the fetcher's state of a job (claimed, retried
+    and finished by ``auren.connections.postgres`` in this table). Adding a column with a
+    constant default is a catalog change in PostgreSQL 11+ (no rewrite), on every partition
+    and on a hypertable alike."""
+    await conn.execute(
+        "ALTER TABLE biometric_events ADD COLUMN provenance text NOT NULL DEFAULT 'push', "
+        "ADD COLUMN fetched_at timestamptz")
+    await conn.execute(
+        "ALTER TABLE fetch_jobs ADD COLUMN attempts integer NOT NULL DEFAULT 0, "
+        "ADD COLUMN rate_waits integer NOT NULL DEFAULT 0, "
+        "ADD COLUMN due_at timestamptz, ADD COLUMN lease_until timestamptz, "
+        "ADD COLUMN last_error text, ADD COLUMN updated_at timestamptz")
+    await conn.execute("CREATE INDEX fetch_jobs_status_due ON fetch_jobs (status, due_at)")
+
+
+MIGRATIONS: tuple[Callable[[Any], Awaitable[None]], ...] = (_migration_1, _migration_2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,10 +260,10 @@ _INSERT_DELIVERIES = (
     "ON CONFLICT DO NOTHING RETURNING provider, delivery_key")
 _INSERT_EVENTS = (
     'INSERT INTO biometric_events (event_id, user_id, provider, provider_user_id, metric, '
-    'value, unit, start, "end", source_record_id, received_at) '
+    'value, unit, start, "end", source_record_id, received_at, provenance, fetched_at) '
     "SELECT * FROM unnest($1::text[]::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], "
     "$6::float8[], $7::text[], $8::text[]::timestamptz[], $9::text[]::timestamptz[], "
-    "$10::text[], $11::text[]::timestamptz[]) "
+    "$10::text[], $11::text[]::timestamptz[], $12::text[], $13::text[]::timestamptz[]) "
     "ON CONFLICT (event_id, start) DO NOTHING")
 _INSERT_JOBS = (
     "INSERT INTO fetch_jobs (job_id, provider, user_id, provider_user_id, kind, object_id, "
@@ -257,7 +273,8 @@ _INSERT_JOBS = (
     "ON CONFLICT (job_id) DO NOTHING")
 _SELECT_EVENTS = (
     'SELECT event_id::text, user_id, provider, provider_user_id, metric, value, unit, start, '
-    '"end", source_record_id, received_at FROM biometric_events WHERE user_id = $1')
+    '"end", source_record_id, received_at, provenance, fetched_at FROM biometric_events '
+    "WHERE user_id = $1")
 
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
@@ -452,9 +469,9 @@ class PostgresStore:
             if events:
                 if want:
                     new_events = {row[0] for row in await conn.fetch(
-                        _INSERT_EVENTS + " RETURNING event_id::text", *_columns(events, 11))}
+                        _INSERT_EVENTS + " RETURNING event_id::text", *_columns(events, 13))}
                 else:
-                    await conn.execute(_INSERT_EVENTS, *_columns(events, 11))
+                    await conn.execute(_INSERT_EVENTS, *_columns(events, 13))
             if jobs:
                 if want:
                     new_jobs = {row[0] for row in await conn.fetch(
@@ -508,7 +525,8 @@ class PostgresStore:
         rows = await self._run(lambda conn: conn.fetch(statement, *args), retry=True)
         return [CanonicalEvent(event_id=r[0], user_id=r[1], provider=r[2], provider_user_id=r[3],
                                metric=r[4], value=r[5], unit=r[6], start=r[7], end=r[8],
-                               source_record_id=r[9], received_at=r[10]) for r in rows]
+                               source_record_id=r[9], received_at=r[10], provenance=r[11],
+                               fetched_at=r[12]) for r in rows]
 
     async def count_events(self, user_id: str | None = None) -> int:
         if user_id is None:
@@ -523,6 +541,13 @@ class PostgresStore:
         value = await self._run(lambda conn: conn.fetchval("SELECT count(*) FROM fetch_jobs"),
                                 retry=True)
         return int(value)
+
+    async def coverage(self, user_id: str, since: datetime) -> list[DayCoverage]:
+        rows = await self._run(lambda conn: conn.fetch(
+            "SELECT provider, metric, (start AT TIME ZONE 'UTC')::date AS day, count(*), "
+            "max(start), max(received_at), max(fetched_at) FROM biometric_events "
+            "WHERE user_id = $1 AND start >= $2 GROUP BY 1, 2, 3", user_id, since), retry=True)
+        return [DayCoverage(r[0], r[1], r[2], int(r[3]), r[4], r[5], r[6]) for r in rows]
 
     def events_marker(self) -> int | None:
         # No cheap, exact marker across processes and partitions: NEUROS counts instead.

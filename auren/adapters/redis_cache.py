@@ -62,6 +62,13 @@ end
 return counts
 """
 
+# One fixed window's counter (KEYS[1]), living a little longer than the window (ARGV[1] s).
+_INCR_EX = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
 # Per hash (KEYS[i]): ARGV[n] = how many field/value pairs follow, then the pairs. A hash that
 # would grow past ARGV[2] fields starts afresh (bounds what one user can make Redis hold); the
 # TTL (ARGV[1] s) is set in the same call as the fields.
@@ -308,6 +315,18 @@ class RedisCache:
         except StoreUnavailable:
             return True
         return count <= limit
+
+    async def window_count(self, bucket: str, window_s: int) -> int | None:
+        """Count one call in ``bucket``'s current fixed window of ``window_s`` seconds (shared
+        by every process on this Redis); the count so far, or None when Redis cannot say."""
+        window = int(time.time() // window_s)
+        name = self._key(f"window:{bucket}:{window_s}:{window}")
+        try:
+            count = await self._call(
+                lambda c: self._script(c, _INCR_EX)(keys=[name], args=[window_s + 5]))
+        except StoreUnavailable:
+            return None
+        return int(count)
 
     async def _incr_many(self, keys: list[str]) -> list[int]:
         names = [self._key(k) for k in keys]

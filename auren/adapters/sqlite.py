@@ -33,13 +33,13 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
-from auren.adapters.base import EventQuery, WriteResult
+from auren.adapters.base import DayCoverage, EventQuery, WriteResult
 from auren.adapters.wal import DEFAULT_WAL_LIMIT_BYTES, WalKeeper
 from auren.errors import StoreUnavailable
 from auren.events import CanonicalEvent, Delivery, iso
@@ -87,12 +87,25 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (provider, delivery_key)
     ) WITHOUT ROWID;
     """,
+    # 2: each event's provenance (push, fetch, backfill) and fetch time; the fetcher's state of
+    # a job (auren.connections.sqlite claims, retries and finishes jobs in this table).
+    """
+    ALTER TABLE biometric_events ADD COLUMN provenance TEXT NOT NULL DEFAULT 'push';
+    ALTER TABLE biometric_events ADD COLUMN fetched_at TEXT;
+    ALTER TABLE fetch_jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE fetch_jobs ADD COLUMN rate_waits INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE fetch_jobs ADD COLUMN due_at TEXT;
+    ALTER TABLE fetch_jobs ADD COLUMN lease_until TEXT;
+    ALTER TABLE fetch_jobs ADD COLUMN last_error TEXT;
+    ALTER TABLE fetch_jobs ADD COLUMN updated_at TEXT;
+    CREATE INDEX IF NOT EXISTS fetch_jobs_status_due ON fetch_jobs (status, due_at);
+    """,
 )
 
 _INSERT_EVENT = (
     'INSERT OR IGNORE INTO biometric_events (event_id, user_id, provider, provider_user_id, '
-    'metric, value, unit, start, "end", source_record_id, received_at) '
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+    'metric, value, unit, start, "end", source_record_id, received_at, provenance, fetched_at) '
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _INSERT_JOB = (
     "INSERT OR IGNORE INTO fetch_jobs (job_id, provider, user_id, provider_user_id, kind, "
@@ -102,7 +115,7 @@ _INSERT_DELIVERY = (
     "INSERT OR IGNORE INTO deliveries (provider, delivery_key, received_at) VALUES (?,?,?)"
 )
 _COLUMNS = ('event_id, user_id, provider, provider_user_id, metric, value, unit, start, "end", '
-            "source_record_id, received_at")
+            "source_record_id, received_at, provenance, fetched_at")
 
 
 def connect(path: Path, timeout_s: float, *, synchronous: str = "FULL",
@@ -159,6 +172,23 @@ def run_migrations(conn: sqlite3.Connection, scripts: Sequence[str], *,
             record(conn, number)
 
 
+def migrate_component(conn: sqlite3.Connection, component: str, scripts: Sequence[str]) -> None:
+    """Apply a component's pending ``scripts`` (another room's tables in the same file),
+    counting its version in its own row of ``schema_migrations``, never in
+    ``PRAGMA user_version``, which is the event store's."""
+
+    def current(c: sqlite3.Connection) -> int:
+        c.execute("CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT PRIMARY KEY, "
+                  "version INTEGER NOT NULL)")
+        row = c.execute("SELECT version FROM schema_migrations WHERE component = ?",
+                        (component,)).fetchone()
+        return int(row[0]) if row else 0
+
+    run_migrations(conn, scripts, current=current, record=lambda c, number: c.execute(
+        "INSERT INTO schema_migrations (component, version) VALUES (?, ?) "
+        "ON CONFLICT (component) DO UPDATE SET version = excluded.version", (component, number)))
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     # The event store's version is PRAGMA user_version; other components keep theirs in
     # schema_migrations (NEUROS's conversations), so the schemas evolve without colliding.
@@ -172,7 +202,8 @@ def _row_to_event(row: tuple[Any, ...]) -> CanonicalEvent:
         event_id=row[0], user_id=row[1], provider=row[2], provider_user_id=row[3],
         metric=row[4], value=row[5], unit=row[6], start=datetime.fromisoformat(row[7]),
         end=datetime.fromisoformat(row[8]) if row[8] else None, source_record_id=row[9],
-        received_at=datetime.fromisoformat(row[10]),
+        received_at=datetime.fromisoformat(row[10]), provenance=row[11],
+        fetched_at=datetime.fromisoformat(row[12]) if row[12] else None,
     )
 
 
@@ -370,6 +401,17 @@ class SQLiteStore:
         row = await self._read(lambda c: c.execute("SELECT count(*) FROM fetch_jobs").fetchone())
         return int(row[0])
 
+    async def coverage(self, user_id: str, since: datetime) -> list[DayCoverage]:
+        # Times are stored as RFC 3339 text in UTC: the first ten characters are the UTC day.
+        rows = await self._read(lambda c: c.execute(
+            "SELECT provider, metric, substr(start, 1, 10) AS day, count(*), max(start), "
+            "max(received_at), max(fetched_at) FROM biometric_events "
+            "WHERE user_id = ? AND start >= ? GROUP BY provider, metric, day",
+            (user_id, iso(since))).fetchall())
+        return [DayCoverage(r[0], r[1], date.fromisoformat(r[2]), int(r[3]),
+                            datetime.fromisoformat(r[4]), datetime.fromisoformat(r[5]),
+                            datetime.fromisoformat(r[6]) if r[6] else None) for r in rows]
+
     async def ping(self) -> dict[str, Any]:
         if self._failed:
             raise StoreUnavailable(self._failed, retry_after_s=30)
@@ -396,7 +438,8 @@ def _delivery_rows(delivery: Delivery, now: str) -> _DeliveryRows:
         if e.received_at is not last:
             last, text = e.received_at, iso(e.received_at)
         events.append((e.event_id, e.user_id, e.provider, e.provider_user_id, e.metric, e.value,
-                       e.unit, e.start_text, e.end_text, e.source_record_id, text))
+                       e.unit, e.start_text, e.end_text, e.source_record_id, text, e.provenance,
+                       iso(e.fetched_at) if e.fetched_at is not None else None))
     jobs = [
         (j.job_id, j.provider, j.user_id, j.provider_user_id, j.kind, j.object_id,
          orjson.dumps(j.params).decode(), iso(j.received_at))

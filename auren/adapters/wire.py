@@ -4,7 +4,11 @@ A :class:`DeliveryRecord` is a delivery flattened into the columns of the store'
 every time already rendered as RFC 3339 text (rendered once, when the events were built). The
 Kafka record value and the spool record are its JSON encoding::
 
-    [1, provider, delivery_key, received_at, [[event columns...], ...], [[job columns...], ...]]
+    [2, provider, delivery_key, received_at, [[event columns...], ...], [[job columns...], ...]]
+
+Version 2 added each event's provenance and fetch time (the last two event columns). Version 1
+records (eleven event columns) are still read, as pushed events: a spool or a topic written by
+an older bridge replays unchanged.
 
 One record per delivery (not per event): a delivery is the unit a 202 acknowledges, so one
 delivery report settles one webhook, and the producer and the sink handle a fifth of the
@@ -24,11 +28,15 @@ import orjson
 
 from auren.events import Delivery, iso
 
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)
+_V1_EVENT_COLUMNS = 11
+EVENT_COLUMNS = 13
 
 # event_id, user_id, provider, provider_user_id, metric, value, unit, start, end,
-# source_record_id, received_at
-EventRow = tuple[str, str, str, str, str, float, str, str, str | None, str | None, str]
+# source_record_id, received_at, provenance, fetched_at
+EventRow = tuple[str, str, str, str, str, float, str, str, str | None, str | None, str, str,
+                 str | None]
 # job_id, provider, user_id, provider_user_id, kind, object_id, params (JSON text), received_at
 JobRow = tuple[str, str, str, str, str, str | None, str, str]
 
@@ -68,7 +76,8 @@ def record_of(delivery: Delivery, received_at: str | None = None) -> DeliveryRec
 
     events: list[EventRow] = [
         (e.event_id, e.user_id, e.provider, e.provider_user_id, e.metric, e.value, e.unit,
-         e.start_text, e.end_text, e.source_record_id, text(e.received_at))
+         e.start_text, e.end_text, e.source_record_id, text(e.received_at), e.provenance,
+         text(e.fetched_at) if e.fetched_at is not None else None)
         for e in delivery.events
     ]
     jobs: list[JobRow] = [
@@ -103,14 +112,15 @@ def decode(data: bytes) -> DeliveryRecord:
         version, provider, key, received_at, raw_events, raw_jobs = orjson.loads(data)
     except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
         raise ValueError(f"not a delivery record: {exc}") from None
-    if version != VERSION:
+    if version not in READABLE:
         raise ValueError(f"unknown delivery record version {version!r}")
+    width = _V1_EVENT_COLUMNS if version == 1 else EVENT_COLUMNS
     if not (isinstance(provider, str) and isinstance(key, str) and isinstance(received_at, str)
             and isinstance(raw_events, list) and isinstance(raw_jobs, list)):
         raise ValueError("malformed delivery record")
     events: list[EventRow] = []
     for row in raw_events:
-        if not isinstance(row, list) or len(row) != 11:
+        if not isinstance(row, list) or len(row) != width:
             raise ValueError("malformed event row")
         value = row[5]
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
@@ -120,8 +130,11 @@ def decode(data: bytes) -> DeliveryRecord:
             _text(row[index])
         _text(row[8], nullable=True)
         _text(row[9], nullable=True)
+        provenance, fetched_at = ("push", None) if version == 1 else (row[11], row[12])
+        _text(provenance)
+        _text(fetched_at, nullable=True)
         events.append((row[0], row[1], row[2], row[3], row[4], float(value), row[6], row[7],
-                       row[8], row[9], row[10]))
+                       row[8], row[9], row[10], provenance, fetched_at))
     jobs: list[JobRow] = []
     for row in raw_jobs:
         if not isinstance(row, list) or len(row) != 8:

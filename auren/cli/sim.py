@@ -106,33 +106,42 @@ def _print_summary(console: Console, summary: DeliverySummary, to: str) -> None:
 
 
 def demo(
-    users: Annotated[int, typer.Option(min=1, max=1000, help="Simulated users.")] = 5,
-    days: Annotated[int, typer.Option(min=1, max=365, help="Days of history per user.")] = 30,
+    users: Annotated[int, typer.Option(min=1, max=50, help="Simulated people.")] = 3,
+    days: Annotated[int, typer.Option(min=1, max=90, help="Days of history each has (and "
+                                                          "AUREN backfills).")] = 14,
 ) -> None:
-    """Run the embedded system end to end: a real bridge, every provider's signed webhooks,
-    the data read back and reconciled. Needs nothing but this package."""
-    from auren.sim.demo import run_demo  # starts a bridge process: loaded only when it runs
+    """Simulated people connect every wearable (Oura, WHOOP, Fitbit, Polar, Withings, Garmin,
+    Terra) through the provider API simulator; AUREN fetches their history and a new day, and
+    NEUROS answers from it. Real processes, embedded: needs nothing but this package."""
+    from auren.sim.demo import run_demo  # starts processes: loaded only when it runs
 
     settings = Settings()
     configure_logging("WARNING")
     console = Console()
-    with console.status("starting the bridge and sending simulated webhooks ..."):
+    with console.status("connecting simulated people to every provider, fetching ..."):
         result = run_demo(settings, users=users, days=days)
-    _print_summary(console, result.summary, "the embedded bridge")
-    table = Table(title="Latest readings of the first simulated user (read API)")
-    for column in ("metric", "latest", "unit", "at", "events"):
-        table.add_column(column)
-    for metric, row in result.metrics_of_first_user.items():
-        table.add_row(metric, f"{row['value']:.6g}", row["unit"], row["start"][:16],
-                      str(row["count"]))
+    table = Table(title="Events AUREN fetched (and Terra pushed), per person and provider")
+    table.add_column("person")
+    providers = sorted({p for counts in result.events.values() for p, _ in counts})
+    for provider in providers:
+        table.add_column(provider, justify="right")
+    for person, counts in result.events.items():
+        table.add_row(person, *(" / ".join(f"{counts[(provider, kind)]} {kind}"
+                                           for kind in ("backfill", "fetch", "push")
+                                           if counts[(provider, kind)]) or "-"
+                                for provider in providers))
     console.print(table)
-    console.print(f"store: {result.stored_events} canonical events and {result.stored_jobs} "
-                  f"fetch jobs; the bridge accepted {result.accepted}: "
-                  + ("[green]every accepted item is stored exactly once[/green]"
-                     if not result.problems else "[red]MISMATCH[/red]"))
+    for person, answers in result.answers.items():
+        for question, reply in answers:
+            console.print(f"[bold]{person}[/bold]: {question}\n  NEUROS: {reply}")
+    states = ", ".join(f"{state} {n}" for state, n in sorted(result.jobs.items()))
+    console.print(f"fetch jobs: {states or 'none'}")
+    if result.ok:
+        console.print("[green]every account connected, every job done, every provider "
+                      "delivered, no event stored twice[/green]")
     for problem in result.problems:
         console.print(f"[red]- {problem}[/red]")
-    console.print(f"data and the bridge's log: {result.data_dir}")
+    console.print(f"data and the logs: {result.data_dir}")
     raise typer.Exit(ExitCode.OK if result.ok else ExitCode.CHECK_FAILED)
 
 

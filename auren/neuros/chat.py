@@ -28,6 +28,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 import orjson
 
 from auren.adapters.base import EventQuery, EventStore
+from auren.connections.base import DISCONNECTED, REAUTHORIZATION_REQUIRED, ConnectionStore
+from auren.connections.coverage import coverage, window_start
 from auren.errors import AurenError, InvalidPayload, NotFound
 from auren.neuros import compose, engine, grounding, safety
 from auren.neuros.compose import Reply
@@ -292,6 +294,10 @@ class UserData:
         self._local: dict[tuple[str, date, date], Cached] = {}
         self.devices: set[str] = set()
 
+    @property
+    def user_id(self) -> str:
+        return self._user_id
+
     def _instant(self, day: date) -> datetime:
         return datetime.combine(day, dtime.min, self._tz).astimezone(UTC)
 
@@ -403,6 +409,17 @@ _TOOL = Tool(
 )
 _TOOL_METRICS = {"sleep": SLEEP, "hrv": HRV, "resting_heart_rate": RHR, "steps": STEPS,
                  "active_energy": ENERGY}
+# What a topic's answer rests on: before answering from them, NEUROS checks that the connected
+# sources of these metrics still send data (auren.connections.coverage).
+_TOPIC_METRICS: dict[Intent, tuple[str, tuple[str, ...]]] = {
+    Intent.SLEEP: ("sleep", (SLEEP,)),
+    Intent.HRV: ("HRV", (HRV,)),
+    Intent.RESTING_HR: ("resting heart rate", (RHR,)),
+    Intent.READINESS: ("sleep and HRV", (SLEEP, HRV)),
+    Intent.RECOVERY: ("sleep and HRV", (SLEEP, HRV)),
+}
+# Days of coverage the check reads.
+_COVERAGE_DAYS = 30
 
 
 def _data_json(value: Any) -> str:
@@ -420,8 +437,10 @@ class Neuros:
     def __init__(self, events: EventStore, conversations: ConversationStore,
                  llm: LLMProvider | None, metrics: NeurosMetrics, *, llm_timeout_s: float,
                  history_messages: int, shared_cache: SharedLevel | None = None,
-                 contacts: safety.Contacts | None = None) -> None:
+                 contacts: safety.Contacts | None = None,
+                 connections: ConnectionStore | None = None) -> None:
         self._events = events
+        self._connections = connections
         self._conversations = conversations
         self._llm = llm
         self._metrics = metrics
@@ -460,7 +479,8 @@ class Neuros:
         reply, intent = await self._builtin(parsed, concern, data, today)
 
         text, model = reply.text, BUILTIN
-        if self._llm is not None and concern is None and intent in DATA_INTENTS:
+        if self._llm is not None and concern is None and intent in DATA_INTENTS \
+                and reply.phrase:
             phrased = await self._phrase(self._llm, reply, intent, message, history, data,
                                          today)
             if phrased is not None:
@@ -523,6 +543,43 @@ class Neuros:
 
     async def _data_reply(self, parsed: Parsed, data: UserData, today: date, *,
                           advice: bool = True) -> Reply:
+        notice, reconnect = await self._freshness(data.user_id, parsed.intent, today)
+        if notice is not None:
+            return notice
+        return compose.reconnect_note(await self._answer_from_data(parsed, data, today,
+                                                                   advice=advice), reconnect)
+
+    async def _freshness(self, user_id: str, intent: Intent,
+                         today: date) -> tuple[Reply | None, list[str]]:
+        """A notice instead of an answer when every connected source of the topic's data went
+        quiet (with when its data last arrived), and the connections that need renewing."""
+        topic = _TOPIC_METRICS.get(intent)
+        if topic is None or self._connections is None:
+            return None, []
+        try:
+            linked = [c for c in await self._connections.connections_of(user_id)
+                      if c.status != DISCONNECTED]
+            if not linked:
+                return None, []
+            name, metrics = topic
+            found = [row for row in await self._events.coverage(
+                user_id, window_start(today, _COVERAGE_DAYS)) if row.metric in metrics]
+        except AurenError as exc:  # the check is a courtesy: its store failing is no answer
+            log.warning("coverage check skipped", extra={"error": type(exc).__name__})
+            return None, []
+        reconnect = [c.provider for c in linked if c.status == REAUTHORIZATION_REQUIRED]
+        sources = [s for s in coverage(linked, found, today) if s.metrics]
+        if not sources or not all(s.connection is not None and s.stale for s in sources):
+            return None, reconnect
+        silences = [compose.Silence(
+            s.provider, max(m.last_start for m in s.metrics),
+            max(m.last_received for m in s.metrics), min(m.silent_days for m in s.metrics),
+            s.connection is not None and s.connection.status == REAUTHORIZATION_REQUIRED)
+            for s in sources]
+        return compose.stale_sources(name, silences), []
+
+    async def _answer_from_data(self, parsed: Parsed, data: UserData, today: date, *,
+                                advice: bool = True) -> Reply:
         intent = parsed.intent
         if intent is Intent.SLEEP:
             return compose.sleep(await self._sleep(data, today), today, advice=advice)

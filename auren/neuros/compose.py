@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from auren.neuros import engine
 from auren.neuros.engine import (
@@ -33,6 +33,8 @@ CAPABILITIES = ("I can answer questions about your own sleep, HRV, resting heart
 class Reply:
     text: str
     evidence: list[Evidence] = field(default_factory=list)
+    # False: say it exactly so (no LLM phrasing), e.g. a notice that data stopped arriving.
+    phrase: bool = True
 
     def add(self, sentence: str, *items: Evidence | None) -> None:
         self.text = f"{self.text} {sentence}".strip() if sentence else self.text
@@ -360,4 +362,51 @@ def compare(items: Sequence[tuple[str, PeriodInsight | None]], first: str, secon
         verdict = {"up": "higher", "down": "lower", "same": "the same"}[p.direction or "same"]
         reply.add(f"{name}: {a.text()} {unit} {a_label} ({a.n_days} days) vs {b.text()} {unit} "
                   f"{b_label} ({b.n_days} days), {verdict}.", a, b)
+    return reply
+
+
+# --------------------------------------------------------------------------------------------
+# Whether the data is arriving
+# --------------------------------------------------------------------------------------------
+
+DEVICE_NAMES = {"oura": "Oura ring", "whoop": "WHOOP", "fitbit": "Fitbit", "polar": "Polar",
+                "withings": "Withings devices", "garmin": "Garmin",
+                "terra": "device connected through Terra"}
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """A connected source that stopped sending a topic's data."""
+
+    provider: str
+    last_start: datetime
+    last_received: datetime
+    silent_days: int
+    needs_reconnect: bool
+
+
+def device(provider: str) -> str:
+    return DEVICE_NAMES.get(provider, provider)
+
+
+def stale_sources(topic: str, silences: Sequence[Silence]) -> Reply:
+    """No answer from old data: which device went quiet, since when, and when data last
+    arrived."""
+    reply = Reply("", phrase=False)
+    for s in silences:
+        reply.add(f"Your {device(s.provider)} has sent no new {topic} data since "
+                  f"{s.last_start.date().isoformat()}, {s.silent_days} days ago; the last data "
+                  f"arrived {s.last_received.strftime('%Y-%m-%d %H:%M')} UTC.")
+        if s.needs_reconnect:
+            reply.add(f"Its connection needs to be renewed: connect your {device(s.provider)} "
+                      "again.")
+    reply.add(f"I won't describe your {topic} from data that old. Once it syncs again, ask me "
+              "and I'll have the new days.")
+    return reply
+
+
+def reconnect_note(reply: Reply, providers: Sequence[str]) -> Reply:
+    for provider in providers:
+        reply.add(f"Your {device(provider)} connection needs to be renewed: connect it again "
+                  "to keep its data coming.")
     return reply

@@ -5,9 +5,9 @@ down after it, also on Ctrl-C, SIGTERM or failure.
    Kafka with a listener for clients behind the fault proxy (``auren.ops.placement``).
 2. One fault proxy process routes the services to the three servers and the gateway to each
    service, so every drill of ``auren faults`` applies.
-3. The four services and the sink start against the stack (through the proxy), with freshly
-   generated provider secrets; the toolkit's own probes and the reconciliation use the direct
-   URLs, so a drill never slows the measurement itself.
+3. The four services, the sink and the fetcher start against the stack (through the proxy),
+   with freshly generated provider secrets (and encryption key); the toolkit's own probes and
+   the reconciliation use the direct URLs, so a drill never slows the measurement itself.
 
 Everything is stopped by the pid it was started with, in reverse order; the directory is
 removed unless the caller named it. The services' logs and the fault proxy's are copied next

@@ -140,13 +140,16 @@ class ServiceSet:
                 self._spawn(service, env)
             if env.get("KAFKA_BOOTSTRAP_SERVERS") and env.get("POSTGRES_URL"):
                 # Full stack: the bridge's 202 means "in Kafka"; the sink moves it on into
-                # PostgreSQL. Without it nothing reaches the store. (No HTTP port: port 0.)
-                sink = Service("sink", 0, logs / "sink.log")
-                self.services["sink"] = sink
-                with sink.log_path.open("ab") as log:
-                    sink.process = subprocess.Popen(
-                        [sys.executable, "-m", "auren", "sink"], stdout=log,
-                        stderr=subprocess.STDOUT, env=env)
+                # PostgreSQL (without it nothing reaches the store), and the fetcher turns the
+                # thin providers' notifications into data (embedded, the bridge runs it in its
+                # own process). No HTTP port: port 0.
+                for name in ("sink", "fetcher"):
+                    worker = Service(name, 0, logs / f"{name}.log")
+                    self.services[name] = worker
+                    with worker.log_path.open("ab") as log:
+                        worker.process = subprocess.Popen(  # noqa: S603 - our own CLI
+                            [sys.executable, "-m", "auren", name], stdout=log,
+                            stderr=subprocess.STDOUT, env=env)
             deadline = time.monotonic() + timeout_s
             for service in self.services.values():
                 self._wait_ready(service, deadline)

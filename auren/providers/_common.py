@@ -21,7 +21,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -31,6 +31,7 @@ from auren.events import (
     INVALID_TIME,
     INVALID_VALUE,
     OVER_LIMIT,
+    PUSH,
     CanonicalEvent,
     MeasurementError,
     Skipped,
@@ -249,15 +250,20 @@ def ip_allowed(client_ip: str | None,
 
 @dataclass(frozen=True, slots=True)
 class Subject:
-    """Whose measurements these are, and when they arrived: what every event of an item shares.
+    """Whose measurements these are, and when and how they arrived: what every event of an
+    item shares.
 
     Both ids are checked against the identifier rule once here, not again for every event.
+    Records fetched from a provider's API carry their provenance (``fetch``, ``backfill``) and
+    the fetch time, which is also their ``received_at``.
     """
 
     provider: str
     user_id: str
     provider_user_id: str
     received_at: datetime
+    provenance: str = PUSH
+    fetched_at: datetime | None = None
 
     def __post_init__(self) -> None:
         identifier(self.user_id, "user id")
@@ -269,7 +275,8 @@ class Subject:
             return make_event(provider=self.provider, user_id=self.user_id,
                               provider_user_id=self.provider_user_id, metric=metric, value=value,
                               unit=unit, start=start, end=end, source_record_id=record,
-                              received_at=self.received_at)
+                              received_at=self.received_at, provenance=self.provenance,
+                              fetched_at=self.fetched_at)
         except MeasurementError as exc:
             raise MeasurementError(f"{field}: {exc}", exc.reason) from None
         except (ValueError, TypeError, OverflowError) as exc:
@@ -355,3 +362,67 @@ class EventBatch:
 def reason_of(exc: ValueError) -> str:
     """The skip reason of a reader's error: its own, else an invalid item."""
     return exc.reason if isinstance(exc, MeasurementError) else INVALID_ITEM
+
+
+# --- records fetched from a provider's API ------------------------------------------------------
+
+# (dotted path in a record, metric, unit)
+Field = tuple[str, str, str]
+# Fetched records are bounded by what one job pages through, not by a webhook body.
+MAX_FETCHED_EVENTS = 200_000
+
+
+def fetched_batch() -> EventBatch:
+    """The batch a fetch job's records go into (samples share the summaries' generous cap)."""
+    return EventBatch(MAX_FETCHED_EVENTS, MAX_FETCHED_EVENTS)
+
+
+def add_fields(batch: EventBatch, subject: Subject, item: Mapping[str, Any],
+               fields: tuple[Field, ...], *, name: str, start: datetime,
+               end: datetime | None, record: str | None) -> None:
+    """Each field of ``item`` that is present becomes an event; an invalid one is skipped and
+    reported under ``name.path``, the others are kept."""
+    for path, metric, unit in fields:
+        where = f"{name}.{path}"
+        try:
+            value = dig(dict(item), path)
+        except ValueError as exc:
+            batch.skip(where, INVALID_ITEM, str(exc))
+            continue
+        if value is not None:
+            batch.measure(subject, where, metric, value, unit, field=path, start=start, end=end,
+                          record=record)
+
+
+def local_time(value: Any, offset_min: int, what: str) -> datetime:
+    """A wall-clock time as some providers write it (``2026-03-01T23:12:00.000``, no offset),
+    placed with the person's UTC offset; a time that carries its own offset keeps it."""
+    if not isinstance(value, str) or not 10 <= len(value) <= 40 or not value.isascii():
+        raise MeasurementError(f"{what} must be an ISO 8601 time", INVALID_TIME)
+    try:
+        moment = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise MeasurementError(f"{what} must be an ISO 8601 time", INVALID_TIME) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone(timedelta(minutes=offset_min)))
+    return moment.astimezone(UTC)
+
+
+def local_day(day: str, offset_min: int) -> tuple[datetime, datetime]:
+    """The person's calendar ``day`` (YYYY-MM-DD) as a UTC time frame, midnight to midnight."""
+    start = datetime.combine(date.fromisoformat(day), datetime.min.time(),
+                             timezone(timedelta(minutes=offset_min))).astimezone(UTC)
+    return start, start + timedelta(days=1)
+
+
+def each_item(docs: Any, name: str, batch: EventBatch, add: Callable[[Any], object]) -> None:
+    """``add(doc)`` for every document of a list answer; one that cannot be read is skipped and
+    reported under ``name``, the others are kept."""
+    if not isinstance(docs, list):
+        batch.skip(name, INVALID_ITEM, f"{name} must be an array")
+        return
+    for index, doc in enumerate(docs):
+        try:
+            add(doc)
+        except ValueError as exc:
+            batch.skip(name, reason_of(exc), f"{name}[{index}]: {exc}")

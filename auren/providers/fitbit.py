@@ -26,16 +26,31 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from auren.errors import InvalidPayload, MalformedPayload, SignatureInvalid
-from auren.events import Delivery, FetchJob, fetch_job_id, item_error
+from auren.events import (
+    INVALID_ITEM,
+    Delivery,
+    FetchJob,
+    MeasurementError,
+    fetch_job_id,
+    item_error,
+)
 from auren.providers._common import (
+    EventBatch,
+    Field,
+    Subject,
+    add_fields,
+    any_id,
     array,
     calendar_date,
     encode,
     ident,
+    local_day,
+    local_time,
     namespaced,
     optional,
     plausible_day,
     query_secret,
+    reason_of,
 )
 from auren.providers.base import (
     WITH_GET_HANDSHAKE,
@@ -121,7 +136,8 @@ class FitbitProvider(WebhookProvider):
         return FetchJob(
             job_id=fetch_job_id(self.name, owner, collection, day),
             provider=self.name,
-            # Account linking comes later: until then a thin provider's user is namespaced.
+            # A notification knows only the provider's user; the fetcher stores the
+            # events under the person whose connection that user is.
             user_id=namespaced(self.name, owner),
             provider_user_id=owner,
             kind=collection,
@@ -134,3 +150,100 @@ class FitbitProvider(WebhookProvider):
 def signed_headers(secret: str, body: bytes) -> dict[str, str]:
     """Headers Fitbit adds to a notification (used by the simulator)."""
     return {"x-fitbit-signature": sign(secret, body), "content-type": "application/json"}
+
+
+# --- records fetched from the Web API (pure) ----------------------------------------------------
+#
+# Times are the person's wall-clock times without an offset (the profile's
+# ``offsetFromUTCMillis`` places them); ``offset_min`` is that offset in minutes. Sleep minutes
+# are rounded; skin temperature ``nightlyRelative`` is a deviation from the person's baseline;
+# HRV ``dailyRmssd`` is RMSSD; distances are kilometres (no ``Accept-Language`` is sent, which
+# is Fitbit's metric system). Every value of one day is recorded under the day's date as its
+# record id, so the same value read through two endpoints (resting heart rate: the activity
+# summary and the heart-rate series) is one event.
+
+SUMMARY_FIELDS: tuple[Field, ...] = (
+    ("steps", "steps", "{steps}"),
+    ("activityCalories", "active_energy", "kcal"),
+    ("caloriesOut", "total_energy", "kcal"),
+    ("restingHeartRate", "resting_heart_rate", "/min"),
+)
+SLEEP_FIELDS: tuple[Field, ...] = (
+    ("minutesAsleep", "sleep_duration", "min"),
+    ("timeInBed", "time_in_bed", "min"),
+    ("efficiency", "sleep_efficiency", "%"),
+    ("levels.summary.deep.minutes", "sleep_deep", "min"),
+    ("levels.summary.light.minutes", "sleep_light", "min"),
+    ("levels.summary.rem.minutes", "sleep_rem", "min"),
+    ("levels.summary.wake.minutes", "sleep_awake", "min"),
+)
+# Daily series: (answer key, value path, metric, unit).
+DAILY_SERIES: dict[str, tuple[str, str, str, str]] = {
+    "hrv": ("hrv", "value.dailyRmssd", "hrv_rmssd", "ms"),
+    "temp": ("tempSkin", "value.nightlyRelative", "temperature_deviation", "Cel"),
+    "br": ("br", "value.breathingRate", "respiratory_rate", "/min"),
+    "heart": ("activities-heart", "value.restingHeartRate", "resting_heart_rate", "/min"),
+    "spo2": ("", "value.avg", "spo2", "%"),
+}
+
+
+def activity_summary(day: str, answer: Any, offset_min: int, subject: Subject,
+                     batch: EventBatch) -> None:
+    """``activities/date/{day}.json``. Fitbit answers a day without data with zeros and no
+    resting heart rate: such a day records nothing rather than zero steps."""
+    summary = answer.get("summary") if isinstance(answer, dict) else None
+    if not isinstance(summary, dict):
+        batch.skip("activities", INVALID_ITEM, "summary must be an object")
+        return
+    if not summary.get("steps") and summary.get("restingHeartRate") is None:
+        return
+    start, end = local_day(day, offset_min)
+    add_fields(batch, subject, summary, SUMMARY_FIELDS, name="activities", start=start, end=end,
+               record=day)
+    distances = summary.get("distances")
+    total = next((d.get("distance") for d in distances if isinstance(d, dict)
+                  and d.get("activity") == "total"), None) if isinstance(distances, list) else None
+    if total is not None:
+        batch.measure(subject, "activities.distances", "distance", total, "km",
+                      field="distances.total", start=start, end=end, record=day)
+
+
+def sleep_logs(answer: Any, offset_min: int, subject: Subject, batch: EventBatch) -> None:
+    """``sleep/date/…json`` (by date, by range, or the list): one set of events per log."""
+    logs = answer.get("sleep") if isinstance(answer, dict) else None
+    if not isinstance(logs, list):
+        batch.skip("sleep", INVALID_ITEM, "sleep must be an array")
+        return
+    for index, log in enumerate(logs):
+        try:
+            if not isinstance(log, dict):
+                raise MeasurementError("must be an object", INVALID_ITEM)
+            start = local_time(log.get("startTime"), offset_min, "startTime")
+            end = local_time(log.get("endTime"), offset_min, "endTime")
+            add_fields(batch, subject, log, SLEEP_FIELDS, name="sleep", start=start, end=end,
+                       record=optional(any_id, log, "logId"))
+        except ValueError as exc:
+            batch.skip("sleep", reason_of(exc), f"sleep[{index}]: {exc}")
+
+
+def daily_series(kind: str, answer: Any, offset_min: int, subject: Subject,
+                 batch: EventBatch) -> None:
+    """A day-by-day series (``hrv``, ``temp``, ``br``, ``heart``, ``spo2``): one event per day,
+    spanning the person's day."""
+    key, path, metric, unit = DAILY_SERIES[kind]
+    items: Any = answer if not key else (answer.get(key) if isinstance(answer, dict) else None)
+    if isinstance(items, dict):
+        items = [items] if items else []  # SpO2 of a single day is one object (or {})
+    if not isinstance(items, list):
+        batch.skip(kind, INVALID_ITEM, f"{key or kind} must be an array")
+        return
+    for index, item in enumerate(items):
+        try:
+            if not isinstance(item, dict):
+                raise MeasurementError("must be an object", INVALID_ITEM)
+            day = calendar_date(item, "dateTime")
+            start, end = local_day(day, offset_min)
+            add_fields(batch, subject, item, ((path, metric, unit),), name=kind, start=start,
+                       end=end, record=day)
+        except ValueError as exc:
+            batch.skip(kind, reason_of(exc), f"{kind}[{index}]: {exc}")

@@ -119,7 +119,10 @@ SAMPLE_FIELDS: dict[str, tuple[SampleField, ...]] = {
                            "respiratory_rate", "/min"),),
 }
 
-LIFECYCLE = frozenset({"deregistrations", "userPermissionsChange"})
+DEREGISTRATION = "deregistrations"
+LIFECYCLE = frozenset({DEREGISTRATION, "userPermissionsChange"})
+# The pull API's path segment of a summary type, where it differs from the ping's key.
+PULL_KINDS = {"pulseox": "pulseOx"}
 
 
 @dataclass(slots=True)
@@ -174,6 +177,14 @@ class GarminProvider(WebhookProvider):
         if not isinstance(item, dict):
             raise ValueError("must be an object")
         if kind in LIFECYCLE:
+            if kind == DEREGISTRATION:
+                # The user withdrew AUREN's access at Garmin: the fetcher marks the connection.
+                user = ident(item, "userId")
+                parsed.jobs.append(FetchJob(
+                    job_id=fetch_job_id(self.name, user, kind, received_at.date()),
+                    provider=self.name, user_id=namespaced(self.name, user),
+                    provider_user_id=user, kind=kind, object_id=None, params={},
+                    received_at=received_at))
             return
         user = ident(item, "userId")
         if "callbackURL" in item:
@@ -191,74 +202,83 @@ class GarminProvider(WebhookProvider):
                 received_at=received_at,
             ))
             return
-        fields = PUSH_FIELDS.get(kind, ())
-        samples = SAMPLE_FIELDS.get(kind, ())
-        if not fields and not samples:
-            parsed.ignored += 1
-            return
         subject = Subject(self.name, namespaced(self.name, user), user, received_at)
-        batch = parsed.batch
-        before = (len(batch), batch.skipped_count)
-        try:
-            record = optional(any_id, item, "summaryId")
-            start_key = ("measurementTimeInSeconds"
-                         if item.get("measurementTimeInSeconds") is not None
-                         else "startTimeInSeconds")
-            start = check_instant(epoch(item.get(start_key), start_key), received_at, start_key)
-            length = item.get("durationInSeconds")
-            end = None if length is None else start + timedelta(
-                seconds=duration(length, "durationInSeconds"))
-        except MeasurementError as exc:
-            # Without its time frame no measurement of the summary can be placed.
-            batch.skip(kind, exc.reason, str(exc))
-            return
-        for name, metric, unit in fields:
-            value = _number(item.get(name))
-            if value is not None:
-                batch.measure(subject, f"{kind}.{name}", metric, value, unit, field=name,
-                              start=start, end=end, record=record)
-        if kind == "sleeps":
-            self._total_sleep(item, subject, start, end, record, batch)
-        for names, metric, unit in samples:
-            self._samples(kind, item, names, metric, unit, subject, start, record, batch)
-        if (len(batch), batch.skipped_count) == before:
+        if not summary_events(kind, item, subject, parsed.batch):
             parsed.ignored += 1
 
-    @staticmethod
-    def _total_sleep(item: dict[str, Any], subject: Subject, start: datetime,
-                     end: datetime | None, record: str | None, batch: EventBatch) -> None:
-        stages = [item.get(name) for name in SLEEP_STAGES if item.get(name) is not None]
-        if not stages:
-            return
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in stages):
-            batch.skip("sleeps.sleep_duration", INVALID_VALUE,
-                       "total sleep needs numeric deep, light and REM durations")
-            return
-        batch.measure(subject, "sleeps.sleep_duration", "sleep_duration", sum(stages), "s",
-                      field="deep + light + REM", start=start, end=end, record=record)
 
-    @staticmethod
-    def _samples(kind: str, item: dict[str, Any], names: tuple[str, ...], metric: str,
-                 unit: str, subject: Subject, start: datetime, record: str | None,
-                 batch: EventBatch) -> None:
-        name = next((n for n in names if item.get(n) is not None), None)
-        if name is None:
-            return
-        values = item[name]
-        where = f"{kind}.{name}"
-        if not isinstance(values, dict):
-            batch.skip(where, INVALID_ITEM, f"{name} must be an object of offset: value")
-            return
-        for offset_text, value in values.items():
-            if not (offset_text.isascii() and offset_text.isdigit() and len(offset_text) <= 7
-                    and int(offset_text) <= MAX_DURATION_S):
-                batch.skip(where, INVALID_TIME, f"{name} offsets must be seconds from the start")
-                continue
-            if value is not None:
-                at = start + timedelta(seconds=int(offset_text))
-                batch.measure(subject, where, metric, value, unit,
-                              field=f"{name}.{offset_text}", start=at, record=record,
-                              sample=True)
+def summary_events(kind: str, item: dict[str, Any], subject: Subject,
+                   batch: EventBatch) -> bool:
+    """Add the events of one summary of ``kind`` (pushed, or pulled from a ping's URL);
+    returns False when it carried nothing AUREN keeps (nothing stored, nothing skipped).
+
+    A summary without a plausible time frame is skipped whole and reported.
+    """
+    fields = PUSH_FIELDS.get(kind, ())
+    samples = SAMPLE_FIELDS.get(kind, ())
+    if not fields and not samples:
+        return False
+    before = (len(batch), batch.skipped_count)
+    try:
+        record = optional(any_id, item, "summaryId")
+        start_key = ("measurementTimeInSeconds"
+                     if item.get("measurementTimeInSeconds") is not None
+                     else "startTimeInSeconds")
+        start = check_instant(epoch(item.get(start_key), start_key), subject.received_at,
+                              start_key)
+        length = item.get("durationInSeconds")
+        end = None if length is None else start + timedelta(
+            seconds=duration(length, "durationInSeconds"))
+    except MeasurementError as exc:
+        # Without its time frame no measurement of the summary can be placed.
+        batch.skip(kind, exc.reason, str(exc))
+        return True
+    for name, metric, unit in fields:
+        value = _number(item.get(name))
+        if value is not None:
+            batch.measure(subject, f"{kind}.{name}", metric, value, unit, field=name,
+                          start=start, end=end, record=record)
+    if kind == "sleeps":
+        _total_sleep(item, subject, start, end, record, batch)
+    for names, metric, unit in samples:
+        _samples(kind, item, names, metric, unit, subject, start, record, batch)
+    return (len(batch), batch.skipped_count) != before
+
+
+def _total_sleep(item: dict[str, Any], subject: Subject, start: datetime,
+             end: datetime | None, record: str | None, batch: EventBatch) -> None:
+    stages = [item.get(name) for name in SLEEP_STAGES if item.get(name) is not None]
+    if not stages:
+        return
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in stages):
+        batch.skip("sleeps.sleep_duration", INVALID_VALUE,
+                   "total sleep needs numeric deep, light and REM durations")
+        return
+    batch.measure(subject, "sleeps.sleep_duration", "sleep_duration", sum(stages), "s",
+                  field="deep + light + REM", start=start, end=end, record=record)
+
+
+def _samples(kind: str, item: dict[str, Any], names: tuple[str, ...], metric: str,
+         unit: str, subject: Subject, start: datetime, record: str | None,
+         batch: EventBatch) -> None:
+    name = next((n for n in names if item.get(n) is not None), None)
+    if name is None:
+        return
+    values = item[name]
+    where = f"{kind}.{name}"
+    if not isinstance(values, dict):
+        batch.skip(where, INVALID_ITEM, f"{name} must be an object of offset: value")
+        return
+    for offset_text, value in values.items():
+        if not (offset_text.isascii() and offset_text.isdigit() and len(offset_text) <= 7
+                and int(offset_text) <= MAX_DURATION_S):
+            batch.skip(where, INVALID_TIME, f"{name} offsets must be seconds from the start")
+            continue
+        if value is not None:
+            at = start + timedelta(seconds=int(offset_text))
+            batch.measure(subject, where, metric, value, unit,
+                          field=f"{name}.{offset_text}", start=at, record=record,
+                          sample=True)
 
 
 def _number(value: Any) -> Any:

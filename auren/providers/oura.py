@@ -25,18 +25,34 @@ are deduplicated by id). A notification with neither an object nor a time is ref
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from auren.errors import InvalidPayload, MalformedPayload, SignatureInvalid
-from auren.events import Delivery, FetchJob, check_instant, fetch_job_id, iso
+from auren.events import (
+    INVALID_ITEM,
+    Delivery,
+    FetchJob,
+    MeasurementError,
+    check_instant,
+    fetch_job_id,
+    iso,
+)
 from auren.providers._common import (
     MAX_TEXT,
+    EventBatch,
+    Field,
+    Subject,
+    add_fields,
+    any_id,
+    calendar_date,
     encode,
     header_time,
     ident,
+    local_day,
     namespaced,
     optional,
     query_secret,
+    reason_of,
     timestamp,
 )
 from auren.providers.base import (
@@ -124,7 +140,8 @@ class OuraProvider(WebhookProvider):
             job_id=fetch_job_id(self.name, user, data_type, object_id or "", event_type,
                                 event_text, *(iso(t) for t in window or ())),
             provider=self.name,
-            # Account linking comes later: until then a thin provider's user is namespaced.
+            # A notification knows only the provider's user; the fetcher stores the
+            # events under the person whose connection that user is.
             user_id=user_id,
             provider_user_id=user,
             kind=data_type,
@@ -165,3 +182,87 @@ def signed_headers(secret: str, body: bytes, *, timestamp: int) -> dict[str, str
         "x-oura-signature": sign(secret, stamp, body),
         "content-type": "application/json",
     }
+
+
+# --- documents fetched from the API (pure) --------------------------------------------------
+#
+# ``/v2/usercollection/{data_type}`` (pages of ``{"data": [...], "next_token"}``) and
+# ``/v2/usercollection/{data_type}/{id}`` (one document). Durations are seconds; ``average_hrv``
+# is RMSSD; ``temperature_deviation`` is a deviation from the person's baseline, never an
+# absolute temperature (Oura reports none); the lowest heart rate of the night is Oura's
+# resting heart rate.
+
+# The collections AUREN reads, in the order a backfill fetches them.
+COLLECTIONS = ("sleep", "daily_sleep", "daily_readiness", "daily_activity", "daily_spo2")
+# Sleep periods of these types are sleep; "rest" is a rest period and "deleted" is gone.
+SLEEP_TYPES = frozenset({"long_sleep", "sleep", "late_nap"})
+
+DOCUMENT_FIELDS: dict[str, tuple[Field, ...]] = {
+    "sleep": (
+        ("total_sleep_duration", "sleep_duration", "s"),
+        ("deep_sleep_duration", "sleep_deep", "s"),
+        ("light_sleep_duration", "sleep_light", "s"),
+        ("rem_sleep_duration", "sleep_rem", "s"),
+        ("awake_time", "sleep_awake", "s"),
+        ("time_in_bed", "time_in_bed", "s"),
+        ("efficiency", "sleep_efficiency", "%"),
+        ("average_hrv", "hrv_rmssd", "ms"),
+        ("lowest_heart_rate", "resting_heart_rate", "/min"),
+        ("average_breath", "respiratory_rate", "/min"),
+    ),
+    "daily_sleep": (("score", "sleep_score", "{score}"),),
+    "daily_readiness": (
+        ("score", "readiness_score", "{score}"),
+        ("temperature_deviation", "temperature_deviation", "Cel"),
+    ),
+    "daily_activity": (
+        ("steps", "steps", "{steps}"),
+        ("active_calories", "active_energy", "kcal"),
+        ("total_calories", "total_energy", "kcal"),
+        ("equivalent_walking_distance", "distance", "m"),
+    ),
+    "daily_spo2": (("spo2_percentage.average", "spo2", "%"),),
+}
+
+
+def api_path(data_type: str) -> str:
+    """The collection's path segment: the webhook's ``vo2_max`` is ``vO2_max`` in the API."""
+    return "vO2_max" if data_type == "vo2_max" else data_type
+
+
+def documents(data_type: str, docs: list[Any], subject: Subject, batch: EventBatch) -> int:
+    """Add the events of ``docs`` of ``data_type``; returns the documents that carried none
+    (collections AUREN has no metric for, rest periods). A document that cannot be placed in
+    time is skipped and reported."""
+    fields = DOCUMENT_FIELDS.get(data_type)
+    ignored = 0
+    for index, doc in enumerate(docs):
+        before = (len(batch), batch.skipped_count)
+        try:
+            if not isinstance(doc, dict):
+                raise MeasurementError("must be an object", INVALID_ITEM)
+            if fields is None or (data_type == "sleep"
+                                  and doc.get("type", "long_sleep") not in SLEEP_TYPES):
+                ignored += 1
+                continue
+            record = optional(any_id, doc, "id")
+            if data_type == "sleep":
+                start = check_instant(timestamp(doc, "bedtime_start"), subject.received_at,
+                                      "bedtime_start")
+                end: datetime | None = check_instant(timestamp(doc, "bedtime_end"),
+                                                     subject.received_at, "bedtime_end")
+            else:
+                # A day document: its local midnight (``timestamp``) when given, else the day's
+                # midnight in UTC; it spans one day.
+                moment = optional(timestamp, doc, "timestamp")
+                start = moment if moment is not None else local_day(
+                    calendar_date(doc, "day"), 0)[0]
+                check_instant(start, subject.received_at, "day")
+                end = start + timedelta(days=1)
+            add_fields(batch, subject, doc, fields, name=data_type, start=start, end=end,
+                       record=record)
+        except ValueError as exc:
+            batch.skip(data_type, reason_of(exc), f"{data_type}[{index}]: {exc}")
+        if (len(batch), batch.skipped_count) == before:
+            ignored += 1
+    return ignored

@@ -26,17 +26,32 @@ token to it, so a signed notification must not be able to point it anywhere else
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import orjson
 
 from auren.errors import InvalidPayload, SignatureInvalid
-from auren.events import Delivery, FetchJob, check_instant, fetch_job_id, iso
+from auren.events import (
+    INVALID_ITEM,
+    Delivery,
+    FetchJob,
+    MeasurementError,
+    check_instant,
+    fetch_job_id,
+    iso,
+)
 from auren.providers._common import (
+    EventBatch,
+    Field,
+    Subject,
+    add_fields,
     calendar_date,
     encode,
+    epoch,
     https_url,
     ident,
+    local_day,
+    local_time,
     namespaced,
     optional,
     plausible_day,
@@ -122,7 +137,8 @@ class PolarProvider(WebhookProvider):
             job_id=fetch_job_id(self.name, user, event, object_id, url, window["from"],
                                 window["to"]),
             provider=self.name,
-            # Account linking comes later: until then a thin provider's user is namespaced.
+            # A notification knows only the provider's user; the fetcher stores the
+            # events under the person whose connection that user is.
             user_id=user_id,
             provider_user_id=user,
             kind=event,
@@ -153,3 +169,96 @@ def signed_headers(secret: str, body: bytes, *, event: str) -> dict[str, str]:
         "polar-webhook-event": event,
         "content-type": "application/json",
     }
+
+
+# --- records fetched from AccessLink (pure) -----------------------------------------------------
+#
+# Sleep durations are seconds and total sleep is light + deep + REM; nightly recharge's
+# ``heart_rate_variability_avg`` is RMSSD (ms); skin temperature comes as an absolute value and
+# a deviation from the person's baseline, two metrics never mixed; daily activity's times are
+# wall-clock times without an offset (``offset_min`` places them).
+
+NIGHT_FIELDS: tuple[Field, ...] = (
+    ("light_sleep", "sleep_light", "s"),
+    ("deep_sleep", "sleep_deep", "s"),
+    ("rem_sleep", "sleep_rem", "s"),
+    ("total_interruption_duration", "sleep_awake", "s"),
+    ("sleep_score", "sleep_score", "{score}"),
+)
+RECHARGE_FIELDS: tuple[Field, ...] = (
+    ("heart_rate_variability_avg", "hrv_rmssd", "ms"),
+    ("breathing_rate_avg", "respiratory_rate", "/min"),
+)
+ACTIVITY_FIELDS: tuple[Field, ...] = (
+    ("steps", "steps", "{steps}"),
+    ("active_calories", "active_energy", "kcal"),
+    ("calories", "total_energy", "kcal"),
+    ("distance_from_steps", "distance", "m"),
+)
+SKIN_FIELDS: tuple[Field, ...] = (
+    ("sleep_time_skin_temperature_celsius", "skin_temperature", "Cel"),
+    ("deviation_from_baseline_celsius", "temperature_deviation", "Cel"),
+)
+_ASLEEP = ("light_sleep", "deep_sleep", "rem_sleep")
+# A night's time frame, by the night's date: recharge and skin temperature are placed in it.
+Nights = dict[str, tuple[datetime, datetime]]
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MeasurementError("must be an object", INVALID_ITEM)
+    return value
+
+
+def night(doc: Any, subject: Subject, batch: EventBatch, nights: Nights) -> None:
+    """One night (``/v3/users/sleep/{date}`` or an item of ``nights``); remembers its time
+    frame in ``nights`` for the recharge and temperature of the same date."""
+    item = _object(doc)
+    day = calendar_date(item, "date")
+    start = timestamp(item, "sleep_start_time")
+    end = timestamp(item, "sleep_end_time")
+    nights[day] = (start, end)
+    record = f"sleep:{day}"
+    add_fields(batch, subject, item, NIGHT_FIELDS, name="sleep", start=start, end=end,
+               record=record)
+    stages = [item.get(k) for k in _ASLEEP]
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in stages):
+        batch.measure(subject, "sleep.total", "sleep_duration", sum(stages), "s",
+                      field="light + deep + REM", start=start, end=end, record=record)
+
+
+def _night_or_day(day: str, nights: Nights) -> tuple[datetime, datetime]:
+    return nights.get(day) or local_day(day, 0)
+
+
+def recharge(doc: Any, subject: Subject, batch: EventBatch, nights: Nights) -> None:
+    item = _object(doc)
+    day = calendar_date(item, "date")
+    start, end = _night_or_day(day, nights)
+    add_fields(batch, subject, item, RECHARGE_FIELDS, name="nightly-recharge", start=start,
+               end=end, record=f"recharge:{day}")
+
+
+def skin_temperature(doc: Any, subject: Subject, batch: EventBatch, nights: Nights) -> None:
+    item = _object(doc)
+    day = calendar_date(item, "sleep_date")
+    start, end = _night_or_day(day, nights)
+    add_fields(batch, subject, item, SKIN_FIELDS, name="skintemperature", start=start, end=end,
+               record=f"skin:{day}")
+
+
+def spo2_test(doc: Any, subject: Subject, batch: EventBatch) -> None:
+    item = _object(doc)
+    at = epoch(item.get("test_time"), "test_time")
+    batch.measure(subject, "spo2.blood_oxygen_percent", "spo2", item.get("blood_oxygen_percent"),
+                  "%", field="blood_oxygen_percent", start=at,
+                  record=f"spo2:{int(at.timestamp())}")
+
+
+def activity(doc: Any, offset_min: int, subject: Subject, batch: EventBatch) -> None:
+    item = _object(doc)
+    start = local_time(item.get("start_time"), offset_min, "start_time")
+    end = local_time(item.get("end_time"), offset_min, "end_time")
+    add_fields(batch, subject, item, ACTIVITY_FIELDS, name="activity", start=start, end=end,
+               record=f"activity:{start.date().isoformat()}")
+

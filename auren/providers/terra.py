@@ -42,7 +42,15 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from auren.errors import InvalidPayload, SignatureInvalid
-from auren.events import INVALID_ITEM, Delivery, MeasurementError, check_instant
+from auren.events import (
+    INVALID_ITEM,
+    Delivery,
+    FetchJob,
+    MeasurementError,
+    check_instant,
+    fetch_job_id,
+    iso,
+)
 from auren.providers._common import (
     EventBatch,
     Subject,
@@ -151,6 +159,8 @@ SAMPLES: dict[str, tuple[Samples, ...]] = {
     ),
 }
 
+# Control events about a connection itself: each becomes a job for the fetcher.
+LIFECYCLE = frozenset({"auth", "deauth", "access_revoked"})
 CONTROL_TYPES = frozenset({
     "auth", "deauth", "user_reauth", "access_revoked", "connection_error",
     "google_no_datasource", "processing", "large_request_processing", "large_request_sending",
@@ -210,6 +220,9 @@ class TerraProvider(WebhookProvider):
         kind = body.get("type")
         if not isinstance(kind, str) or not 1 <= len(kind) <= 64:
             raise InvalidPayload("type must be a string of 1 to 64 characters")
+        if kind in LIFECYCLE:
+            return Delivery(provider=self.name, delivery_key=key,
+                            fetch_jobs=[self._lifecycle(kind, body, received_at)])
         if kind not in FIELDS:
             data = body.get("data")
             ignored = len(data) if kind not in CONTROL_TYPES and isinstance(data, list) else 0
@@ -232,7 +245,7 @@ class TerraProvider(WebhookProvider):
         for index, item in enumerate(items):
             before = (len(batch), batch.skipped_count)
             try:
-                self._item(kind, item, subject, batch)
+                data_item(kind, item, subject, batch, self._max_events)
             except ValueError as exc:
                 # The item as a whole cannot be read (its shape, its time frame): skipped.
                 batch.skip(kind, reason_of(exc), f"data[{index}]: {exc}")
@@ -241,57 +254,84 @@ class TerraProvider(WebhookProvider):
         return Delivery(provider=self.name, delivery_key=key, events=batch.all_events,
                         ignored=ignored, skipped=batch.skipped)
 
-    def _item(self, kind: str, item: Any, subject: Subject, batch: EventBatch) -> None:
-        if not isinstance(item, dict):
-            raise MeasurementError("must be an object", INVALID_ITEM)
-        metadata = item.get("metadata")
-        if not isinstance(metadata, dict):
-            raise MeasurementError("metadata must be an object", INVALID_ITEM)
-        now = subject.received_at
-        start = check_instant(timestamp(metadata, "start_time"), now, "metadata.start_time")
-        end = optional(timestamp, metadata, "end_time")
-        if end is not None:
-            check_instant(end, now, "metadata.end_time")
-        record = optional(any_id, metadata, "summary_id")
-        for path, metric, unit in FIELDS[kind]:
-            try:
-                value = dig(item, path)
-            except ValueError as exc:
-                batch.skip(path, INVALID_ITEM, str(exc))
-                continue
-            if value is not None:
-                batch.measure(subject, path, metric, value, unit, field=path, start=start,
-                              end=end, record=record)
-        for path, time_key, fields in SAMPLES.get(kind, ()):
-            intraday = path in INTRADAY
-            # An intraday list longer than the cap is cut by it (reported), not thrown away.
-            limit = 2**31 if intraday else self._max_events
-            try:
-                samples = array(dig(item, path), path, limit, required=False)
-            except ValueError as exc:
-                batch.skip(path, INVALID_ITEM, str(exc))
-                continue
-            for number, sample in enumerate(samples):
-                where = f"{path}[{number}]"
-                if not isinstance(sample, dict):
-                    batch.skip(path, INVALID_ITEM, f"{where} must be an object")
-                    continue
-                try:
-                    at = timestamp(sample, time_key)
-                except MeasurementError as exc:
-                    batch.skip(path, exc.reason, f"{where}.{exc}")
-                    continue
-                for name, metric, unit in fields:
-                    value = sample.get(name)
-                    if value is not None:
-                        batch.measure(subject, f"{path}.{name}", metric, value, unit,
-                                      field=f"{where}.{name}", start=at, record=record,
-                                      sample=intraday)
+    def _lifecycle(self, kind: str, body: dict[str, Any], received_at: datetime) -> FetchJob:
+        """A connection's life at Terra (``auth``: connected through the widget, ``deauth`` or
+        ``access_revoked``: gone) as a job, so that the fetcher records it (and, for ``auth``,
+        starts the history) on the same durable path as data."""
+        try:
+            user = body.get("user")
+            if not isinstance(user, dict):
+                raise ValueError("user must be an object")
+            terra_user = ident(user, "user_id")
+            reference = optional(any_id, user, "reference_id") if user.get("reference_id") \
+                else None
+            resource = optional(ident, user, "provider")
+        except ValueError as exc:
+            raise InvalidPayload(str(exc)) from None
+        return FetchJob(
+            job_id=fetch_job_id(self.name, terra_user, kind, reference or "", iso(received_at)),
+            provider=self.name, user_id=reference or namespaced(self.name, terra_user),
+            provider_user_id=terra_user, kind=kind, object_id=None,
+            params={"reference_id": reference, "resource": resource}, received_at=received_at)
 
     @staticmethod
     def _delivery_key(request: WebhookRequest) -> str:
         # The signed body, never the unsigned x-terra-trace-id (see the module's docstring).
         return body_digest(request.body)
+
+
+def data_item(kind: str, item: Any, subject: Subject, batch: EventBatch,
+              max_events: int) -> None:
+    """Add the events of one data item of ``kind`` (pushed, or fetched with ``to_webhook=false``).
+
+    Raises:
+        ValueError: the item as a whole cannot be read (its shape, its time frame).
+    """
+    if not isinstance(item, dict):
+        raise MeasurementError("must be an object", INVALID_ITEM)
+    metadata = item.get("metadata")
+    if not isinstance(metadata, dict):
+        raise MeasurementError("metadata must be an object", INVALID_ITEM)
+    now = subject.received_at
+    start = check_instant(timestamp(metadata, "start_time"), now, "metadata.start_time")
+    end = optional(timestamp, metadata, "end_time")
+    if end is not None:
+        check_instant(end, now, "metadata.end_time")
+    record = optional(any_id, metadata, "summary_id")
+    for path, metric, unit in FIELDS[kind]:
+        try:
+            value = dig(item, path)
+        except ValueError as exc:
+            batch.skip(path, INVALID_ITEM, str(exc))
+            continue
+        if value is not None:
+            batch.measure(subject, path, metric, value, unit, field=path, start=start,
+                          end=end, record=record)
+    for path, time_key, fields in SAMPLES.get(kind, ()):
+        intraday = path in INTRADAY
+        # An intraday list longer than the cap is cut by it (reported), not thrown away.
+        limit = 2**31 if intraday else max_events
+        try:
+            samples = array(dig(item, path), path, limit, required=False)
+        except ValueError as exc:
+            batch.skip(path, INVALID_ITEM, str(exc))
+            continue
+        for number, sample in enumerate(samples):
+            where = f"{path}[{number}]"
+            if not isinstance(sample, dict):
+                batch.skip(path, INVALID_ITEM, f"{where} must be an object")
+                continue
+            try:
+                at = timestamp(sample, time_key)
+            except MeasurementError as exc:
+                batch.skip(path, exc.reason, f"{where}.{exc}")
+                continue
+            for name, metric, unit in fields:
+                value = sample.get(name)
+                if value is not None:
+                    batch.measure(subject, f"{path}.{name}", metric, value, unit,
+                                  field=f"{where}.{name}", start=at, record=record,
+                                  sample=intraday)
 
 
 def signed_headers(secret: str, body: bytes, *, timestamp: int,

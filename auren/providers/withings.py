@@ -21,17 +21,26 @@ lie in the plausible range of :mod:`auren.events`.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from auren import events
 from auren.errors import InvalidPayload, MalformedPayload, SignatureInvalid
 from auren.events import Delivery, FetchJob, check_instant, fetch_job_id
 from auren.providers._common import (
+    EventBatch,
+    Field,
+    Subject,
+    add_fields,
+    any_id,
     calendar_date,
     epoch,
     ip_allowed,
     ip_networks,
     namespaced,
+    optional,
     plausible_day,
 )
 from auren.providers.base import (
@@ -111,7 +120,8 @@ class WithingsProvider(WebhookProvider):
         job = FetchJob(
             job_id=fetch_job_id(self.name, user, appli, *identity),
             provider=self.name,
-            # Account linking comes later: until then a thin provider's user is namespaced.
+            # A notification knows only the provider's user; the fetcher stores the
+            # events under the person whose connection that user is.
             user_id=user_id,
             provider_user_id=user,
             kind=appli,
@@ -145,3 +155,116 @@ def _required(form: dict[str, str], name: str, pattern: re.Pattern[str]) -> str:
 def signed_headers(body: bytes) -> dict[str, str]:
     """Headers Withings sends (used by the simulator): there is nothing to sign."""
     return {"content-type": "application/x-www-form-urlencoded"}
+
+
+# --- records fetched from the Public API (pure) -----------------------------------------------
+#
+# Every answer is ``{"status": N, "body": …}``. ``getmeas`` values are integers scaled by a
+# power of ten (``value * 10^unit``); ``getactivity`` days are calendar days in the named time
+# zone; ``getsummary`` durations are seconds and ``sleep_efficiency`` is a ratio (0.91), stored
+# as a percentage. Skin temperature (73) is absolute.
+
+# meastype -> (metric, unit)
+MEASURES: dict[int, tuple[str, str]] = {
+    1: ("weight", "kg"),
+    6: ("body_fat", "%"),
+    9: ("blood_pressure_diastolic", "mm[Hg]"),
+    10: ("blood_pressure_systolic", "mm[Hg]"),
+    11: ("heart_rate", "/min"),
+    12: ("body_temperature", "Cel"),
+    54: ("spo2", "%"),
+    71: ("body_temperature", "Cel"),
+    73: ("skin_temperature", "Cel"),
+}
+# What to ask getmeas for, per notification category (appli).
+MEASURE_TYPES: dict[str, tuple[int, ...]] = {"1": (1, 6), "4": (9, 10, 11, 12, 54, 71, 73)}
+ACTIVITY_FIELDS: tuple[Field, ...] = (
+    ("steps", "steps", "{steps}"),
+    ("distance", "distance", "m"),
+    ("calories", "active_energy", "kcal"),
+    ("totalcalories", "total_energy", "kcal"),
+)
+SLEEP_FIELDS: tuple[Field, ...] = (
+    ("data.total_sleep_time", "sleep_duration", "s"),
+    ("data.total_timeinbed", "time_in_bed", "s"),
+    ("data.lightsleepduration", "sleep_light", "s"),
+    ("data.deepsleepduration", "sleep_deep", "s"),
+    ("data.remsleepduration", "sleep_rem", "s"),
+    ("data.wakeupduration", "sleep_awake", "s"),
+    ("data.rr_average", "respiratory_rate", "/min"),
+    ("data.sleep_score", "sleep_score", "{score}"),
+)
+_MAX_EXPONENT = 12
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise events.MeasurementError(f"{what} must be an object", events.INVALID_ITEM)
+    return value
+
+
+def scaled(value: Any, unit: Any) -> float:
+    """``value * 10^unit``, Withings' integer encoding of a measurement."""
+    if (isinstance(value, bool) or not isinstance(value, int | float) or isinstance(unit, bool)
+            or not isinstance(unit, int) or abs(unit) > _MAX_EXPONENT):
+        raise events.MeasurementError("value and unit must be numbers (value * 10^unit)",
+                                      events.INVALID_VALUE)
+    return float(value) * 10.0 ** int(unit)
+
+
+def measure_group(group: Any, subject: Subject, batch: EventBatch) -> None:
+    item = _object(group, "measure group")
+    at = epoch(item.get("date"), "date")
+    grpid = any_id(item, "grpid")
+    measures = item.get("measures")
+    if not isinstance(measures, list):
+        raise events.MeasurementError("measures must be an array", events.INVALID_ITEM)
+    for measure in measures:
+        entry = _object(measure, "measure")
+        kind = entry.get("type")
+        found = MEASURES.get(kind) if isinstance(kind, int) else None
+        if found is None:
+            continue
+        metric, unit = found
+        where = f"measure.{kind}"
+        try:
+            value = scaled(entry.get("value"), entry.get("unit"))
+        except events.MeasurementError as exc:
+            batch.skip(where, exc.reason, str(exc))
+            continue
+        batch.measure(subject, where, metric, value, unit, field=f"type {kind}", start=at,
+                      record=f"{grpid}:{kind}")
+
+
+def activity_day(item: Any, subject: Subject, batch: EventBatch) -> None:
+    entry = _object(item, "activity")
+    day = calendar_date(entry, "date")
+    start, end = _zoned_day(day, entry.get("timezone"))
+    add_fields(batch, subject, entry, ACTIVITY_FIELDS, name="activity", start=start, end=end,
+               record=f"activity:{day}")
+
+
+def sleep_summary(item: Any, subject: Subject, batch: EventBatch) -> None:
+    entry = _object(item, "sleep")
+    start = epoch(entry.get("startdate"), "startdate")
+    end = epoch(entry.get("enddate"), "enddate")
+    record = optional(any_id, entry, "id")
+    add_fields(batch, subject, entry, SLEEP_FIELDS, name="sleep", start=start, end=end,
+               record=record)
+    data = entry.get("data")
+    ratio = data.get("sleep_efficiency") if isinstance(data, dict) else None
+    if ratio is not None:
+        value = ratio * 100 if isinstance(ratio, int | float) and not isinstance(
+            ratio, bool) else ratio
+        batch.measure(subject, "sleep.data.sleep_efficiency", "sleep_efficiency", value, "%",
+                      field="data.sleep_efficiency", start=start, end=end, record=record)
+
+
+def _zoned_day(day: str, zone: Any) -> tuple[datetime, datetime]:
+    """The calendar day in the IANA zone Withings names (UTC when it names none we know)."""
+    try:
+        tz = ZoneInfo(zone) if isinstance(zone, str) and 0 < len(zone) <= 64 else UTC
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        tz = UTC
+    first = datetime.combine(date.fromisoformat(day), datetime.min.time(), tz)
+    return first.astimezone(UTC), (first + timedelta(days=1)).astimezone(UTC)

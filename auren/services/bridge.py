@@ -1,14 +1,18 @@
 """Enhanced Biometric Bridge v2 (port 8889): the ASGI app, thin over ``auren.ingest``.
 
 ``create_app(settings)`` wires adapters chosen once from settings; the lifespan opens the
-store, starts the group committer and, on shutdown, stops taking webhooks, drains what was
-admitted (bounded by ``SHUTDOWN_TIMEOUT_S``) and closes the store.
+store, starts the group committer (and, embedded, the fetcher in this process unless
+``FETCHER_IN_BRIDGE`` is false) and, on shutdown, stops taking webhooks, drains what was
+admitted (bounded by ``SHUTDOWN_TIMEOUT_S``) and closes the store. The people, connections and
+job routes are ``auren.services.accounts``'.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -38,8 +42,10 @@ from auren.ingest.pipeline import IngestPipeline
 from auren.observability import BridgeMetrics
 from auren.providers import PROVIDER_CLASSES, ProviderClass, build_providers
 from auren.providers.base import WebhookRequest
+from auren.services import accounts
 from auren.services.auth import ReadAuth
 from auren.services.dataplane import DataPlane, build_dataplane
+from auren.services.fetcher import FetcherParts, assemble
 from auren.services.kernel.body import check_declared, receive_capped
 from auren.services.kernel.health import PASS, WARN, health_response, now_text, worst
 from auren.services.kernel.problem import install_problem_handlers, problem_for, problem_responses
@@ -251,6 +257,7 @@ class BridgeState:
     metrics: BridgeMetrics
     auth: ReadAuth
     started: float
+    parts: FetcherParts
 
 
 def _encode_cursor(start: datetime, event_id: str) -> str:
@@ -299,19 +306,33 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     providers = build_providers(settings)
     pipeline = IngestPipeline(providers, plane.cache, admission, committer,
                               metrics, gate=plane.rate_gate if plane.rate_limited else None)
+    # The connections' logic and the fetcher; the fetcher runs here only embedded (the full
+    # stack runs `auren fetcher`), and its metrics are the bridge's then.
+    parts = assemble(settings, plane, metrics.registry)
     state = BridgeState(settings, plane, pipeline, admission, committer, metrics,
-                        ReadAuth.from_settings(settings), time.time())
+                        ReadAuth.from_settings(settings), time.time(), parts)
+    in_process = settings.embedded and settings.fetcher_in_bridge
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tune_runtime_for_serving()
         await plane.open()
         committer.start()
-        log.info("bridge started", extra={"mode": plane.mode})
+        stop = asyncio.Event()
+        fetching = (asyncio.create_task(parts.fetcher.run(stop), name="fetcher")
+                    if in_process else None)
+        log.info("bridge started", extra={"mode": plane.mode,
+                                          "detail": "fetcher in process" if in_process
+                                          else "no fetcher in process"})
         try:
             yield
         finally:
+            stop.set()
+            if fetching is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fetching
             await committer.close(settings.shutdown_timeout_s)
+            await parts.close()
             await plane.close(settings.shutdown_timeout_s)
             log.info("bridge stopped")
 
@@ -325,6 +346,7 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     install_problem_handlers(app)
 
     document_webhooks(app, providers)
+    accounts.install(app, parts.service, state.auth)
 
     @app.get("/api/v1/users/{user_id}/events", tags=["read"],
              responses=problem_responses(400, 401, 403, 422))

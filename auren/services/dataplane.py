@@ -13,10 +13,13 @@ setting                 unset                        set
 =====================  ===========================  =========================================
 
 Kafka without PostgreSQL is refused: the sink writes to PostgreSQL and reads come from there.
-:func:`build_dataplane` gives each service (the bridge, the legacy bridge, NEUROS) exactly what
-it uses, and :func:`postgres_store` the sink and ``auren db``; one circuit breaker guards each
-dependency. Nothing connects before :meth:`DataPlane.open`. Everything above is the same code
-in every combination.
+:func:`build_dataplane` gives each service (the bridge, the legacy bridge, NEUROS, the
+fetcher) exactly what it uses, and :func:`postgres_store` the sink and ``auren db``; one
+circuit breaker guards each dependency. The bridge and the fetcher also get the connections
+(people, their encrypted tokens) and the job queue, in the same SQLite file or PostgreSQL
+database as the events; NEUROS reads the connections' status without the encryption key.
+Nothing connects before :meth:`DataPlane.open`. Everything above is the same code in every
+combination.
 """
 
 from __future__ import annotations
@@ -42,10 +45,12 @@ if TYPE_CHECKING:  # clients are imported only by the services that use them, wh
 
     from auren.adapters.postgres import PostgresStore
     from auren.adapters.redis_cache import RedisCache
+    from auren.connections.base import ConnectionStore, JobQueue
+    from auren.connections.crypto import TokenCipher
     from auren.ingest.durable import BusLog
     from auren.neuros.llm import LLMProvider
 
-Service = Literal["bridge", "legacy", "neuros"]
+Service = Literal["bridge", "legacy", "neuros", "fetcher"]
 
 
 @dataclass
@@ -64,6 +69,11 @@ class DataPlane:
     llm: LLMProvider | None = None
     http: httpx.AsyncClient | None = None
     breakers: list[CircuitBreaker] = field(default_factory=list)
+    # People and their connections (NEUROS: read without the key), the fetch job queue, and
+    # the key the tokens are encrypted with.
+    connections: ConnectionStore | None = None
+    jobs: JobQueue | None = None
+    cipher: TokenCipher | None = None
 
     @property
     def mode(self) -> str:
@@ -74,6 +84,10 @@ class DataPlane:
         that is down is not a failure (lookups miss, ``/health`` warns)."""
         await self.store.open()
         try:
+            if self.connections is not None:
+                await self.connections.open()
+            if self.jobs is not None:  # after the store: its migrations make the job table
+                await self.jobs.open()
             if self.conversations is not None:
                 await self.conversations.open()
             if self.redis is not None:
@@ -100,6 +114,10 @@ class DataPlane:
                 await self.redis.close()
             if self.conversations is not None:
                 await self.conversations.close()
+            if self.jobs is not None:
+                await self.jobs.close()
+            if self.connections is not None:
+                await self.connections.close()
         finally:
             await self.store.close()
 
@@ -146,6 +164,10 @@ class DataPlane:
         if self.conversations is not None:
             status = worst(status, await round_trip(
                 checks, "conversations:responseTime", self.conversations.ping, FAIL, now))
+        if self.connections is not None:
+            # Webhooks do not need it; connecting accounts and fetching do.
+            status = worst(status, await round_trip(
+                checks, "connections:responseTime", self.connections.ping, WARN, now))
         bus_log = self.bus_log
         if bus_log is not None:
             spool_ok = bus_log.spool.failed is None
@@ -222,13 +244,17 @@ def build_dataplane(settings: Settings, *, service: Service = "bridge") -> DataP
     * bridge: the store, the durable step (the store, or Kafka with its spool) and the dedup
       cache (Redis, or in process), with Redis's rate limits;
     * legacy: the store as its own durable step and an in-process cache (v1 had no bus);
-    * neuros: the store it reads, the conversations, Redis for the shared daily series, and
-      the LLM client when one is configured.
+    * neuros: the store it reads, the conversations, Redis for the shared daily series, the
+      connections' status (no key) and the LLM client when one is configured;
+    * fetcher: as the bridge (its durable step writes the fetched events), with the
+      connections and the job queue.
 
     Raises:
-        ValueError: an unsupported combination for the bridge (Kafka without PostgreSQL).
+        ValueError: an unsupported combination for the bridge or the fetcher (Kafka without
+            PostgreSQL), or no AUREN_ENCRYPTION_KEY outside embedded mode.
     """
-    if service == "bridge" and settings.kafka_bootstrap_servers and settings.postgres_url is None:
+    writes = service in ("bridge", "fetcher")
+    if writes and settings.kafka_bootstrap_servers and settings.postgres_url is None:
         raise ValueError("KAFKA_BOOTSTRAP_SERVERS needs POSTGRES_URL: the sink writes the "
                          "bus into PostgreSQL and every read comes from there")
     name = f"auren-{service}"
@@ -258,6 +284,7 @@ def build_dataplane(settings: Settings, *, service: Service = "bridge") -> DataP
                       conversations=conversations, breakers=breakers)
     if service == "legacy":
         return plane
+    _add_connections(plane, service)
     if settings.redis_url is not None:
         from auren.adapters.redis_cache import RedisCache  # redis only where used
 
@@ -266,13 +293,13 @@ def build_dataplane(settings: Settings, *, service: Service = "bridge") -> DataP
         breakers.append(plane.redis.breaker)
         if service == "bridge":
             plane.cache = plane.redis
-    if service == "bridge" and settings.kafka_bootstrap_servers:
+    if writes and settings.kafka_bootstrap_servers:
         from auren.adapters.kafka import KafkaBus  # confluent-kafka only where used
         from auren.ingest.durable import BusLog
 
         bus_breaker = CircuitBreaker.from_settings("kafka", settings)
         breakers.append(bus_breaker)
-        plane.bus_log = BusLog(KafkaBus.from_settings(settings),
+        plane.bus_log = BusLog(KafkaBus.from_settings(settings, client_id=name),
                                settings.auren_data_dir / "spool", bus_breaker,
                                timeout_s=settings.bus_timeout_s,
                                max_spool_bytes=settings.spool_max_bytes)
@@ -288,6 +315,41 @@ def build_dataplane(settings: Settings, *, service: Service = "bridge") -> DataP
                                        follow_redirects=False)
         plane.llm = build_provider(settings, plane.http)
     return plane
+
+
+def _add_connections(plane: DataPlane, service: Service) -> None:
+    """The connections (and, for the bridge and the fetcher, the job queue and the key)."""
+    from auren.connections.crypto import TokenCipher
+
+    settings = plane.settings
+    cipher = TokenCipher.from_settings(settings) if service != "neuros" else None
+    plane.cipher = cipher
+    name = f"auren-{service}-connections"
+    if settings.postgres_url is not None:
+        from auren.adapters.postgres import PostgresPool
+        from auren.connections.postgres import PostgresConnections, PostgresJobs
+
+        url = settings.postgres_url.get_secret_value()
+
+        def pool() -> PostgresPool:
+            # No breaker: a token refresh holds its call while the provider answers, which a
+            # breaker's stall rule would take for a stalled database.
+            return PostgresPool(url, timeout_s=settings.store_timeout_s,
+                                pool_size=min(4, settings.postgres_pool_size),
+                                application_name=name)
+
+        plane.connections = PostgresConnections(pool(), cipher)
+        if service != "neuros":
+            plane.jobs = PostgresJobs(pool())
+        return
+    from auren.connections.sqlite import SQLiteConnections, SQLiteJobs
+
+    lease = 2 * settings.fetch_timeout_s + 10  # longer than any refresh call can take
+    plane.connections = SQLiteConnections(settings.sqlite_path, cipher,
+                                          timeout_s=settings.store_timeout_s,
+                                          refresh_lease_s=lease)
+    if service != "neuros":
+        plane.jobs = SQLiteJobs(settings.sqlite_path, settings.store_timeout_s)
 
 
 __all__ = ["DataPlane", "Service", "build_dataplane", "postgres_store"]

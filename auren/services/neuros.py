@@ -323,7 +323,8 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
                     history_messages=settings.neuros_history_messages, shared_cache=shared,
                     contacts=safety.contacts_for(settings.neuros_locale,
                                                  settings.neuros_emergency_number,
-                                                 settings.neuros_crisis_line))
+                                                 settings.neuros_crisis_line),
+                    connections=plane.connections)
     state = NeurosState(settings, events, conversations, neuros, metrics,
                         RateLimiter(settings.neuros_rate_per_minute),
                         ReadAuth.from_settings(settings), time.time())

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -119,13 +119,26 @@ async def serving(sink: Sink, settings: Settings,
     Raises:
         OSError: the port cannot be bound (before the sink consumes anything).
     """
-    if settings.sink_metrics_port is None:
+    async with serve_embedded(lambda: create_app(sink, breaker), settings.sink_metrics_host,
+                              settings.sink_metrics_port) as port:
+        yield port
+
+
+@contextlib.asynccontextmanager
+async def serve_embedded(app: Callable[[], FastAPI], host: str,
+                         port: int | None) -> AsyncIterator[int | None]:
+    """Serve ``app()`` on the running loop for the body of the ``async with`` (a consumer
+    process's ``/metrics`` and ``/health``); yields the bound port, None when ``port`` is.
+
+    Raises:
+        OSError: the port cannot be bound.
+    """
+    if port is None:
         yield None
         return
     # Bound here, not by uvicorn: a port in use is an OSError the caller sees, not an exit.
-    sock = socket.create_server((settings.sink_metrics_host, settings.sink_metrics_port),
-                                reuse_port=False)
-    config = uvicorn.Config(create_app(sink, breaker), lifespan="off", log_config=None,
+    sock = socket.create_server((host, port), reuse_port=False)
+    config = uvicorn.Config(app(), lifespan="off", log_config=None,
                             access_log=False, timeout_graceful_shutdown=int(_STOP_TIMEOUT_S))
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

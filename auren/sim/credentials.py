@@ -1,5 +1,6 @@
 """Fresh provider secrets for a system started here (``auren demo``, the toolkit's embedded
-system): the sender and the bridge get the same ones through the environment."""
+system): the sender and the bridge get the same ones through the environment, and the key
+the bridge encrypts tokens with."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ SECRET_GENERATORS: dict[str, Callable[[], str]] = {
     "POLAR_SIGNATURE_SECRET": lambda: secrets.token_hex(24),
     "WITHINGS_ENABLED": lambda: "true",
     "HAE_API_KEYS": lambda: "sk-" + secrets.token_hex(20),
+    # The key the OAuth tokens are encrypted with (required beside a full stack).
+    "AUREN_ENCRYPTION_KEY": lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
 }
 
 

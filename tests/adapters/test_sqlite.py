@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from auren.adapters.sqlite import SQLiteStore
+from auren.adapters.sqlite import MIGRATIONS, SQLiteStore
 from auren.errors import StoreUnavailable
 from tests.helpers import delivery
 
@@ -27,8 +27,30 @@ async def test_migrations_are_recorded_and_idempotent(tmp_path):
         await s.open()
         await s.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_a_version_1_file_keeps_its_events_as_pushed(tmp_path):
+    # A database written before provenance existed: its events read back as pushed, and new
+    # events carry what they are.
+    path = tmp_path / "auren.sqlite3"
+    with sqlite3.connect(path) as conn:
+        for statement in filter(str.strip, MIGRATIONS[0].split(";")):
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version=1")
+        conn.execute("INSERT INTO biometric_events VALUES ('e1', 'u', 'auren', 'u', 'steps', "
+                     "1.0, '{steps}', '2026-01-01T00:00:00.000000Z', NULL, 'r', "
+                     "'2026-01-01T00:00:00.000000Z')")
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        from auren.adapters.base import EventQuery
+
+        (old,) = await store.query_events(EventQuery(user_id="u"))
+        assert (old.provenance, old.fetched_at) == ("push", None)
+    finally:
+        await store.close()
 
 
 async def test_a_failed_write_commits_nothing_and_raises_store_unavailable(store, tmp_path):

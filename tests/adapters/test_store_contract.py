@@ -127,6 +127,48 @@ async def test_events_round_trip_every_field(store):
     assert stored.start.tzinfo is not None
 
 
+async def test_provenance_and_fetch_time_round_trip(store):
+    fetched = T0 + timedelta(days=2, seconds=5)
+    source = make_event(provider="oura", user_id="prov-u", provider_user_id="o1",
+                        metric="hrv_rmssd", value=61, unit="ms", start=T0, end=T0 + timedelta(
+                            hours=8), source_record_id="doc", received_at=fetched,
+                        provenance="backfill", fetched_at=fetched)
+    await store.write_batch([Delivery(provider="oura", delivery_key="pr", events=[source])])
+    (stored,) = await store.query_events(EventQuery(user_id="prov-u"))
+    assert stored.as_dict() == source.as_dict()
+    assert (stored.provenance, stored.fetched_at) == ("backfill", fetched)
+
+
+async def test_coverage_counts_days_per_source_and_metric(store):
+    def event(day: int, provider: str, metric: str, *, fetched: bool) -> Any:
+        at = T0 + timedelta(days=day, hours=23)
+        return make_event(provider=provider, user_id="cov", provider_user_id="p",
+                          metric=metric, value=50 + day, unit="ms" if metric == "hrv_rmssd"
+                          else "{steps}", start=at, source_record_id=f"{provider}{day}",
+                          received_at=at + timedelta(hours=2),
+                          provenance="fetch" if fetched else "push",
+                          fetched_at=at + timedelta(hours=2) if fetched else None)
+
+    events = [event(d, "oura", "hrv_rmssd", fetched=True) for d in (0, 1, 3)]
+    events += [event(d, "garmin", "steps", fetched=False) for d in (1, 2)]
+    events.append(event(9, "oura", "hrv_rmssd", fetched=True))  # a later day
+    await store.write_batch([Delivery(provider="oura", delivery_key="cov", events=events)])
+    found = await store.coverage("cov", T0 - timedelta(days=1))
+    by_key = {(c.provider, c.metric, c.day.isoformat()): c for c in found}
+    assert sorted(by_key) == [("garmin", "steps", "2026-01-02"), ("garmin", "steps", "2026-01-03"),
+                              ("oura", "hrv_rmssd", "2026-01-01"),
+                              ("oura", "hrv_rmssd", "2026-01-02"),
+                              ("oura", "hrv_rmssd", "2026-01-04"),
+                              ("oura", "hrv_rmssd", "2026-01-10")]
+    last = by_key[("oura", "hrv_rmssd", "2026-01-04")]
+    assert last.events == 1
+    assert last.last_start == T0 + timedelta(days=3, hours=23)
+    assert last.last_fetched == last.last_received == T0 + timedelta(days=4, hours=1)
+    assert by_key[("garmin", "steps", "2026-01-03")].last_fetched is None
+    assert await store.coverage("cov", T0 + timedelta(days=5)) != []
+    assert await store.coverage("nobody", T0) == []
+
+
 async def test_ping_reports_a_round_trip(store):
     facts = await store.ping()
     assert facts["engine"] in ("sqlite", "postgresql", "memory")

@@ -111,8 +111,9 @@ def test_every_service_and_the_sink_is_scraped_where_it_serves():
     for service in SERVICES:
         assert targets[f"auren-{service}"] == [f"{service}:{DEFAULT_PORTS[service]}"]
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
-    sink_port = compose["sink"]["environment"]["SINK_METRICS_PORT"]
-    assert targets["auren-sink"] == [f"sink:{sink_port}"]
+    for worker in ("sink", "fetcher"):
+        port = compose[worker]["environment"][f"{worker.upper()}_METRICS_PORT"]
+        assert targets[f"auren-{worker}"] == [f"{worker}:{port}"]
     # Every target is a service of the compose file, on the network Prometheus is on.
     for job, hosts in targets.items():
         for host in hosts:

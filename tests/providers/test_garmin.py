@@ -168,7 +168,10 @@ def test_lifecycle_and_unmapped_summaries():
         "epochs": [{"userId": USER, "startTimeInSeconds": START, "steps": 10}],
         "stressDetails": [{"userId": USER}],
     })
-    assert (delivery.events, delivery.fetch_jobs) == ([], [])
+    assert delivery.events == []
+    # A deregistration becomes a job: the fetcher marks that user's connection as revoked.
+    (job,) = delivery.fetch_jobs
+    assert (job.kind, job.provider_user_id, job.params) == ("deregistrations", USER, {})
     assert delivery.ignored == 2
 
 

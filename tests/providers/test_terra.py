@@ -166,11 +166,24 @@ def test_delivery_key_is_the_signed_body_never_the_unsigned_trace_id():
     assert provider().parse(request(other), RECEIVED).delivery_key != body_digest(body)
 
 
-@pytest.mark.parametrize("kind", ["healthcheck", "auth", "deauth", "rate_limit_hit"])
+@pytest.mark.parametrize("kind", ["healthcheck", "rate_limit_hit", "processing"])
 def test_control_events_carry_nothing(kind):
     payload = {"type": kind, "user": USER, "status": "success"}
     delivery = provider().parse(request(encode(payload)), RECEIVED)
     assert (delivery.events, delivery.fetch_jobs, delivery.ignored) == ([], [], 0)
+
+
+@pytest.mark.parametrize("kind", ["auth", "deauth", "access_revoked"])
+def test_connection_events_become_jobs_for_the_fetcher(kind):
+    payload = {"type": kind, "user": {**USER, "provider": "OURA"}, "status": "success"}
+    delivery = provider().parse(request(encode(payload)), RECEIVED)
+    (job,) = delivery.fetch_jobs
+    assert delivery.events == []
+    assert (job.kind, job.provider_user_id) == (kind, USER["user_id"])
+    assert job.user_id == (USER.get("reference_id") or f"terra:{USER['user_id']}")
+    assert job.params["resource"] == "OURA"
+    with pytest.raises(InvalidPayload):
+        provider().parse(request(encode({"type": kind, "user": "nobody"})), RECEIVED)
 
 
 @pytest.mark.parametrize("kind", ["nutrition", "menstruation", "unified_api.sleep.updated"])

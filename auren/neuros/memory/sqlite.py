@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from auren.adapters.sqlite import connect, immediate_transaction, is_busy, run_migrations
+from auren.adapters.sqlite import connect, immediate_transaction, is_busy, migrate_component
 from auren.adapters.wal import DEFAULT_WAL_LIMIT_BYTES, WalKeeper
 from auren.errors import NotFound, StoreUnavailable
 from auren.events import iso
@@ -90,18 +90,8 @@ def _connect(path: Path, timeout_s: float, wal_limit_bytes: int) -> sqlite3.Conn
     return connect(path, timeout_s, synchronous="NORMAL", wal_limit_bytes=wal_limit_bytes)
 
 
-def _version(conn: sqlite3.Connection) -> int:
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT PRIMARY KEY, "
-                 "version INTEGER NOT NULL)")
-    row = conn.execute("SELECT version FROM schema_migrations WHERE component = ?",
-                       (COMPONENT,)).fetchone()
-    return int(row[0]) if row else 0
-
-
 def _migrate(conn: sqlite3.Connection) -> None:
-    run_migrations(conn, MIGRATIONS, current=_version, record=lambda c, number: c.execute(
-        "INSERT INTO schema_migrations (component, version) VALUES (?, ?) "
-        "ON CONFLICT (component) DO UPDATE SET version = excluded.version", (COMPONENT, number)))
+    migrate_component(conn, COMPONENT, MIGRATIONS)
 
 
 def _message(row: tuple[Any, ...]) -> Message:

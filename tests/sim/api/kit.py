@@ -169,17 +169,18 @@ class Sim:
 
 @contextlib.contextmanager
 def run_sim(tmp_path: Path, bridge: str | None = None,
-            env: dict[str, str] | None = None) -> Iterator[Sim]:
-    """``auren sim providers`` on a free port; stopped by its pid."""
-    port = free_port()
+            env: dict[str, str] | None = None, *, port: int | None = None,
+            end: date = END, users: int = USERS) -> Iterator[Sim]:
+    """``auren sim providers`` on a free port (or ``port``); stopped by its pid."""
+    port = port or free_port()
     full_env = {k: v for k, v in os.environ.items()
                 if not k.endswith(("_SECRET", "_URL", "_KEYS", "_SERVERS", "_TOKEN", "_CODE",
                                    "_CLIENT_ID", "_IPS", "_ENABLED"))}
     full_env.update(ENV)
     full_env.update(env or {})
     args = [sys.executable, "-m", "auren", "sim", "providers", "--port", str(port),
-            "--seed", str(SEED), "--users", str(USERS), "--days", str(DAYS),
-            "--future-days", str(FUTURE), "--end-date", END.isoformat()]
+            "--seed", str(SEED), "--users", str(users), "--days", str(DAYS),
+            "--future-days", str(FUTURE), "--end-date", end.isoformat()]
     if bridge:
         args += ["--bridge", bridge]
     log_path = tmp_path / f"sim-{port}.log"
