@@ -1,8 +1,9 @@
 """Prometheus metrics and structured (JSON) logs.
 
 Each app builds its own ``CollectorRegistry`` so that two apps in one process (tests) never
-share counters. Log records carry only allow-listed fields: never payload values, secrets or
-signatures (health data must not leak into logs).
+share counters. Logs are JSON lines on stderr; a record carries only allow-listed fields (never
+payload values, secrets or signatures: health data must not leak into logs) and the id of the
+request being handled (:data:`REQUEST_ID`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -96,6 +98,10 @@ class BridgeMetrics:
         self.commit_seconds.observe(seconds)
 
 
+# The id of the HTTP request being handled (auren.services.kernel.requests sets it): every log
+# line written while it is handled carries it as ``request_id``.
+REQUEST_ID: ContextVar[str | None] = ContextVar("auren_request_id", default=None)
+
 # Fields a log record may carry besides the message; everything else is dropped.
 _ALLOWED = frozenset({"provider", "status", "error", "batch", "method", "path", "duration_ms",
                       "service", "port", "workers", "mode", "count", "detail", "state",
@@ -115,6 +121,9 @@ class JsonFormatter(logging.Formatter):
         for key in _ALLOWED:
             if key in record.__dict__:
                 entry[key] = record.__dict__[key]
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            entry["request_id"] = request_id
         if record.exc_info and record.exc_info[0] is not None:
             entry["exc_type"] = record.exc_info[0].__name__
         return orjson.dumps(entry, default=str).decode()

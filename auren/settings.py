@@ -11,7 +11,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # A comma-separated list in the environment; every entry is a secret and never printed.
@@ -43,6 +43,21 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
     kafka_bootstrap_servers: str | None = None
     auren_data_dir: Path = Path("./.auren")
+
+    # --- TLS to the data plane ------------------------------------------------------------------
+    # PostgreSQL: libpq's parameters in POSTGRES_URL (sslmode=verify-full&sslrootcert=FILE)
+    # are honoured by every client (asyncpg, pg_dump, pg_restore); nothing more is needed.
+    # Redis: a rediss:// URL speaks TLS; this CA file (PEM) verifies the server (None: the
+    # system's CAs). The server's name is always checked.
+    redis_ssl_ca_file: Path | None = None
+    # Kafka: librdkafka's security.protocol; SSL and SASL_SSL verify the brokers against this
+    # CA file (None: the system's CAs); SASL_* authenticate with the mechanism and credentials.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT")
+    kafka_ssl_ca_file: Path | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
 
     # --- `auren infra`: the loopback servers it starts for dev and CI --------------------------
     auren_kafka_port: int = Field(default=9092, ge=1, le=65535)
@@ -210,9 +225,16 @@ class Settings(BaseSettings):
     http_keepalive_timeout_s: float = Field(default=5.0, gt=0, le=600)
     # Peers (addresses or CIDRs) whose X-Forwarded-For is believed; empty: none is.
     trusted_proxies: PlainList = ()
+    # HTTPS: a service given a certificate (chain) and its key in PEM serves TLS 1.2+ only
+    # (`auren serve NAME --ssl-certfile F --ssl-keyfile F` overrides them). Both or neither.
+    auren_ssl_certfile: Path | None = None
+    auren_ssl_keyfile: Path | None = None
 
     # --- process ------------------------------------------------------------------------------
     log_level: str = "INFO"
+    # One JSON line per HTTP request (method, path without query or user id, status,
+    # duration, request id) at INFO on the logger auren.access.
+    access_log: bool = True
     shutdown_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
     _split = field_validator(
@@ -245,6 +267,17 @@ class Settings(BaseSettings):
         for entry in value:
             ipaddress.ip_network(entry, strict=False)  # a bad entry is a start-up error
         return value
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> Settings:
+        if (self.auren_ssl_certfile is None) != (self.auren_ssl_keyfile is None):
+            raise ValueError("AUREN_SSL_CERTFILE and AUREN_SSL_KEYFILE go together: set both "
+                             "or neither")
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and (self.kafka_sasl_username is None or self.kafka_sasl_password is None):
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                             "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
+        return self
 
     @property
     def embedded(self) -> bool:
