@@ -196,6 +196,10 @@ class Settings(BaseSettings):
     auren_bridge_url: str = "http://127.0.0.1:8889"
     auren_legacy_url: str = "http://127.0.0.1:8888"
     auren_gateway_url: str = "http://127.0.0.1:9000"
+    # The public base URL that fronts the gateway's /api/neuros/* and /api/bridge/* (a Vercel
+    # deployment with deploy/vercel.json, or the TLS proxy's API host): `auren health` probes
+    # both routes through it. None: those rows are n/a.
+    auren_public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
     # The longest the gateway waits for an upstream's answer (504 after) and to connect (502).
     gateway_timeout_s: float = Field(default=30.0, gt=0, le=300)
     gateway_connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
@@ -229,6 +233,10 @@ class Settings(BaseSettings):
     # (`auren serve NAME --ssl-certfile F --ssl-keyfile F` overrides them). Both or neither.
     auren_ssl_certfile: Path | None = None
     auren_ssl_keyfile: Path | None = None
+
+    # --- `auren docs generate`: who the service documents (docs/services/) name --------------
+    auren_team_owner: str = Field(default="AUREN platform team", min_length=1, max_length=200)
+    auren_team_contact: str = Field(default="ops@auren.example", min_length=1, max_length=200)
 
     # --- process ------------------------------------------------------------------------------
     log_level: str = "INFO"
