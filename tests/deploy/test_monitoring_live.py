@@ -193,7 +193,9 @@ def deployment(full_stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     prometheus_bin = system_tool("prometheus")
     alertmanager_bin = system_tool("prometheus-alertmanager")
     tmp = tmp_path_factory.mktemp("monitoring")
-    env = full_stack.isolated()
+    # The gateway is the services' proxy: NEUROS's loopback-only read mode (no API keys here)
+    # must see the test client behind it, not refuse a relayed request.
+    env = full_stack.isolated(trusted_proxies="127.0.0.1")
     with contextlib.ExitStack() as stack:
         services = {name: stack.enter_context(run_server(name, tmp, env))
                     for name in ("bridge", "legacy", "neuros")}
