@@ -169,12 +169,19 @@ async def kafka_probe(bootstrap: str, timeout_s: float,
     return {"ms": (time.perf_counter() - started) * 1000, **facts}
 
 
-def _kafka_high_watermarks(bootstrap: str, timeout_s: float) -> int:
+def kafka_security(settings: Any) -> dict[str, Any]:
+    """The deployment's Kafka security properties (TLS, SASL) for the probes below."""
+    from auren.adapters.kafka import client_security  # confluent-kafka only where used
+
+    return client_security(settings)
+
+
+def _kafka_high_watermarks(bootstrap: str, timeout_s: float, security: dict[str, Any]) -> int:
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "auren-ops-offsets",
                          "enable.auto.commit": False, "log_level": 0,
-                         "socket.timeout.ms": int(timeout_s * 1000)})
+                         "socket.timeout.ms": int(timeout_s * 1000), **security})
     try:
         metadata = consumer.list_topics(TOPIC, timeout=timeout_s)
         topic = metadata.topics.get(TOPIC)
@@ -190,11 +197,13 @@ def _kafka_high_watermarks(bootstrap: str, timeout_s: float) -> int:
         consumer.close()
 
 
-async def kafka_offsets(bootstrap: str, timeout_s: float) -> int:
+async def kafka_offsets(bootstrap: str, timeout_s: float,
+                        security: dict[str, Any] | None = None) -> int:
     """The sum of the topic's high watermarks: every record ever appended to it."""
     try:
-        return await in_daemon_thread(lambda: _kafka_high_watermarks(bootstrap, timeout_s),
-                                      timeout_s * 2 + 1)
+        return await in_daemon_thread(
+            lambda: _kafka_high_watermarks(bootstrap, timeout_s, security or {}),
+            timeout_s * 2 + 1)
     except ProbeFailed:
         raise
     except Exception as exc:  # noqa: BLE001 - KafkaException and plain errors: a report row

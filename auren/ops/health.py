@@ -172,12 +172,10 @@ async def sweep(target: Target, *, timeout_s: float = 5.0, public_url: str | Non
             jobs.append(_dependency("Redis", _host(url),
                                     lambda: deps.redis_probe(url, timeout_s, ca_file)))
         if settings.kafka_bootstrap_servers:
-            from auren.adapters.kafka import client_security  # confluent-kafka only if used
-
             bootstrap = settings.kafka_bootstrap_servers
             jobs.append(_dependency("Kafka", bootstrap,
                                     lambda: deps.kafka_probe(bootstrap, timeout_s,
-                                                             client_security(settings))))
+                                                             deps.kafka_security(settings))))
         rows = list(await asyncio.gather(*(bounded(j) for j in jobs)))
     reason = "embedded mode: not part of this deployment"
     if settings.postgres_url is None:
