@@ -94,7 +94,8 @@ def run_server(service: str, tmp_path: Path, env: dict[str, str] | None = None,
     scheme = "https" if tls is not None else "http"
     server = ServerProcess(f"{scheme}://127.0.0.1:{port}", process, data_dir, log_path)
     try:
-        deadline = time.monotonic() + 20
+        # Start-up takes seconds; a busy machine, measuring coverage, can make it many more.
+        deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{server.log()}")

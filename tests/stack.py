@@ -370,7 +370,12 @@ class BridgeProcess:
             time.sleep(0.1)
 
     def log(self) -> str:
+        """The end of each log (for a failure's message)."""
         return "\n".join(p.read_text(errors="replace")[-20000:] for p in self.logs)
+
+    def full_log(self) -> str:
+        """Every log line (one access line per request: a searched line can be far back)."""
+        return "\n".join(p.read_text(errors="replace") for p in self.logs)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
