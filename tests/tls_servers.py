@@ -11,6 +11,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -55,9 +56,9 @@ def _wait_port(port: int, process: subprocess.Popen[bytes], log: Path, timeout_s
     raise RuntimeError(f"server did not listen on {port}:\n{log.read_text(errors='replace')}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def _stop(process: subprocess.Popen[bytes], how: signal.Signals = signal.SIGTERM) -> None:
     if process.poll() is None:
-        process.terminate()
+        process.send_signal(how)
         try:
             process.wait(15)
         except subprocess.TimeoutExpired:
@@ -130,13 +131,7 @@ def _run_postgres(directory: Path, bindir: Path, user: str | None, pki: Pki) -> 
         yield f"postgresql://postgres:{quote(password, safe='')}@127.0.0.1:{port}/postgres"
     finally:
         # SIGINT is PostgreSQL's fast shutdown (SIGTERM waits for every client).
-        if process.poll() is None:
-            process.send_signal(2)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        _stop(process, signal.SIGINT)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,8 @@ the backups (:mod:`auren.ops.backup`) and the sink."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -57,6 +59,21 @@ def upgrade_command() -> None:
         typer.echo(line)
 
 
+@contextlib.contextmanager
+def _backup_errors() -> Iterator[None]:
+    """A refused backup or restore is a usage error (exit 2), a broken environment exit 3."""
+    from auren.ops.backup import BackupFailed, BackupRefused
+
+    try:
+        yield
+    except BackupRefused as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(ExitCode.USAGE) from None
+    except BackupFailed as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(ExitCode.ENVIRONMENT) from None
+
+
 Timeout = Annotated[float, typer.Option(min=1, max=86_400,
                                         help="The longest the backup or restore may take, s.")]
 
@@ -70,17 +87,10 @@ def backup_command(
     """Back up the store while the services run: one consistent snapshot holding every event
     acknowledged before the backup began (SQLite: the online backup API; PostgreSQL:
     pg_dump of an exported snapshot, with the sink group's Kafka offsets in the manifest)."""
-    from auren.ops.backup import BackupFailed, BackupRefused, backup
+    from auren.ops.backup import backup
 
-    settings = Settings()
-    try:
-        manifest = backup(settings, file, timeout)
-    except BackupRefused as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(ExitCode.USAGE) from None
-    except BackupFailed as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(ExitCode.ENVIRONMENT) from None
+    with _backup_errors():
+        manifest = backup(Settings(), file, timeout)
     typer.echo(f"backup: {file} ({manifest.store}, {manifest.bytes} bytes, sha256 "
                f"{manifest.sha256[:16]}...)")
     typer.echo(f"holds: {manifest.events} events, {manifest.fetch_jobs} fetch jobs; every "
@@ -104,18 +114,11 @@ def restore_command(
 ) -> None:
     """Restore a backup into the store the settings name: the SQLite file in AUREN_DATA_DIR
     (no service may have it open) or the POSTGRES_URL database. Stop the services first."""
-    from auren.ops.backup import BackupFailed, BackupRefused, restore
+    from auren.ops.backup import restore
 
-    settings = Settings()
-    try:
-        restored = restore(settings, file, force=force, reset_offsets=kafka_offsets,
+    with _backup_errors():
+        restored = restore(Settings(), file, force=force, reset_offsets=kafka_offsets,
                            timeout_s=timeout)
-    except BackupRefused as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(ExitCode.USAGE) from None
-    except BackupFailed as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(ExitCode.ENVIRONMENT) from None
     typer.echo(f"restored: {restored.events} events, {restored.fetch_jobs} fetch jobs into "
                f"{restored.store} {restored.target}")
     for note in restored.notes:
