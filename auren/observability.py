@@ -2,8 +2,9 @@
 back (``Scrape``, ``histogram_quantile``: the console and the toolkit's comparison).
 
 Each app builds its own ``CollectorRegistry`` so that two apps in one process (tests) never
-share counters. Log records carry only allow-listed fields: never payload values, secrets or
-signatures (health data must not leak into logs).
+share counters. Logs are JSON lines on stderr; a record carries only allow-listed fields (never
+payload values, secrets or signatures: health data must not leak into logs) and the id of the
+request being handled (:data:`REQUEST_ID`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -165,6 +167,9 @@ def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
         lower_bound, lower_count = bound, count
     return lower_bound
 
+# The id of the HTTP request being handled (auren.services.kernel.requests sets it): every log
+# line written while it is handled carries it as ``request_id``.
+REQUEST_ID: ContextVar[str | None] = ContextVar("auren_request_id", default=None)
 
 # Fields a log record may carry besides the message; everything else is dropped.
 _ALLOWED = frozenset({"provider", "status", "error", "batch", "method", "path", "duration_ms",
@@ -173,24 +178,42 @@ _ALLOWED = frozenset({"provider", "status", "error", "batch", "method", "path", 
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line. Cheap enough for a line per request (the access log): the
+    second's text is formatted once per second, and only allow-listed fields are looked up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._second_text = ""
+
     def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": f"{self._second_text}.{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             # CR/LF escaped by JSON encoding: no log injection.
             "msg": record.getMessage(),
         }
-        for key in _ALLOWED:
-            if key in record.__dict__:
-                entry[key] = record.__dict__[key]
+        fields = record.__dict__
+        for key in _ALLOWED.intersection(fields):
+            entry[key] = fields[key]
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            entry["request_id"] = request_id
         if record.exc_info and record.exc_info[0] is not None:
             entry["exc_type"] = record.exc_info[0].__name__
         return orjson.dumps(entry, default=str).decode()
 
 
 def configure_logging(level: str) -> None:
+    # The formatter writes none of these; not collecting them makes every record cheaper.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -11,7 +11,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # A comma-separated list in the environment; every entry is a secret and never printed.
@@ -47,6 +47,21 @@ class Settings(BaseSettings):
     # the file is idle (auren.adapters.wal), so it stays below it.
     sqlite_wal_limit_bytes: int = Field(default=64 * 1_048_576, ge=1_048_576,
                                         le=16 * 1024 * 1_048_576)
+
+    # --- TLS to the data plane ------------------------------------------------------------------
+    # PostgreSQL: libpq's parameters in POSTGRES_URL (sslmode=verify-full&sslrootcert=FILE)
+    # are honoured by every client (asyncpg, pg_dump, pg_restore); nothing more is needed.
+    # Redis: a rediss:// URL speaks TLS; this CA file (PEM) verifies the server (None: the
+    # system's CAs). The server's name is always checked.
+    redis_ssl_ca_file: Path | None = None
+    # Kafka: librdkafka's security.protocol; SSL and SASL_SSL verify the brokers against this
+    # CA file (None: the system's CAs); SASL_* authenticate with the mechanism and credentials.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT")
+    kafka_ssl_ca_file: Path | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
 
     # --- `auren infra`: the loopback servers it starts for dev and CI --------------------------
     auren_kafka_port: int = Field(default=9092, ge=1, le=65535)
@@ -268,6 +283,12 @@ class Settings(BaseSettings):
     auren_bridge_url: str = "http://127.0.0.1:8889"
     auren_legacy_url: str = "http://127.0.0.1:8888"
     auren_gateway_url: str = "http://127.0.0.1:9000"
+    # The public base URL that fronts the gateway's /api/neuros/* and /api/bridge/* (a Vercel
+    # deployment with deploy/vercel.json, or the TLS proxy's API host): `auren health` probes
+    # both routes through it. None: those rows are n/a. (AUREN_PUBLIC_URL is the bridge's own
+    # public address, where OAuth redirects come back.)
+    auren_public_gateway_url: str | None = Field(
+        default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
     # The longest the gateway waits for an upstream's answer (504 after) and to connect (502).
     gateway_timeout_s: float = Field(default=30.0, gt=0, le=300)
     gateway_connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
@@ -320,9 +341,20 @@ class Settings(BaseSettings):
     http_keepalive_timeout_s: float = Field(default=5.0, gt=0, le=600)
     # Peers (addresses or CIDRs) whose X-Forwarded-For is believed; empty: none is.
     trusted_proxies: PlainList = ()
+    # HTTPS: a service given a certificate (chain) and its key in PEM serves TLS 1.2+ only
+    # (`auren serve NAME --ssl-certfile F --ssl-keyfile F` overrides them). Both or neither.
+    auren_ssl_certfile: Path | None = None
+    auren_ssl_keyfile: Path | None = None
+
+    # --- `auren docs generate`: who the service documents (docs/services/) name --------------
+    auren_team_owner: str = Field(default="AUREN platform team", min_length=1, max_length=200)
+    auren_team_contact: str = Field(default="ops@auren.example", min_length=1, max_length=200)
 
     # --- process ------------------------------------------------------------------------------
     log_level: str = "INFO"
+    # One JSON line per HTTP request (method, path without query or user id, status,
+    # duration, request id) at INFO on the logger auren.access.
+    access_log: bool = True
     shutdown_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
     _split = field_validator(
@@ -356,6 +388,17 @@ class Settings(BaseSettings):
         for entry in value:
             ipaddress.ip_network(entry, strict=False)  # a bad entry is a start-up error
         return value
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> Settings:
+        if (self.auren_ssl_certfile is None) != (self.auren_ssl_keyfile is None):
+            raise ValueError("AUREN_SSL_CERTFILE and AUREN_SSL_KEYFILE go together: set both "
+                             "or neither")
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and (self.kafka_sasl_username is None or self.kafka_sasl_password is None):
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                             "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
+        return self
 
     @property
     def embedded(self) -> bool:

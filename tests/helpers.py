@@ -13,11 +13,12 @@ import hashlib
 import hmac
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -71,10 +72,12 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def run_server(service: str, tmp_path: Path, env: dict[str, str] | None = None,
-               *, workers: int = 1, ready_path: str = "/health",
+               *, workers: int = 1, ready_path: str = "/health", args: Sequence[str] = (),
+               tls: ssl.SSLContext | None = None,
                port: int | None = None) -> Iterator[ServerProcess]:
     """Start ``auren serve <service>`` on a free loopback port (or ``port``); always stop it by
-    its pid."""
+    its pid. ``args`` go on the command line; with ``tls`` (a client context trusting the
+    server's CA) the server is reached over HTTPS."""
     port = port or free_port()
     data_dir = tmp_path / f"data-{port}"
     full_env = {k: v for k, v in os.environ.items()
@@ -87,16 +90,19 @@ def run_server(service: str, tmp_path: Path, env: dict[str, str] | None = None,
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "auren", "serve", service, "--port", str(port),
-             "--workers", str(workers)],
+             "--workers", str(workers), *args],
             stdout=log, stderr=subprocess.STDOUT, env=full_env)
-    server = ServerProcess(f"http://127.0.0.1:{port}", process, data_dir, log_path)
+    scheme = "https" if tls is not None else "http"
+    server = ServerProcess(f"{scheme}://127.0.0.1:{port}", process, data_dir, log_path)
     try:
-        deadline = time.monotonic() + 20
+        # Start-up takes seconds; a busy machine, measuring coverage, can make it many more.
+        deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{server.log()}")
             try:
-                if httpx.get(server.base_url + ready_path, timeout=1).status_code < 500:
+                if httpx.get(server.base_url + ready_path, timeout=1,
+                             verify=tls if tls is not None else True).status_code < 500:
                     break
             except httpx.HTTPError:
                 pass

@@ -78,6 +78,14 @@ class FullStack:
         self.databases.append(name)
         return self.urls["POSTGRES_URL"].rsplit("/", 1)[0] + "/" + name
 
+    def lose_database(self, url: str) -> None:
+        """What losing PostgreSQL's data looks like to AUREN: the database of ``url`` dropped
+        (its connections cut) and created again empty, under the same name and owner."""
+        name = url.rsplit("/", 1)[1].split("?", 1)[0]
+        assert name in self.databases, "only a database this stack made for a test"
+        self._admin(f"DROP DATABASE {name} WITH (FORCE)")
+        self._admin(f"CREATE DATABASE {name} OWNER {PG_USER}")
+
     def drop_databases(self) -> None:
         for name in self.databases:
             try:
@@ -365,7 +373,12 @@ class BridgeProcess:
             time.sleep(0.1)
 
     def log(self) -> str:
+        """The end of each log (for a failure's message)."""
         return "\n".join(p.read_text(errors="replace")[-20000:] for p in self.logs)
+
+    def full_log(self) -> str:
+        """Every log line (one access line per request: a searched line can be far back)."""
+        return "\n".join(p.read_text(errors="replace") for p in self.logs)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

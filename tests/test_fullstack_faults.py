@@ -317,7 +317,7 @@ def opened_after(bridge: BridgeProcess, name: str, since: float) -> float | None
     bridge's log (a /health poller can miss an open period of one second)."""
     from datetime import datetime
 
-    for line in bridge.log().splitlines():
+    for line in bridge.full_log().splitlines():
         if f"circuit {name}: closed -> open" in line:
             at = datetime.fromisoformat(orjson.loads(line)["ts"].replace("Z", "+00:00"))
             if at.timestamp() >= since:
@@ -429,7 +429,7 @@ def test_kafka_paused_with_default_settings_the_stall_rule_opens_the_breaker(def
     p99, worst = _p99(load.latencies), max(load.latencies)
     print(f"kafka pause, default settings: breaker open after {opened} s; p99 {p99:.3f} s, "
           f"max {worst:.3f} s; path {[state for _, state in watch.path]}")
-    log = plane.bridge.log()
+    log = plane.bridge.full_log()
     assert opened is not None and opened < 2.5, log[-3000:]
     assert "circuit kafka: closed -> open (stalled:" in log, log[-3000:]
     assert_all_answered(load, {202})

@@ -82,6 +82,30 @@ def producer_config(bootstrap: str, *, message_timeout_s: float, client_id: str,
     }
 
 
+def client_security(settings: Any) -> dict[str, Any]:
+    """librdkafka's security properties from the settings, for every Kafka client AUREN makes
+    (producer, sink consumer, admin, the toolkit's probes); empty for plain TCP.
+
+    TLS (``SSL``, ``SASL_SSL``) verifies the brokers' certificates and names against
+    ``KAFKA_SSL_CA_FILE`` (the system's CAs when unset); SASL authenticates with
+    ``KAFKA_SASL_MECHANISM`` and the username and password.
+    """
+    protocol: str = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return {}
+    conf: dict[str, Any] = {"security.protocol": protocol.lower()}
+    if protocol.endswith("SSL"):
+        conf["enable.ssl.certificate.verification"] = True
+        conf["ssl.endpoint.identification.algorithm"] = "https"
+        if settings.kafka_ssl_ca_file is not None:
+            conf["ssl.ca.location"] = str(settings.kafka_ssl_ca_file)
+    if protocol.startswith("SASL_"):
+        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        conf["sasl.username"] = settings.kafka_sasl_username
+        conf["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    return conf
+
+
 def check_producer_config(config: dict[str, Any]) -> None:
     """Raise if the configuration does not give idempotent, fully acknowledged writes."""
     problems = []
@@ -146,8 +170,10 @@ class KafkaBus:
     def __init__(self, bootstrap: str, *, events_topic: str = "biometric-events",
                  notifications_topic: str = "biometric-notifications", partitions: int = 6,
                  replication_factor: int = 1, min_insync_replicas: int | None = None,
-                 message_timeout_s: float = 30.0, client_id: str = "auren-bridge") -> None:
+                 message_timeout_s: float = 30.0, client_id: str = "auren-bridge",
+                 security: dict[str, Any] | None = None) -> None:
         self.bootstrap = bootstrap
+        self.security = dict(security or {})
         self.events_topic = events_topic
         self.notifications_topic = notifications_topic
         self._partitions = partitions
@@ -155,6 +181,7 @@ class KafkaBus:
         self._min_isr = min_insync_replicas
         self.config = producer_config(bootstrap, message_timeout_s=message_timeout_s,
                                       client_id=client_id)
+        self.config.update(self.security)
         self.config["stats_cb"] = self._on_stats
         self.config["error_cb"] = self._on_error
         self.config["logger"] = log
@@ -174,7 +201,8 @@ class KafkaBus:
                    partitions=settings.kafka_partitions,
                    replication_factor=settings.kafka_replication_factor,
                    min_insync_replicas=settings.kafka_min_insync_replicas,
-                   message_timeout_s=settings.kafka_message_timeout_s, client_id=client_id)
+                   message_timeout_s=settings.kafka_message_timeout_s, client_id=client_id,
+                   security=client_security(settings))
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -190,7 +218,8 @@ class KafkaBus:
         await asyncio.to_thread(ensure_topics, self.bootstrap,
                                 [self.events_topic, self.notifications_topic],
                                 partitions=self._partitions, replication=self._replication,
-                                min_insync_replicas=self._min_isr, timeout_s=timeout_s)
+                                min_insync_replicas=self._min_isr, timeout_s=timeout_s,
+                                security=self.security)
         self._producer = Producer(self.config)
         self._start_poller()
         while self.stats.get("eos", {}).get("idemp_state") != "Assigned":
@@ -367,7 +396,8 @@ class KafkaBus:
 
 
 def ensure_topics(bootstrap: str, topics: Sequence[str], *, partitions: int, replication: int,
-                  min_insync_replicas: int | None, timeout_s: float) -> list[str]:
+                  min_insync_replicas: int | None, timeout_s: float,
+                  security: dict[str, Any] | None = None) -> list[str]:
     """Create the topics that do not exist; returns those created. Blocking: run it on a
     thread. Every admin call has an explicit timeout.
 
@@ -375,7 +405,8 @@ def ensure_topics(bootstrap: str, topics: Sequence[str], *, partitions: int, rep
         StoreUnavailable: the broker did not answer, or refused to create a topic.
     """
     admin_config: dict[str, Any] = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 10_000,
-                                    "socket.connection.setup.timeout.ms": 5_000, "logger": log}
+                                    "socket.connection.setup.timeout.ms": 5_000, "logger": log,
+                                    **(security or {})}
     admin = AdminClient(admin_config)
     try:
         existing = admin.list_topics(timeout=timeout_s).topics

@@ -36,6 +36,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
 import orjson
@@ -169,13 +170,26 @@ class _Batcher(Generic[K, V]):
             self._task = None
 
 
+def tls_options(url: str, ca_file: Path | None) -> dict[str, Any]:
+    """redis-py's TLS arguments for ``url``: none for ``redis://``; for ``rediss://`` the
+    server's certificate is verified (against ``ca_file``, else the system's CAs) and so is
+    its name."""
+    if not url.startswith("rediss://"):
+        return {}
+    options: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    if ca_file is not None:
+        options["ssl_ca_certs"] = str(ca_file)
+    return options
+
+
 class RedisCache:
     """``Cache`` (and rate limiter, summary cache) on Redis, with a small local LRU in front."""
 
     def __init__(self, url: str, *, prefix: str = "auren:", dedup_ttl_s: int = 259_200,
                  timeout_s: float = 0.5, breaker: CircuitBreaker | None = None,
-                 local_capacity: int = 100_000) -> None:
+                 local_capacity: int = 100_000, ca_file: Path | None = None) -> None:
         self._url = url
+        self._tls = tls_options(url, ca_file)
         self.prefix = prefix
         self._ttl = dedup_ttl_s
         self._timeout_s = timeout_s
@@ -201,14 +215,15 @@ class RedisCache:
             raise ValueError("REDIS_URL is not set")
         return cls(settings.redis_url.get_secret_value(), prefix=settings.redis_key_prefix,
                    dedup_ttl_s=settings.redis_dedup_ttl_s, timeout_s=settings.redis_timeout_s,
-                   breaker=breaker, local_capacity=settings.dedup_cache_size)
+                   breaker=breaker, local_capacity=settings.dedup_cache_size,
+                   ca_file=settings.redis_ssl_ca_file)
 
     async def open(self) -> None:
         """Connect lazily; a Redis that is down at start-up is a warning, not a failure."""
         t = self._timeout_s
         self._client = aioredis.Redis.from_url(
             self._url, socket_timeout=t, socket_connect_timeout=t, retry_on_timeout=False,
-            max_connections=32, health_check_interval=30)
+            max_connections=32, health_check_interval=30, **self._tls)
         try:
             await self.ping()
         except StoreUnavailable as exc:

@@ -1,8 +1,12 @@
-"""``auren db upgrade`` and ``auren sink``: thin over the PostgreSQL store and the sink."""
+"""``auren db upgrade | backup | restore`` and ``auren sink``: thin over the PostgreSQL store,
+the backups (:mod:`auren.ops.backup`) and the sink."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,8 +17,9 @@ from auren.observability import configure_logging
 from auren.services.dataplane import postgres_store
 from auren.settings import Settings
 
-db_app = typer.Typer(help="The PostgreSQL schema of the full stack (POSTGRES_URL).",
-                     no_args_is_help=True)
+db_app = typer.Typer(help="The store: the full stack's PostgreSQL schema, and backups of the "
+                          "store the settings name (PostgreSQL with POSTGRES_URL, else the "
+                          "SQLite file in AUREN_DATA_DIR).", no_args_is_help=True)
 
 
 def _settings() -> Settings:
@@ -52,6 +57,72 @@ def upgrade_command() -> None:
         raise typer.Exit(ExitCode.ENVIRONMENT) from exc
     for line in lines:
         typer.echo(line)
+
+
+@contextlib.contextmanager
+def _backup_errors() -> Iterator[None]:
+    """A refused backup or restore is a usage error (exit 2), a broken environment exit 3."""
+    from auren.ops.backup import BackupFailed, BackupRefused
+
+    try:
+        yield
+    except BackupRefused as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(ExitCode.USAGE) from None
+    except BackupFailed as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(ExitCode.ENVIRONMENT) from None
+
+
+Timeout = Annotated[float, typer.Option(min=1, max=86_400,
+                                        help="The longest the backup or restore may take, s.")]
+
+
+@db_app.command("backup")
+def backup_command(
+    file: Annotated[Path, typer.Argument(dir_okay=False, help="Where to write the backup; its "
+                                         "manifest goes to FILE.json.")],
+    timeout: Timeout = 3600.0,
+) -> None:
+    """Back up the store while the services run: one consistent snapshot holding every event
+    acknowledged before the backup began (SQLite: the online backup API; PostgreSQL:
+    pg_dump of an exported snapshot, with the sink group's Kafka offsets in the manifest)."""
+    from auren.ops.backup import backup
+
+    with _backup_errors():
+        manifest = backup(Settings(), file, timeout)
+    typer.echo(f"backup: {file} ({manifest.store}, {manifest.bytes} bytes, sha256 "
+               f"{manifest.sha256[:16]}...)")
+    typer.echo(f"holds: {manifest.events} events, {manifest.fetch_jobs} fetch jobs; every "
+               f"event acknowledged before {manifest.started_at}")
+    if manifest.kafka is not None:
+        typer.echo(f"kafka: offsets of sink group {manifest.kafka['group']} saved")
+
+
+@db_app.command("restore")
+def restore_command(
+    file: Annotated[Path, typer.Argument(dir_okay=False, help="A file `auren db backup` "
+                                         "wrote (its FILE.json manifest is checked when "
+                                         "present).")],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace a store that already holds events.")] = False,
+    kafka_offsets: Annotated[bool, typer.Option(
+        "--kafka-offsets/--no-kafka-offsets",
+        help="Full stack: set the sink group back to the backup's offsets, so the sinks "
+             "replay what Kafka acknowledged since (every sink must be stopped).")] = True,
+    timeout: Timeout = 3600.0,
+) -> None:
+    """Restore a backup into the store the settings name: the SQLite file in AUREN_DATA_DIR
+    (no service may have it open) or the POSTGRES_URL database. Stop the services first."""
+    from auren.ops.backup import restore
+
+    with _backup_errors():
+        restored = restore(Settings(), file, force=force, reset_offsets=kafka_offsets,
+                           timeout_s=timeout)
+    typer.echo(f"restored: {restored.events} events, {restored.fetch_jobs} fetch jobs into "
+               f"{restored.store} {restored.target}")
+    for note in restored.notes:
+        typer.echo(f"note: {note}")
 
 
 def sink_command(

@@ -22,7 +22,8 @@ def generate_command(
         help="Write nothing; exit 1 when a checked-in file differs from what the code "
              "generates (or is missing).")] = False,
 ) -> None:
-    """Generate the Grafana dashboards (deploy/grafana/dashboards/*.json)."""
+    """Generate the Grafana dashboards (deploy/grafana/dashboards/*.json), the service
+    documents (docs/services/*.yaml) and their OpenAPI documents (docs/openapi/*.json)."""
     stale = stale_files(root, write=not check)
     for path in stale:
         typer.echo(f"{'differs' if check else 'wrote'}: {path}")

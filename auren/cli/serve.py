@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
 import uvicorn
 
+from auren.cli.exit_codes import ExitCode
 from auren.observability import configure_logging
 from auren.services.runtime import server_options
 from auren.settings import Settings
@@ -25,24 +27,41 @@ _FACTORIES = {
 }
 
 
-def _serve(service: str, host: str, port: int | None, workers: int) -> None:
+def _serve(service: str, host: str, port: int | None, workers: int,
+           tls: tuple[Path, Path] | None) -> None:
     settings = Settings()
     configure_logging(settings.log_level)
     factory, default_port = _FACTORIES[service]
-    uvicorn.run(factory, factory=True,
-                **server_options(settings, host=host, port=port or default_port, workers=workers))
-
+    try:
+        options = server_options(settings, host=host, port=port or default_port,
+                                 workers=workers, tls=tls)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(ExitCode.USAGE) from None
+    uvicorn.run(factory, factory=True, **options)
 
 
 Host = Annotated[str, typer.Option(help="Interface to bind.")]
 Workers = Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")]
+CertFile = Annotated[Path | None, typer.Option(
+    "--ssl-certfile", dir_okay=False, show_default=False,
+    help="Serve HTTPS with this certificate (PEM, chain included); with --ssl-keyfile. "
+         "Default: AUREN_SSL_CERTFILE.")]
+KeyFile = Annotated[Path | None, typer.Option(
+    "--ssl-keyfile", dir_okay=False, show_default=False,
+    help="The certificate's private key (PEM). Default: AUREN_SSL_KEYFILE.")]
 
 
 def _command(service: str, default_port: int, doc: str) -> Callable[..., None]:
     def command(host: Host = "127.0.0.1",
                 port: Annotated[int, typer.Option(help="TCP port.")] = default_port,
-                workers: Workers = 1) -> None:
-        _serve(service, host, port, workers)
+                workers: Workers = 1, ssl_certfile: CertFile = None,
+                ssl_keyfile: KeyFile = None) -> None:
+        if (ssl_certfile is None) != (ssl_keyfile is None):
+            typer.echo("error: --ssl-certfile and --ssl-keyfile go together", err=True)
+            raise typer.Exit(ExitCode.USAGE)
+        tls = (ssl_certfile, ssl_keyfile) if ssl_certfile and ssl_keyfile else None
+        _serve(service, host, port, workers, tls)
 
     command.__doc__ = doc
     return command

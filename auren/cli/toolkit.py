@@ -174,15 +174,24 @@ def health(
                                             help="Seconds between sweeps (--watch).")] = 5.0,
     count: Annotated[int, typer.Option(min=0, help="Stop after this many sweeps (--watch); "
                                                    "0: until Ctrl-C.")] = 0,
+    public: Annotated[str | None, typer.Option(
+        "--public", show_default=False,
+        help="The public base URL in front of the gateway (a Vercel deployment of "
+             "deploy/vercel.json, or the TLS proxy's API host): its /api/neuros/* and "
+             "/api/bridge/* routes are probed. Default: AUREN_PUBLIC_GATEWAY_URL.")] = None,
 ) -> None:
-    """The health sweep: every service, the proxy routes and the data plane; pass/warn/fail
-    per row (n/a for what the deployment does not have), response time and uptime."""
+    """The health sweep: every service, the proxy routes (the gateway's, and a public
+    deployment's) and the data plane; pass/warn/fail per row (n/a for what the deployment
+    does not have), response time and uptime."""
     from auren.ops.health import sweep
 
     err = Console(stderr=True)
+    if public is not None and not public.startswith(("http://", "https://")):
+        err.print(f"[red]--public must be an http(s) URL, got {public!r}[/red]")
+        raise typer.Exit(USAGE)
     with _target(neuros, legacy, bridge, gateway, deployed, data_dir, err) as target:
         if not watch:
-            result = asyncio.run(sweep(target, timeout_s=timeout))
+            result = asyncio.run(sweep(target, timeout_s=timeout, public_url=public))
             if as_json:
                 _emit_json(result.as_dict())
             else:
@@ -195,7 +204,7 @@ def health(
         with contextlib.suppress(KeyboardInterrupt), Live(console=Console(),
                                                           auto_refresh=False) as live:
             while count == 0 or done < count:
-                last = asyncio.run(sweep(target, timeout_s=timeout))
+                last = asyncio.run(sweep(target, timeout_s=timeout, public_url=public))
                 done += 1
                 if as_json:
                     _emit_json(last.as_dict())

@@ -8,23 +8,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from auren.settings import Settings
+
 DASHBOARD_DIR = Path("deploy") / "grafana" / "dashboards"
 
 
-def generated(root: Path) -> dict[Path, str]:
-    """Every generated file under ``root`` (the repository) and the content it must have."""
+def generated(root: Path, settings: Settings | None = None) -> dict[Path, str]:
+    """Every generated file under ``root`` (the repository) and the content it must have:
+    the Grafana dashboards, and each service's document and OpenAPI document (the team's
+    owner and contact from ``settings``)."""
     # Loaded by this command only: every other `auren` command starts without the SDK.
-    from auren.docsgen import dashboards
+    from auren.docsgen import dashboards, services
 
-    return {root / DASHBOARD_DIR / f"{name}.json": dashboards.render(name)
-            for name in dashboards.DASHBOARDS}
+    files = {root / DASHBOARD_DIR / f"{name}.json": dashboards.render(name)
+             for name in dashboards.DASHBOARDS}
+    files.update({root / path: content
+                  for path, content in services.render(settings or Settings()).items()})
+    return files
 
 
-def stale_files(root: Path, *, write: bool) -> list[Path]:
+def stale_files(root: Path, *, write: bool, settings: Settings | None = None) -> list[Path]:
     """The generated files whose checked-in content differs (or is missing); rewritten when
     ``write``."""
     stale = []
-    for path, content in generated(root).items():
+    for path, content in generated(root, settings).items():
         current = path.read_text() if path.exists() else None
         if current == content:
             continue

@@ -7,5 +7,6 @@ bursts, breaker verification and drills), ``faultproxy``/``placement`` (the TCP 
 where it sits), ``sla`` (thresholds), ``report`` (Markdown, HTML, JSON, PNG) and ``validate``
 (all of them in order). ``procs`` starts the embedded system, ``fullstack`` the full stack for
 ``validate --stack full``; the commands are
-``auren.cli.toolkit``.
+``auren.cli.toolkit``. ``backup`` backs the store up and restores it (``auren db backup``,
+``auren db restore``).
 """

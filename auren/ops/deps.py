@@ -113,12 +113,15 @@ async def postgres_count(dsn: str, timeout_s: float) -> StoreCount:
 # --- Redis --------------------------------------------------------------------------------------
 
 
-async def redis_probe(url: str, timeout_s: float) -> dict[str, Any]:
+async def redis_probe(url: str, timeout_s: float, ca_file: Path | None = None) -> dict[str, Any]:
     import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 
+    from auren.adapters.redis_cache import tls_options
+
     started = time.perf_counter()
-    client = aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    client = aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                               **tls_options(url, ca_file))
     try:
         pong = await asyncio.wait_for(cast("Awaitable[bool]", client.ping()), timeout_s)
     except (RedisError, OSError, TimeoutError) as exc:
@@ -133,12 +136,13 @@ async def redis_probe(url: str, timeout_s: float) -> dict[str, Any]:
 # --- Kafka --------------------------------------------------------------------------------------
 
 
-def _kafka_metadata(bootstrap: str, timeout_s: float) -> dict[str, Any]:
+def _kafka_metadata(bootstrap: str, timeout_s: float, security: dict[str, Any]
+                    ) -> dict[str, Any]:
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap,
                          "socket.timeout.ms": int(timeout_s * 1000),
-                         "log_level": 0})
+                         "log_level": 0, **security})
     metadata = admin.list_topics(timeout=timeout_s)
     topic = metadata.topics.get(TOPIC)
     return {"brokers": len(metadata.brokers),
@@ -146,11 +150,14 @@ def _kafka_metadata(bootstrap: str, timeout_s: float) -> dict[str, Any]:
             len(topic.partitions)}
 
 
-async def kafka_probe(bootstrap: str, timeout_s: float) -> dict[str, Any]:
+async def kafka_probe(bootstrap: str, timeout_s: float,
+                      security: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Cluster metadata and the events topic; ``security``: ``adapters.kafka.client_security``
+    of the deployment's settings (TLS, SASL)."""
     started = time.perf_counter()
     try:
-        facts = await in_daemon_thread(lambda: _kafka_metadata(bootstrap, timeout_s),
-                                       timeout_s + 1)
+        facts = await in_daemon_thread(
+            lambda: _kafka_metadata(bootstrap, timeout_s, security or {}), timeout_s + 1)
     except ProbeFailed:
         raise
     except Exception as exc:  # noqa: BLE001 - KafkaException and plain errors: a report row
@@ -162,12 +169,19 @@ async def kafka_probe(bootstrap: str, timeout_s: float) -> dict[str, Any]:
     return {"ms": (time.perf_counter() - started) * 1000, **facts}
 
 
-def _kafka_high_watermarks(bootstrap: str, timeout_s: float) -> int:
+def kafka_security(settings: Any) -> dict[str, Any]:
+    """The deployment's Kafka security properties (TLS, SASL) for the probes below."""
+    from auren.adapters.kafka import client_security  # confluent-kafka only where used
+
+    return client_security(settings)
+
+
+def _kafka_high_watermarks(bootstrap: str, timeout_s: float, security: dict[str, Any]) -> int:
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "auren-ops-offsets",
                          "enable.auto.commit": False, "log_level": 0,
-                         "socket.timeout.ms": int(timeout_s * 1000)})
+                         "socket.timeout.ms": int(timeout_s * 1000), **security})
     try:
         metadata = consumer.list_topics(TOPIC, timeout=timeout_s)
         topic = metadata.topics.get(TOPIC)
@@ -183,11 +197,13 @@ def _kafka_high_watermarks(bootstrap: str, timeout_s: float) -> int:
         consumer.close()
 
 
-async def kafka_offsets(bootstrap: str, timeout_s: float) -> int:
+async def kafka_offsets(bootstrap: str, timeout_s: float,
+                        security: dict[str, Any] | None = None) -> int:
     """The sum of the topic's high watermarks: every record ever appended to it."""
     try:
-        return await in_daemon_thread(lambda: _kafka_high_watermarks(bootstrap, timeout_s),
-                                      timeout_s * 2 + 1)
+        return await in_daemon_thread(
+            lambda: _kafka_high_watermarks(bootstrap, timeout_s, security or {}),
+            timeout_s * 2 + 1)
     except ProbeFailed:
         raise
     except Exception as exc:  # noqa: BLE001 - KafkaException and plain errors: a report row

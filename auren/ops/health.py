@@ -130,9 +130,17 @@ async def _embedded_store(target: Target, timeout_s: float) -> Row:
                f"{count.events} events, {count.fetch_jobs} fetch jobs")
 
 
-async def sweep(target: Target, *, timeout_s: float = 5.0) -> Sweep:
-    """Every row of the sweep, in a fixed order."""
+# The proxy routes a public deployment (deploy/vercel.json) puts in front of the gateway.
+PUBLIC_ROUTES = (("Public → NEUROS", "/api/neuros/health"),
+                 ("Public → Enhanced Bridge", "/api/bridge/health"))
+
+
+async def sweep(target: Target, *, timeout_s: float = 5.0, public_url: str | None = None
+                ) -> Sweep:
+    """Every row of the sweep, in a fixed order. ``public_url`` (else ``AUREN_PUBLIC_GATEWAY_URL``):
+    the public base URL whose proxy routes are probed too."""
     settings = target.settings
+    public = (public_url or settings.auren_public_gateway_url or "").rstrip("/")
     limit = asyncio.Semaphore(CONCURRENCY)
 
     async def bounded(job: Awaitable[Row]) -> Row:
@@ -146,6 +154,9 @@ async def sweep(target: Target, *, timeout_s: float = 5.0) -> Sweep:
         gateway = target.urls["gateway"]
         jobs += [http_health(client, "Gateway → NEUROS", gateway + "/api/neuros/health"),
                  http_health(client, "Gateway → Enhanced Bridge", gateway + "/api/bridge/health")]
+        jobs += [http_health(client, name, public + route) if public
+                 else _na(name, "no public URL (AUREN_PUBLIC_GATEWAY_URL or --public)")
+                 for name, route in PUBLIC_ROUTES]
         if settings.postgres_url is not None:
             dsn = settings.postgres_url.get_secret_value()
             jobs.append(_dependency("PostgreSQL", _host(dsn),
@@ -157,11 +168,14 @@ async def sweep(target: Target, *, timeout_s: float = 5.0) -> Sweep:
                                                  "bridges' rows include their store check"))
         if settings.redis_url is not None:
             url = settings.redis_url.get_secret_value()
-            jobs.append(_dependency("Redis", _host(url), lambda: deps.redis_probe(url, timeout_s)))
+            ca_file = settings.redis_ssl_ca_file
+            jobs.append(_dependency("Redis", _host(url),
+                                    lambda: deps.redis_probe(url, timeout_s, ca_file)))
         if settings.kafka_bootstrap_servers:
             bootstrap = settings.kafka_bootstrap_servers
             jobs.append(_dependency("Kafka", bootstrap,
-                                    lambda: deps.kafka_probe(bootstrap, timeout_s)))
+                                    lambda: deps.kafka_probe(bootstrap, timeout_s,
+                                                             deps.kafka_security(settings))))
         rows = list(await asyncio.gather(*(bounded(j) for j in jobs)))
     reason = "embedded mode: not part of this deployment"
     if settings.postgres_url is None:

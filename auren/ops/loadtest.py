@@ -185,7 +185,8 @@ async def kafka_baseline(target: Target) -> int | str | None:
     if not target.settings.kafka_bootstrap_servers:
         return None
     try:
-        return await deps.kafka_offsets(target.settings.kafka_bootstrap_servers, 5.0)
+        return await deps.kafka_offsets(target.settings.kafka_bootstrap_servers, 5.0,
+                                       deps.kafka_security(target.settings))
     except deps.ProbeFailed as exc:
         return str(exc)
 

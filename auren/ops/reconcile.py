@@ -215,7 +215,8 @@ async def _kafka(out: Reconciliation, target: Target, offsets_before: int | str 
     if not isinstance(offsets_before, int) or not bootstrap:
         return
     try:
-        out.kafka_records = await deps.kafka_offsets(bootstrap, 5.0) - offsets_before
+        out.kafka_records = await deps.kafka_offsets(
+            bootstrap, 5.0, deps.kafka_security(target.settings)) - offsets_before
     except deps.ProbeFailed:
         return
     out.detail += f"; Kafka records appended: {out.kafka_records}"

@@ -49,6 +49,7 @@ from auren.services.fetcher import FetcherParts, assemble
 from auren.services.kernel.body import check_declared, receive_capped
 from auren.services.kernel.health import PASS, WARN, health_response, now_text, worst
 from auren.services.kernel.problem import install_problem_handlers, problem_for, problem_responses
+from auren.services.kernel.requests import RequestTracing
 from auren.services.kernel.responses import json_response, metrics_response
 from auren.services.runtime import tune_runtime_for_serving
 from auren.settings import Settings
@@ -125,11 +126,16 @@ class BridgeApp:
     health, metrics, docs, lifespan) is an ordinary FastAPI app.
     """
 
-    def __init__(self, api: FastAPI, webhooks: WebhookEndpoint) -> None:
+    def __init__(self, api: FastAPI, webhooks: WebhookEndpoint, tracing: RequestTracing
+                 ) -> None:
         self.api = api
         self._webhooks = webhooks
+        self._tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._tracing(self._route, scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             provider = webhook_provider(scope["path"])
             if provider is not None:
@@ -401,4 +407,5 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
         metrics.queue_depth.set(admission.waiting + committer.queue_depth)
         return metrics_response(metrics.registry)
 
-    return BridgeApp(app, WebhookEndpoint(pipeline, metrics, settings.max_webhook_bytes))
+    return BridgeApp(app, WebhookEndpoint(pipeline, metrics, settings.max_webhook_bytes),
+                     RequestTracing.from_settings(settings, "bridge"))

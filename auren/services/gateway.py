@@ -75,6 +75,7 @@ from auren.services.kernel.problem import (
     problem_for,
     problem_response,
 )
+from auren.services.kernel.requests import RequestTracing
 from auren.services.kernel.responses import metrics_response
 from auren.settings import Settings
 
@@ -356,9 +357,10 @@ class GatewayApp:
     """The gateway's ASGI entry: ``/api/{upstream}/...`` to the proxy lane, the rest (health,
     metrics, console, docs, lifespan) to FastAPI, whose own responses get ``nosniff``."""
 
-    def __init__(self, api: FastAPI, proxy: Proxy) -> None:
+    def __init__(self, api: FastAPI, proxy: Proxy, tracing: RequestTracing) -> None:
         self.api = api
         self.proxy = proxy
+        self._tracing = tracing
 
     @property
     def router(self) -> Router:
@@ -366,6 +368,10 @@ class GatewayApp:
         return self.api.router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The request id is in the request's headers from here on, so the proxy forwards it.
+        await self._tracing(self._route, scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.api(scope, receive, send)
             return
@@ -501,4 +507,4 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     # A validation it starts runs with this process's environment (the deployment's settings).
     console.append(install_console(app, settings, list(targets.values()), proxy.clients,
                                    dict(os.environ)))
-    return GatewayApp(app, proxy)
+    return GatewayApp(app, proxy, RequestTracing.from_settings(settings, "gateway"))

@@ -31,6 +31,7 @@ from auren.services.bridge import BridgeApp, WebhookEndpoint, document_webhooks
 from auren.services.dataplane import build_dataplane
 from auren.services.kernel.health import health_response, now_text
 from auren.services.kernel.problem import install_problem_handlers
+from auren.services.kernel.requests import RequestTracing
 from auren.services.kernel.responses import metrics_response
 from auren.settings import Settings
 
@@ -122,4 +123,5 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     async def prometheus_metrics() -> Response:
         return metrics_response(metrics.registry)
 
-    return BridgeApp(app, WebhookEndpoint(pipeline, metrics, settings.max_webhook_bytes))
+    return BridgeApp(app, WebhookEndpoint(pipeline, metrics, settings.max_webhook_bytes),
+                     RequestTracing.from_settings(settings, "legacy"))

@@ -56,6 +56,7 @@ from auren.services.kernel.problem import (
     problem_response,
     problem_responses,
 )
+from auren.services.kernel.requests import RequestTracing
 from auren.services.kernel.responses import JSON, json_response, metrics_response
 from auren.services.runtime import tune_runtime_for_serving
 from auren.settings import Settings
@@ -284,9 +285,10 @@ class NeurosApp:
     (the stream, memory, health, metrics, docs, lifespan and every error for other methods).
     The FastAPI /chat routes stay registered, so OpenAPI documents them as before."""
 
-    def __init__(self, api: FastAPI, chat: ChatService) -> None:
+    def __init__(self, api: FastAPI, chat: ChatService, tracing: RequestTracing) -> None:
         self.api = api
         self._chat = chat
+        self._tracing = tracing
 
     @property
     def router(self) -> Router:
@@ -295,6 +297,9 @@ class NeurosApp:
         return self.api.router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._tracing(self._route, scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in CHAT_PATHS:
             await self._chat(scope, receive, send)
             return
@@ -448,4 +453,4 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
     async def prometheus_metrics() -> Response:
         return metrics_response(metrics.registry)
 
-    return NeurosApp(app, service)
+    return NeurosApp(app, service, RequestTracing.from_settings(settings, "neuros"))

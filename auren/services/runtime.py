@@ -27,6 +27,7 @@ import gc
 import logging
 import resource
 import sys
+from pathlib import Path
 from typing import Any
 
 from auren.services.connections import ConnectionLimits, GuardedProtocolFactory
@@ -50,13 +51,27 @@ def tune_runtime_for_serving() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
-def server_options(settings: Settings, *, host: str, port: int, workers: int = 1
-                   ) -> dict[str, Any]:
+def server_options(settings: Settings, *, host: str, port: int, workers: int = 1,
+                   tls: tuple[Path, Path] | None = None) -> dict[str, Any]:
     """The uvicorn options every service runs with (see the module's docstring). ``bench/``
     serves its baseline app with exactly these, so that a throughput ratio compares
-    applications, not server settings."""
+    applications, not server settings.
+
+    HTTPS when a certificate and key are given (``tls``, else ``AUREN_SSL_CERTFILE`` and
+    ``AUREN_SSL_KEYFILE``): uvicorn's server context, whose floor is TLS 1.2 (Python's
+    default for a server), with the connection guard working as on plain HTTP.
+    """
     raise_open_file_limit()
-    return {
+    if tls is None and settings.auren_ssl_certfile and settings.auren_ssl_keyfile:
+        tls = (settings.auren_ssl_certfile, settings.auren_ssl_keyfile)
+    ssl: dict[str, Any] = {}
+    if tls is not None:
+        certfile, keyfile = tls
+        for path in tls:
+            if not path.is_file():
+                raise ValueError(f"TLS: {path} is not a readable file")
+        ssl = {"ssl_certfile": str(certfile), "ssl_keyfile": str(keyfile)}
+    return {**ssl,
         "host": host,
         "port": port,
         "workers": workers,

@@ -37,7 +37,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from auren.adapters.breaker import CircuitBreaker
-from auren.adapters.kafka import ensure_topics
+from auren.adapters.kafka import client_security, ensure_topics
 from auren.adapters.postgres import PostgresStore
 from auren.adapters.wire import DeliveryRecord, decode
 from auren.errors import ClientError, StoreUnavailable
@@ -76,6 +76,7 @@ def consumer_config(settings: Settings, *, client_id: str = "auren-sink") -> dic
         "socket.connection.setup.timeout.ms": 5_000,
         "reconnect.backoff.max.ms": 1_000,
         "statistics.interval.ms": 5_000,
+        **client_security(settings),
     }
 
 
@@ -141,7 +142,7 @@ class Sink:
                                 partitions=s.kafka_partitions,
                                 replication=s.kafka_replication_factor,
                                 min_insync_replicas=s.kafka_min_insync_replicas,
-                                timeout_s=30.0)
+                                timeout_s=30.0, security=client_security(s))
         self._consumer = await self._call(self._consumer_factory, self._config)
         await self._call(self._consumer.subscribe, self._topics)
         log.info("sink subscribed", extra={"detail": ", ".join(self._topics)})

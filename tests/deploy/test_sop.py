@@ -7,7 +7,7 @@ import re
 
 from auren.ops.procs import DEFAULT_PORTS
 from auren.settings import Settings
-from tests.deploy.tools import DOCS, ROOT
+from tests.deploy.tools import DOCS, ROOT, heading_anchors
 
 NAMES = {"neuros": "NEUROS", "legacy": "Original Bridge", "bridge": "Enhanced Biometric Bridge",
          "gateway": "Gateway"}
@@ -37,8 +37,23 @@ def test_unknown_variables_are_ignored_as_the_sop_says(monkeypatch):
 
 
 def test_operations_documents_cite_only_the_repository():
-    for name in ("SOP.md", "runbooks.md", "providers.md", "neuros.md"):
+    for name in ("SOP.md", "runbooks.md", "providers.md", "neuros.md", "DR.md"):
         text = (DOCS / name).read_text()
         assert "shared/reference" not in text, name
         for path in re.findall(r"`((?:auren|deploy|tests|docs|scripts|infra)/[\w./-]+)`", text):
             assert (ROOT / path.rstrip("/")).exists() or "<" in path, (name, path)
+
+
+def test_links_between_the_operations_documents_resolve():
+    """Every Markdown link from one document of docs/ to another (runbooks <-> DR, ...)
+    reaches an existing file and, when it names one, an existing heading."""
+    checked = 0
+    for source in ("SOP.md", "runbooks.md", "DR.md"):
+        text = (DOCS / source).read_text()
+        for target, anchor in re.findall(r"\]\(([\w.-]+\.md)?(?:#([\w-]+))?\)", text):
+            path = DOCS / (target or source)
+            assert path.exists(), (source, target)
+            if anchor:
+                assert anchor in heading_anchors(path.read_text()), (source, target, anchor)
+            checked += 1
+    assert checked >= 10

@@ -1,5 +1,6 @@
-"""deploy/grafana/: the checked-in dashboards are exactly what the code generates, every panel's
-query is valid PromQL, and the provisioning files point at the dashboards and the data source.
+"""deploy/grafana/ (and every generated file): the checked-in dashboards are exactly what the
+code generates, every panel's query is valid PromQL, and the provisioning files point at the
+dashboards and the data source.
 (That every queried metric is exported is checked against live services in
 ``tests/deploy/test_monitoring_live.py``.)"""
 
@@ -15,15 +16,20 @@ import yaml
 
 from auren.docsgen import dashboards
 from auren.docsgen.generate import DASHBOARD_DIR, generated
+from auren.docsgen.services import OPENAPI_DIR, SERVICE_DIR
 from tests.deploy.tools import DEPLOY, ROOT, system_tool
 
 
-def test_checked_in_dashboards_are_exactly_what_the_code_generates():
+def test_checked_in_generated_files_are_exactly_what_the_code_generates():
+    """Dashboards, service documents and OpenAPI documents (docs/services/, docs/openapi/)."""
     expected = generated(ROOT)
     for path, content in expected.items():
         assert path.exists(), f"{path} is missing: run `auren docs generate`"
         assert path.read_text() == content, f"{path} is stale: run `auren docs generate`"
-    assert set((ROOT / DASHBOARD_DIR).glob("*.json")) == set(expected)
+    for directory, pattern in ((DASHBOARD_DIR, "*.json"), (SERVICE_DIR, "*.yaml"),
+                               (OPENAPI_DIR, "*.json")):
+        on_disk = set((ROOT / directory).glob(pattern))
+        assert on_disk == {p for p in expected if p.parent == ROOT / directory}, directory
 
 
 def test_the_command_writes_into_an_empty_tree_and_check_fails_on_a_change(tmp_path: Path):
@@ -35,10 +41,15 @@ def test_the_command_writes_into_an_empty_tree_and_check_fails_on_a_change(tmp_p
     assert docs("--check").returncode == 1  # nothing there yet
     assert docs().returncode == 0
     assert docs("--check").returncode == 0
-    victim = tmp_path / DASHBOARD_DIR / "auren-neuros.json"
-    victim.write_text(victim.read_text().replace("NEUROS", "NEUR0S"))
+    victims = (tmp_path / DASHBOARD_DIR / "auren-neuros.json",
+               tmp_path / SERVICE_DIR / "neuros.yaml", tmp_path / OPENAPI_DIR / "bridge.json")
+    for victim in victims:
+        victim.write_text(victim.read_text().replace("NEUROS", "NEUR0S")
+                          .replace("/health", "/healthz"))
     stale = docs("--check")
-    assert stale.returncode == 1 and "auren-neuros.json" in stale.stdout
+    assert stale.returncode == 1
+    assert sorted(line.split("/")[-1] for line in stale.stdout.splitlines()
+                  if line.startswith("differs")) == sorted(v.name for v in victims)
 
 
 def test_every_panel_has_a_unique_id_and_a_valid_query(tmp_path: Path):

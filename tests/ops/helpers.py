@@ -91,3 +91,10 @@ def _helper_process(module: str, *args: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+def auren_db(*args: str, env: dict[str, str], timeout: float = 120
+             ) -> subprocess.CompletedProcess[str]:
+    """``auren db ARGS`` as a process with ``env``."""
+    return subprocess.run([sys.executable, "-m", "auren", "db", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
