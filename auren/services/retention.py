@@ -50,7 +50,11 @@ class Retention(Collector):
 
     def __init__(self, settings: Settings, store: RawArchive, *,
                  lock_path: Path | None = None) -> None:
-        self._settings = settings
+        # Read once, at start-up: the bounds of every run.
+        self._days = settings.retention_days
+        self._raw_days = settings.raw_retention_days
+        self._interval_s = settings.retention_interval_s
+        self._batch_rows = settings.retention_batch_rows
         self._store = store
         self._lock_path = lock_path
         self._lock_fd: int | None = None
@@ -61,14 +65,13 @@ class Retention(Collector):
     def cutoffs(self, now: datetime) -> tuple[datetime | None, datetime]:
         """Events before the first (None: kept) and raw payloads received before the second
         are removed. The archive always expires, even once it is turned off."""
-        s = self._settings
-        return (now - timedelta(days=s.retention_days) if s.retention_days else None,
-                now - timedelta(days=s.raw_retention_days))
+        return (now - timedelta(days=self._days) if self._days else None,
+                now - timedelta(days=self._raw_days))
 
     async def run_once(self, now: datetime | None = None) -> dict[str, int]:
         """One pass; what was deleted per kind. Raises ``AurenError`` (StoreUnavailable)."""
         events_cutoff, raw_cutoff = self.cutoffs(now or datetime.now(UTC))
-        batch = self._settings.retention_batch_rows
+        batch = self._batch_rows
         done = dict.fromkeys(KINDS, 0)
         try:
             if events_cutoff is not None:
@@ -103,7 +106,7 @@ class Retention(Collector):
                                     extra={"error": type(exc).__name__,
                                            "detail": exc.detail})
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._settings.retention_interval_s)
+                    await asyncio.wait_for(stop.wait(), self._interval_s)
         finally:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)  # closing the file releases the flock
