@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import sqlite3
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +25,18 @@ import pytest
 
 from auren.adapters.sqlite import SQLiteStore
 from tests.helpers import NATIVE_SECRET, native_body, native_headers, run_server
+from tests.services.archive_kit import TODAY, metric, weight
 
 pytestmark = pytest.mark.slow
 
-TODAY = datetime.now(UTC).date()
 ENV = {"ARCHIVE_RAW_PAYLOADS": "true", "RETENTION_DAYS": "30", "RETENTION_INTERVAL_S": "1"}
 
 
-def _weight(days_ago: int, value: float, record: str) -> dict[str, Any]:
-    return {"metric": "weight", "value": value, "unit": "kg",
-            "start": f"{TODAY - timedelta(days=days_ago)}T06:00:00Z", "id": record}
-
-
 SENT = {
-    "arc-a": [[_weight(2, 70.5, "a-new-1"), _weight(3, 70.7, "a-new-2"),
-               _weight(45, 71.0, "a-old-1"), _weight(60, 71.2, "a-old-2")],
-              [_weight(1, 70.1, "a-new-3")]],
-    "arc-b": [[_weight(1, 80.0, "b-new-1"), _weight(2, 80.2, "b-new-2")]],
+    "arc-a": [[weight(2, 70.5, "a-new-1"), weight(3, 70.7, "a-new-2"),
+               weight(45, 71.0, "a-old-1"), weight(60, 71.2, "a-old-2")],
+              [weight(1, 70.1, "a-new-3")]],
+    "arc-b": [[weight(1, 80.0, "b-new-1"), weight(2, 80.2, "b-new-2")]],
 }
 VALUES = {e["id"]: e["value"] for deliveries in SENT.values() for d in deliveries for e in d}
 OLD = {"a-old-1", "a-old-2"}
@@ -54,11 +48,6 @@ def _events(path: Path) -> dict[str, tuple[float, str]]:
                             "WHERE user_id LIKE 'arc-%'").fetchall()
     assert len(rows) == len({r[0] for r in rows}), "an event stored twice"
     return {r[0]: (r[1], r[2]) for r in rows}
-
-
-def _metric(text: str, name: str) -> float | None:
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    return float(match[1]) if match else None
 
 
 def _reprocess(data_dir: Path, *args: str) -> dict[str, Any]:
@@ -87,13 +76,13 @@ def test_retention_archive_reprocess_and_erasure_embedded(tmp_path):
             deadline = time.monotonic() + 30
             while True:
                 text = client.get("/metrics").text
-                if _metric(text, 'auren_retention_deleted_total{kind="events"}') == 2.0:
+                if metric(text, 'auren_retention_deleted_total{kind="events"}') == 2.0:
                     break
                 assert time.monotonic() < deadline, text
                 time.sleep(0.2)
-            assert _metric(text, 'auren_retention_runs_total{outcome="ok"}')
-            assert _metric(text, 'auren_retention_runs_total{outcome="failed"}') == 0.0
-            assert _metric(text, "auren_raw_archive_too_large_total") == 0.0
+            assert metric(text, 'auren_retention_runs_total{outcome="ok"}')
+            assert metric(text, 'auren_retention_runs_total{outcome="failed"}') == 0.0
+            assert metric(text, "auren_raw_archive_too_large_total") == 0.0
         store_path = bridge.data_dir / "auren.sqlite3"
         stored = _events(store_path)
         assert set(stored) == set(VALUES) - OLD

@@ -12,11 +12,10 @@ nothing expired, and a second run changes nothing.
 from __future__ import annotations
 
 import asyncio
-import re
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -25,23 +24,16 @@ import pytest
 
 from auren.adapters.postgres import PostgresStore
 from tests.helpers import free_port, native_body, native_headers, run_server
+from tests.services.archive_kit import TODAY, metric, weight
 from tests.stack import pg_fetch, service_env, start_sink
 
 pytestmark = pytest.mark.slow
 
-TODAY = datetime.now(UTC).date()
-
-
-def _weight(days_ago: int, value: float, record: str) -> dict[str, Any]:
-    return {"metric": "weight", "value": value, "unit": "kg",
-            "start": f"{TODAY - timedelta(days=days_ago)}T06:00:00Z", "id": record}
-
-
 SENT = {
-    "fsarc-a": [[_weight(2, 70.5, "a-new-1"), _weight(3, 70.7, "a-new-2"),
-                 _weight(45, 71.0, "a-old-1"), _weight(400, 71.2, "a-old-2")],
-                [_weight(1, 70.1, "a-new-3")]],
-    "fsarc-b": [[_weight(1, 80.0, "b-new-1"), _weight(2, 80.2, "b-new-2")]],
+    "fsarc-a": [[weight(2, 70.5, "a-new-1"), weight(3, 70.7, "a-new-2"),
+                 weight(45, 71.0, "a-old-1"), weight(400, 71.2, "a-old-2")],
+                [weight(1, 70.1, "a-new-3")]],
+    "fsarc-b": [[weight(1, 80.0, "b-new-1"), weight(2, 80.2, "b-new-2")]],
 }
 NEW = {"a-new-1", "a-new-2", "a-new-3", "b-new-1", "b-new-2"}
 
@@ -51,11 +43,6 @@ def _events(url: str) -> dict[str, tuple[float, str]]:
                          "WHERE user_id LIKE 'fsarc-%'")
     assert len(rows) == len({r[0] for r in rows}), "an event stored twice"
     return {str(r[0]): (float(r[1]), str(r[2])) for r in rows}
-
-
-def _metric(text: str, name: str) -> float | None:
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    return float(match[1]) if match else None
 
 
 def _wait(check: Any, what: str, timeout: float = 60.0) -> Any:
@@ -95,7 +82,7 @@ def test_retention_archive_reprocess_and_erasure_on_the_full_stack(full_stack, t
             # The bridge does not run retention in the full stack: the sink does.
             assert "auren_retention_runs_total" not in httpx.get(
                 bridge.base_url + "/metrics", timeout=10).text
-            _wait(lambda: _metric(sink_text(), 'auren_retention_deleted_total{kind="events"}')
+            _wait(lambda: metric(sink_text(), 'auren_retention_deleted_total{kind="events"}')
                   == 2.0 and set(_events(url)) == NEW, "retention in the sink")
             data_dir = bridge.data_dir
         stored = _events(url)
@@ -120,7 +107,7 @@ def test_retention_archive_reprocess_and_erasure_on_the_full_stack(full_stack, t
             assert report["failed"] == [] and report["spooled"] == 0, report
             return report
 
-        records_before = _metric(sink_text(), "auren_sink_records_total") or 0.0
+        records_before = metric(sink_text(), "auren_sink_records_total") or 0.0
         report = reprocess()
         assert (report["payloads"], report["deliveries"], report["expired"]) == (3, 3, 2)
         assert report["stored"] == 5  # published: the sink applies them
@@ -132,7 +119,7 @@ def test_retention_archive_reprocess_and_erasure_on_the_full_stack(full_stack, t
 
         again = reprocess()
         assert (again["deliveries"], again["stored"]) == (3, 5)
-        _wait(lambda: (_metric(sink_text(), "auren_sink_records_total") or 0.0)
+        _wait(lambda: (metric(sink_text(), "auren_sink_records_total") or 0.0)
               >= records_before + 6, "the sink to consume both runs")
         assert _events(url) == expected
         assert pg_fetch(url, "SELECT count(*) FROM deliveries") == deliveries
