@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -13,8 +14,13 @@ from auren.adapters.wire import VERSION, VERSION_RAW, decode, encode, record_of
 from auren.connections.crypto import TokenCipher, TokenUnreadable
 from auren.events import Delivery, RawPayload
 from auren.ingest.archive import PARSE_HEADERS, PayloadSealer
+from auren.providers import PROVIDER_CLASSES, build_providers
 from auren.providers.apple import AppleHealthProvider
 from auren.providers.base import WebhookRequest
+from auren.settings import Settings
+from auren.sim.credentials import fresh_secrets
+from auren.sim.render import resolve_providers
+from auren.sim.wearers import generate_users
 from tests.helpers import delivery
 
 RECEIVED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -102,3 +108,33 @@ def test_health_auto_export_is_reparsed_for_the_user_the_delivery_named():
 def test_an_empty_delivery_names_no_user():
     raw = PayloadSealer(_cipher()).seal(_request(b"{}"), Delivery("auren", "k-5"), RECEIVED)
     assert raw is not None and raw.user_ids == ()
+
+
+def test_every_providers_archived_payload_reparses_to_what_was_stored():
+    # Every provider's wire format as the simulator renders and signs it: parsed live, sealed,
+    # opened and parsed again from the archive alone, the same events (and fetch jobs) result,
+    # so the archive keeps every header and parameter a parser reads.
+    settings = Settings.model_validate({k.lower(): v for k, v in fresh_secrets({}).items()})
+    providers = build_providers(settings)
+    targets, skipped = resolve_providers(settings, PROVIDER_CLASSES)
+    assert not skipped and {t.name for t in targets} == set(PROVIDER_CLASSES)
+    sealer = PayloadSealer(TokenCipher.from_settings(settings))
+    day = generate_users(1, 1, seed=3, end_date=datetime.now(UTC).date())[0].days[0]
+    seen = set()
+    for target in targets:
+        for sent in target.render(day, run_id="archive", now=time.time()):
+            request = WebhookRequest("POST", {k.lower(): v for k, v in sent.headers.items()},
+                                     {}, sent.body, "127.0.0.1")
+            received = datetime.now(UTC)
+            live = providers[target.name].parse(request, received)
+            raw = sealer.seal(request, live, received)
+            assert raw is not None
+            opened = sealer.open(raw)
+            again = providers[target.name].reparse(opened.request, opened.received_at,
+                                                   opened.user_ids)
+            assert [e.as_dict() for e in again.events] == [e.as_dict() for e in live.events]
+            assert [j.as_dict() for j in again.fetch_jobs] == [
+                j.as_dict() for j in live.fetch_jobs]
+            seen.add(target.name)
+            assert live.events or live.fetch_jobs, target.name
+    assert seen == set(PROVIDER_CLASSES)
