@@ -112,11 +112,13 @@ class RawArchive(Protocol):
         """Delete every archived payload naming ``user_id``; how many were deleted."""
         ...
 
-    async def delete_archive_before(self, cutoff: datetime, *, batch_rows: int = 5000) -> int:
+    async def delete_archive_before(self, cutoff: datetime, *, batch_rows: int = 5000,
+                                    stop: asyncio.Event | None = None) -> int:
         """Delete archived payloads received before ``cutoff``; how many."""
         ...
 
-    async def delete_events_before(self, cutoff: datetime, *, batch_rows: int = 5000) -> int:
+    async def delete_events_before(self, cutoff: datetime, *, batch_rows: int = 5000,
+                                   stop: asyncio.Event | None = None) -> int:
         """Delete every event whose ``start`` is before ``cutoff``; how many."""
         ...
 

@@ -166,7 +166,8 @@ class MemoryStore:
             del self._raw[key]
         return len(gone)
 
-    async def delete_archive_before(self, cutoff: datetime, *, batch_rows: int = 5000) -> int:
+    async def delete_archive_before(self, cutoff: datetime, *, batch_rows: int = 5000,
+                                    stop: asyncio.Event | None = None) -> int:
         self._check()
         cut = iso(cutoff)
         gone = [key for key, (_, raw) in self._raw.items() if raw.received_at < cut]
@@ -174,7 +175,8 @@ class MemoryStore:
             del self._raw[key]
         return len(gone)
 
-    async def delete_events_before(self, cutoff: datetime, *, batch_rows: int = 5000) -> int:
+    async def delete_events_before(self, cutoff: datetime, *, batch_rows: int = 5000,
+                                   stop: asyncio.Event | None = None) -> int:
         self._check()
         gone = [event_id for event_id, e in self._events.items() if e.start < cutoff]
         for event_id in gone:

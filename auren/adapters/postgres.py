@@ -669,16 +669,20 @@ class PostgresStore:
         # purpose, and must not open the breaker the sink's writes depend on.
         return await self.pool.run(fn, guarded_by_breaker=False)
 
-    async def delete_events_before(self, cutoff: datetime, *, batch_rows: int = 5000) -> int:
+    async def delete_events_before(self, cutoff: datetime, *, batch_rows: int = 5000,
+                                   stop: asyncio.Event | None = None) -> int:
         """Delete every event whose ``start`` is before ``cutoff``, partition by partition:
         a monthly partition (or TimescaleDB chunk) that ends at or before the cutoff is
         detached and dropped whole (no row-by-row delete, no bloat to vacuum); what is older
         in the partition holding the cutoff and in the default partition is deleted in
-        batches of ``batch_rows``. Returns how many events went."""
+        batches of ``batch_rows``. Returns how many events went (when ``stop`` is set, after
+        the step in progress: the next run goes on)."""
         deleted = 0
         mode = self.schema.partitioning if self.schema is not None else "native"
         if mode == "native":
             for name, _, high in await self._maintain(_month_partitions):
+                if stop is not None and stop.is_set():
+                    return deleted
                 if high <= cutoff:
                     deleted += await self._maintain(functools.partial(_drop_partition,
                                                                       name=name))
@@ -690,17 +694,18 @@ class PostgresStore:
                 "start FROM biometric_events WHERE start < $1 LIMIT $2)", cutoff, batch_rows)
             )).split()[-1])
             deleted += gone
-            if gone < batch_rows:
+            if gone < batch_rows or (stop is not None and stop.is_set()):
                 return deleted
 
-    async def delete_archive_before(self, cutoff: datetime, *, batch_rows: int = 5000) -> int:
+    async def delete_archive_before(self, cutoff: datetime, *, batch_rows: int = 5000,
+                                    stop: asyncio.Event | None = None) -> int:
         deleted = 0
         while True:
             gone = int((await self._maintain(lambda conn: conn.execute(
                 "DELETE FROM raw_payloads WHERE id IN (SELECT id FROM raw_payloads "
                 "WHERE received_at < $1 LIMIT $2)", cutoff, batch_rows))).split()[-1])
             deleted += gone
-            if gone < batch_rows:
+            if gone < batch_rows or (stop is not None and stop.is_set()):
                 return deleted
 
     async def erase_archive(self, user_id: str) -> int:

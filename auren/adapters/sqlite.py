@@ -409,8 +409,10 @@ class SQLiteStore:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.05)
 
-    async def delete_events_before(self, cutoff: datetime, *, batch_rows: int = 5000) -> int:
-        """Delete every event whose ``start`` is before ``cutoff``; how many went.
+    async def delete_events_before(self, cutoff: datetime, *, batch_rows: int = 5000,
+                                   stop: asyncio.Event | None = None) -> int:
+        """Delete every event whose ``start`` is before ``cutoff``; how many went (when
+        ``stop`` is set, it returns after the step in progress: the next run goes on).
 
         In bounded steps: each transaction looks at the next ``batch_rows`` rows in rowid
         order and deletes the old ones among them, so no transaction holds the write lock for
@@ -431,12 +433,13 @@ class SQLiteStore:
 
             upper, gone = await self._write_step(step)
             deleted += gone
-            if upper is None:
+            if upper is None or (stop is not None and stop.is_set()):
                 return deleted
             position = upper
             await asyncio.sleep(0)  # let the group committer in between two steps
 
-    async def delete_archive_before(self, cutoff: datetime, *, batch_rows: int = 5000) -> int:
+    async def delete_archive_before(self, cutoff: datetime, *, batch_rows: int = 5000,
+                                    stop: asyncio.Event | None = None) -> int:
         """Delete archived raw payloads received before ``cutoff``, in bounded steps."""
         cut = iso(cutoff)
         deleted = 0
@@ -445,7 +448,7 @@ class SQLiteStore:
                 "DELETE FROM raw_payloads WHERE rowid IN (SELECT rowid FROM raw_payloads "
                 "WHERE received_at < ? LIMIT ?)", (cut, batch_rows)).rowcount))
             deleted += gone
-            if gone < batch_rows:
+            if gone < batch_rows or (stop is not None and stop.is_set()):
                 return deleted
             await asyncio.sleep(0)
 

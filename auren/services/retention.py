@@ -68,17 +68,19 @@ class Retention(Collector):
         return (now - timedelta(days=self._days) if self._days else None,
                 now - timedelta(days=self._raw_days))
 
-    async def run_once(self, now: datetime | None = None) -> dict[str, int]:
-        """One pass; what was deleted per kind. Raises ``AurenError`` (StoreUnavailable)."""
+    async def run_once(self, now: datetime | None = None,
+                       stop: asyncio.Event | None = None) -> dict[str, int]:
+        """One pass; what was deleted per kind (a pass ends early, between two steps, once
+        ``stop`` is set). Raises ``AurenError`` (StoreUnavailable)."""
         events_cutoff, raw_cutoff = self.cutoffs(now or datetime.now(UTC))
         batch = self._batch_rows
         done = dict.fromkeys(KINDS, 0)
         try:
             if events_cutoff is not None:
-                done["events"] = await self._store.delete_events_before(events_cutoff,
-                                                                        batch_rows=batch)
-            done["raw_payloads"] = await self._store.delete_archive_before(raw_cutoff,
-                                                                           batch_rows=batch)
+                done["events"] = await self._store.delete_events_before(
+                    events_cutoff, batch_rows=batch, stop=stop)
+            done["raw_payloads"] = await self._store.delete_archive_before(
+                raw_cutoff, batch_rows=batch, stop=stop)
         except BaseException:
             self.runs["failed"] += 1
             raise
@@ -100,7 +102,7 @@ class Retention(Collector):
             while not stop.is_set():
                 if self._holds_lock():
                     try:
-                        await self.run_once()
+                        await self.run_once(stop=stop)
                     except AurenError as exc:
                         log.warning("retention run failed; next run retries",
                                     extra={"error": type(exc).__name__,

@@ -4,6 +4,7 @@ side of the cutoff; exactly those before it go, nothing at or after it does."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -69,6 +70,25 @@ async def test_sqlite_retention_removes_exactly_the_old_events_in_bounded_steps(
         assert await _all_ids_sqlite(store) == new
         # Nothing older is left: a second run deletes nothing.
         assert await store.delete_events_before(CUTOFF, batch_rows=2) == 0
+        assert await _all_ids_sqlite(store) == new
+    finally:
+        await store.close()
+
+
+async def test_sqlite_retention_stops_between_steps_and_the_next_run_goes_on(tmp_path):
+    # Shutdown sets the stop event: the step in progress finishes, no other starts.
+    store = SQLiteStore(tmp_path / "auren.sqlite3")
+    await store.open()
+    try:
+        deliveries, old, new = _dataset()
+        for d in deliveries:
+            await store.write_batch([d])
+        stop = asyncio.Event()
+        stop.set()
+        first = await store.delete_events_before(CUTOFF, batch_rows=2, stop=stop)
+        assert first == 2  # the first two rows in rowid order are old
+        assert len(await _all_ids_sqlite(store)) == len(old) + len(new) - first
+        assert await store.delete_events_before(CUTOFF, batch_rows=2) == len(old) - first
         assert await _all_ids_sqlite(store) == new
     finally:
         await store.close()
