@@ -58,6 +58,8 @@ log = logging.getLogger("auren.store")
 COMPONENT = "events"
 # pg_advisory_xact_lock key of every schema change AUREN makes ("AUREN" in ASCII).
 MIGRATION_LOCK_KEY = 0x4155_5245_4E
+# pg_advisory_xact_lock key of retention's drops ("AURET").
+RETENTION_LOCK_KEY = 0x4155_5245_54
 _CONNECTION_LOST = (asyncpg.InterfaceError, asyncpg.exceptions.PostgresConnectionError,
                     asyncpg.exceptions.InternalClientError, OSError)
 
@@ -276,17 +278,41 @@ async def _drop_chunks(conn: Any, cutoff: datetime) -> int:
     return rows
 
 
-async def _drop_partition(conn: Any, name: str) -> int:
-    """Detach and drop one monthly partition; the rows it held (0 if it is already gone)."""
+async def _detach_partition(conn: Any, name: str) -> None:
+    """Detach one monthly partition: from then on it is a table of its own, which no insert
+    reaches (rows of its month land in the default partition). Short: the detach holds the
+    events table's lock until its transaction commits, so nothing else happens in it."""
     async with conn.transaction():
-        # The lock ensure_partitions takes: a partition is never made and dropped at once, and
-        # of two processes dropping it only the first finds it.
+        # The lock ensure_partitions takes: a partition is never made and detached at once.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
-        if not await _table_exists(conn, name):
-            return 0
+        is_partition = await conn.fetchval(
+            "SELECT relispartition FROM pg_class WHERE relname = $1 "
+            "AND relnamespace = current_schema()::regnamespace", name)
+        if not is_partition:
+            return  # another process detached it first
         await conn.execute(f"SET LOCAL lock_timeout = '{_DROP_LOCK_TIMEOUT}'")
-        rows = int(await conn.fetchval(f"SELECT count(*) FROM {name}"))  # noqa: S608
         await conn.execute(f"ALTER TABLE biometric_events DETACH PARTITION {name}")
+
+
+async def _detached_months(conn: Any) -> list[str]:
+    """Monthly tables that are no longer partitions: detached by retention (also one whose
+    drop a crash interrupted), to be counted and dropped."""
+    rows = await conn.fetch(
+        "SELECT relname FROM pg_class WHERE relkind = 'r' AND NOT relispartition "
+        "AND relname ~ '^biometric_events_y[0-9]{4}m[0-9]{2}$' "
+        "AND relnamespace = current_schema()::regnamespace ORDER BY relname")
+    return [row[0] for row in rows]
+
+
+async def _drop_detached(conn: Any, name: str) -> int:
+    """Count and drop a detached monthly table; the rows it held (0 if already gone). The
+    count takes no lock any writer needs: nothing writes to a detached table."""
+    async with conn.transaction():
+        # Retention's own lock: of two processes, the second finds the table gone.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", RETENTION_LOCK_KEY)
+        if name not in await _detached_months(conn):
+            return 0
+        rows = int(await conn.fetchval(f"SELECT count(*) FROM {name}"))  # noqa: S608
         await conn.execute(f"DROP TABLE {name}")
     return rows
 
@@ -684,8 +710,9 @@ class PostgresStore:
                 if stop is not None and stop.is_set():
                     return deleted
                 if high <= cutoff:
-                    deleted += await self._maintain(functools.partial(_drop_partition,
-                                                                      name=name))
+                    await self._maintain(functools.partial(_detach_partition, name=name))
+            for name in await self._maintain(_detached_months):
+                deleted += await self._maintain(functools.partial(_drop_detached, name=name))
         elif mode == "timescale":
             deleted += await self._maintain(lambda conn: _drop_chunks(conn, cutoff))
         while True:

@@ -155,6 +155,11 @@ async def test_postgres_retention_drops_whole_partitions_and_deletes_only_at_the
         wholly_old = {name for name in before if name.startswith("biometric_events_y")
                       and name < boundary}
         assert len(wholly_old) >= 2, before  # months 3 and 4 back at least
+        # One month was detached by a run that crashed before dropping it: a table of its
+        # own now, with its rows, which the next run counts and drops.
+        interrupted = partition_name(_month(NOW - timedelta(days=92)))
+        assert interrupted in wholly_old
+        await _pg(url, f"ALTER TABLE biometric_events DETACH PARTITION {interrupted}")
         assert await store.delete_events_before(CUTOFF, batch_rows=2) == len(old)
         rows = await _pg(url, "SELECT event_id::text FROM biometric_events")
         assert {r[0] for r in rows} == new
@@ -162,6 +167,9 @@ async def test_postgres_retention_drops_whole_partitions_and_deletes_only_at_the
         # The months wholly before the cutoff are gone as tables; the boundary month, the
         # newer ones and the default partition stay.
         assert after == before - wholly_old
+        tables = {r[0] for r in await _pg(url, "SELECT relname FROM pg_class "
+                                               "WHERE relname LIKE 'biometric_events_y%'")}
+        assert not tables & wholly_old  # dropped, not only detached
         assert boundary in after and "biometric_events_default" in after
         assert await store.delete_events_before(CUTOFF) == 0
         # Partition maintenance does not make the dropped months again.
