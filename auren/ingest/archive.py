@@ -8,8 +8,9 @@ kept (``api-key``, ``authorization``, signatures): the delivery was verified whe
 and a re-parse needs no proof again. Health Auto Export binds a user through its API key;
 re-parsing gives the user the delivery named instead (``Provider.reparse``).
 
-Sealed: zlib (JSON compresses several times over; the Kafka record and the row stay small),
-then AES-256-GCM with the token key (``AUREN_ENCRYPTION_KEY``, the same rotation list and
+Sealed: zlib (so the Kafka record and the row stay small: measured on the simulator's payloads
+of each provider, 1.0x on a 63-byte Withings form to 5.3x on a 2.4 KB native delivery of 14
+events), then AES-256-GCM with the token key (``AUREN_ENCRYPTION_KEY``, the same rotation list and
 cipher as the tokens, ``auren.connections.crypto``), the provider and delivery key as
 associated data so a sealed payload copied to another row does not open. A payload that is
 still larger than :data:`MAX_SEALED_CHARS` sealed is not archived (counted), so that a record
@@ -33,7 +34,9 @@ PARSE_HEADERS = ("content-type", "webhook-id", "polar-webhook-event", "x-auren-u
 # Sealed text beyond this is not archived: the Kafka record carrying it must stay below the
 # producer's 1,000,000-byte message limit with the delivery's events beside it.
 MAX_SEALED_CHARS = 512 * 1024
-_LEVEL = 1  # zlib's fastest level: on the webhook's path, and still ~5x on JSON
+# zlib's fastest level: this runs on the webhook's path. A seal cost 12-23 µs per payload of
+# the simulator's (measured on a shared 2-core machine).
+_LEVEL = 1
 
 
 def _context(provider: str, delivery_key: str) -> str:
