@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from auren.adapters.base import ArchiveQuery
+from auren.adapters.base import ArchiveQuery, EventQuery
+from auren.adapters.memory import MemoryStore
 from auren.adapters.postgres import PostgresStore, partition_name
 from auren.adapters.sqlite import SQLiteStore
 from auren.events import Delivery, RawPayload, iso, make_event
@@ -75,6 +76,16 @@ async def test_sqlite_retention_removes_exactly_the_old_events_in_bounded_steps(
         await store.close()
 
 
+async def test_the_twin_removes_exactly_the_old_events():
+    store = MemoryStore()
+    await store.open()
+    deliveries, old, new = _dataset()
+    await store.write_batch(deliveries)
+    assert await store.delete_events_before(CUTOFF) == len(old)
+    found = await store.query_events(EventQuery(user_id="ret-u", limit=1000))
+    assert {e.event_id for e in found} == new
+
+
 async def test_sqlite_retention_stops_between_steps_and_the_next_run_goes_on(tmp_path):
     # Shutdown sets the stop event: the step in progress finishes, no other starts.
     store = SQLiteStore(tmp_path / "auren.sqlite3")
@@ -94,8 +105,9 @@ async def test_sqlite_retention_stops_between_steps_and_the_next_run_goes_on(tmp
         await store.close()
 
 
-async def test_sqlite_archive_expires_and_is_erased_per_person(tmp_path):
-    store = SQLiteStore(tmp_path / "auren.sqlite3")
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+async def test_archive_expires_and_is_erased_per_person(tmp_path, kind):
+    store = SQLiteStore(tmp_path / "auren.sqlite3") if kind == "sqlite" else MemoryStore()
     await store.open()
     try:
         await store.write_batch([
