@@ -9,7 +9,6 @@ that rule had missed, brings back nothing retention removed, and a second run st
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 import subprocess
@@ -25,7 +24,7 @@ import pytest
 
 from auren.adapters.sqlite import SQLiteStore
 from tests.helpers import NATIVE_SECRET, native_body, native_headers, run_server
-from tests.services.archive_kit import TODAY, metric, weight
+from tests.services.archive_kit import TODAY, erase_archive, metric, weight
 
 pytestmark = pytest.mark.slow
 
@@ -126,15 +125,7 @@ def test_retention_archive_reprocess_and_erasure_embedded(tmp_path):
     assert (only_b["payloads"], only_b["stored"]) == (1, 0)
 
     # Erasure removes the person's archived payloads, and nobody else's.
-    async def erase() -> int:
-        store = SQLiteStore(store_path)
-        await store.open()
-        try:
-            return await store.erase_archive("arc-a")
-        finally:
-            await store.close()
-
-    assert asyncio.run(erase()) == 2
+    assert erase_archive(SQLiteStore(store_path), "arc-a") == 2
     with sqlite3.connect(store_path) as conn:
         left = conn.execute("SELECT users FROM raw_payloads").fetchall()
     assert left == [('["arc-b"]',)]

@@ -11,7 +11,6 @@ nothing expired, and a second run changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import pytest
 
 from auren.adapters.postgres import PostgresStore
 from tests.helpers import free_port, native_body, native_headers, run_server
-from tests.services.archive_kit import TODAY, metric, weight
+from tests.services.archive_kit import TODAY, erase_archive, metric, weight
 from tests.stack import pg_fetch, service_env, start_sink
 
 pytestmark = pytest.mark.slow
@@ -126,13 +125,5 @@ def test_retention_archive_reprocess_and_erasure_on_the_full_stack(full_stack, t
     finally:
         assert sink.stop() == 0, sink.log()
 
-    async def erase() -> int:
-        store = PostgresStore(url)
-        await store.open()
-        try:
-            return await store.erase_archive("fsarc-a")
-        finally:
-            await store.close()
-
-    assert asyncio.run(erase()) == 2
+    assert erase_archive(PostgresStore(url), "fsarc-a") == 2
     assert pg_fetch(url, "SELECT user_ids FROM raw_payloads") == [(["fsarc-b"],)]
