@@ -11,17 +11,20 @@ nothing expired, and a second run changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from auren.adapters.postgres import PostgresStore
+from auren.adapters.postgres import PostgresStore, partition_name
+from auren.events import Delivery, make_event
 from tests.helpers import free_port, native_body, native_headers, run_server
 from tests.services.archive_kit import TODAY, erase_archive, metric, weight
 from tests.stack import pg_fetch, service_env, start_sink
@@ -54,10 +57,39 @@ def _wait(check: Any, what: str, timeout: float = 60.0) -> Any:
         time.sleep(0.25)
 
 
+def _stored_event(day: date, record: str) -> Delivery:
+    start = datetime.combine(day, dtime(6), UTC)
+    event = make_event(provider="auren", user_id="fsarc-pre", provider_user_id="fsarc-pre",
+                       metric="weight", value=69.0, unit="kg", start=start,
+                       source_record_id=record, received_at=start)
+    return Delivery(provider="auren", delivery_key=record, events=[event])
+
+
+async def _store_before_retention(url: str, deliveries: list[Delivery]) -> None:
+    store = PostgresStore(url)  # no retention: a year of monthly partitions back
+    await store.open()
+    try:
+        await store.write_batch(deliveries)
+    finally:
+        await store.close()
+
+
+def _tables(url: str) -> set[str]:
+    rows = pg_fetch(url, "SELECT relname FROM pg_class WHERE relname LIKE 'biometric_events_y%'")
+    return {str(r[0]) for r in rows}
+
+
 def test_retention_archive_reprocess_and_erasure_on_the_full_stack(full_stack, tmp_path):
     env = full_stack.isolated(archive_raw_payloads="true", retention_days="30",
                               retention_interval_s="1")
     url = env["POSTGRES_URL"]
+    # Stored before retention was turned on: the monthly partitions of the last year exist, and
+    # two of them, wholly older than the cutoff, hold an event each. The sink drops them.
+    early = [_stored_event(TODAY - timedelta(days=days), f"pre-{days}") for days in (45, 100)]
+    old_months = {partition_name(datetime.combine(TODAY - timedelta(days=days), dtime(),
+                                                  UTC)) for days in (45, 100)}
+    asyncio.run(_store_before_retention(url, early))
+    assert old_months <= _tables(url)
     sink_port = free_port()
     sink = start_sink(service_env({**env, "SINK_METRICS_PORT": str(sink_port)},
                                   tmp_path / "sink-data"), tmp_path)
@@ -82,7 +114,8 @@ def test_retention_archive_reprocess_and_erasure_on_the_full_stack(full_stack, t
             assert "auren_retention_runs_total" not in httpx.get(
                 bridge.base_url + "/metrics", timeout=10).text
             _wait(lambda: metric(sink_text(), 'auren_retention_deleted_total{kind="events"}')
-                  == 2.0 and set(_events(url)) == NEW, "retention in the sink")
+                  == 2.0 + 2 and set(_events(url)) == NEW, "retention in the sink")
+            assert not old_months & _tables(url)  # dropped whole
             data_dir = bridge.data_dir
         stored = _events(url)
         assert all(provenance == "push" for _, provenance in stored.values())
