@@ -356,12 +356,14 @@ def _event_id(provider: str, provider_user_id: str, metric: str, start: str, end
 
 
 # How an event reached AUREN: pushed by the provider in a webhook, fetched from its API because
-# a notification named it, or fetched as history (a backfill on connect, a re-sync). A fourth,
-# "reprocess", is reserved for events rebuilt from stored raw data.
+# a notification named it, fetched as history (a backfill on connect, a re-sync), or rebuilt
+# from an archived raw payload by `auren reprocess` (an event it added, or whose value it
+# corrected; an event whose value it confirmed keeps its provenance).
 PUSH = "push"
 FETCH = "fetch"
 BACKFILL = "backfill"
-PROVENANCES = (PUSH, FETCH, BACKFILL)
+REPROCESS = "reprocess"
+PROVENANCES = (PUSH, FETCH, BACKFILL, REPROCESS)
 
 
 # Not frozen: a frozen dataclass sets each of its fields through object.__setattr__, which
@@ -568,6 +570,21 @@ class Delivery:
     skipped: list[Skipped] = field(default_factory=list)
     # The status a successful first delivery answers (Fitbit wants 204).
     success_status: int = 202
+    # The sealed raw payload (ARCHIVE_RAW_PAYLOADS), made durable with the delivery.
+    raw: RawPayload | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RawPayload:
+    """A verified delivery's raw payload as archived: what identifies it in the clear (to find,
+    expire and erase it) and the rest sealed (``sealed``: the body, the headers and query that
+    parsing reads, encrypted; see ``auren.ingest.archive``)."""
+
+    provider: str
+    delivery_key: str
+    received_at: str  # RFC 3339, the instant the webhook was received (parse's clock)
+    user_ids: tuple[str, ...]  # the users its items name; empty when it names none
+    sealed: str
 
 
 def item_error(index: int, message: str, *, path: str = "events") -> InvalidPayload:

@@ -147,6 +147,20 @@ class Settings(BaseSettings):
     store_timeout_s: float = Field(default=10.0, gt=0, le=300)
     dedup_cache_size: int = Field(default=100_000, ge=0)
 
+    # --- retention and the raw payload archive (auren.services.retention) -------------------
+    # Events whose start is older than this many days are removed on a schedule (None: kept
+    # for ever). Full stack: by `auren sink` (whole monthly partitions dropped, the boundary
+    # partition deleted from); embedded: by the bridge (bounded batched deletes).
+    retention_days: int | None = Field(default=None, ge=1, le=36_500)
+    # Opt-in: every verified delivery's raw body (and what re-parsing it needs), encrypted with
+    # AUREN_ENCRYPTION_KEY, kept for RAW_RETENTION_DAYS after its receipt; `auren reprocess`
+    # re-parses it with the current normalization code.
+    archive_raw_payloads: bool = False
+    raw_retention_days: int = Field(default=30, ge=1, le=36_500)
+    # How often retention runs, and the most rows one SQLite delete transaction removes.
+    retention_interval_s: float = Field(default=3600.0, ge=1, le=7 * 86_400)
+    retention_batch_rows: int = Field(default=5000, ge=1, le=1_000_000)
+
     # --- read API auth ------------------------------------------------------------------------
     auren_api_keys: SecretList = ()
     # HS256 needs a key at least as long as its output (RFC 7518 §3.2).

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from auren.adapters.wire import DeliveryRecord
 from auren.errors import StoreUnavailable
-from auren.events import CanonicalEvent, Delivery
+from auren.events import CanonicalEvent, Delivery, RawPayload
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,18 @@ class EventQuery:
     limit: int = 100
     # Keyset cursor: (start, event_id) of the last row of the previous page.
     after: tuple[datetime, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveQuery:
+    """Archived raw payloads to re-parse: received since ``since``, optionally of one provider
+    and naming one user, after the store's opaque cursor ``after`` (0: from the start)."""
+
+    since: datetime
+    provider: str | None = None
+    user_id: str | None = None
+    after: int = 0
+    limit: int = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +97,29 @@ class EventStore(Protocol):
 
     async def ping(self) -> dict[str, Any]:
         """A real round trip; returns facts for /health. Raises StoreUnavailable."""
+        ...
+
+
+class RawArchive(Protocol):
+    """The raw payload archive and retention, kept by the event store (SQLite, PostgreSQL,
+    the twin): the archive's rows are written by ``write_batch`` with their delivery."""
+
+    async def archived(self, query: ArchiveQuery) -> list[tuple[int, RawPayload]]:
+        """(cursor, payload) in archive order; the last cursor is the next page's ``after``."""
+        ...
+
+    async def erase_archive(self, user_id: str) -> int:
+        """Delete every archived payload naming ``user_id``; how many were deleted."""
+        ...
+
+    async def delete_archive_before(self, cutoff: datetime, *, batch_rows: int = 5000,
+                                    stop: asyncio.Event | None = None) -> int:
+        """Delete archived payloads received before ``cutoff``; how many."""
+        ...
+
+    async def delete_events_before(self, cutoff: datetime, *, batch_rows: int = 5000,
+                                   stop: asyncio.Event | None = None) -> int:
+        """Delete every event whose ``start`` is before ``cutoff``; how many."""
         ...
 
 

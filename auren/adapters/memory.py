@@ -17,10 +17,16 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-from auren.adapters.base import DayCoverage, EventQuery, PublishTimeout, WriteResult
+from auren.adapters.base import (
+    ArchiveQuery,
+    DayCoverage,
+    EventQuery,
+    PublishTimeout,
+    WriteResult,
+)
 from auren.adapters.wire import DeliveryRecord
 from auren.errors import StoreUnavailable
-from auren.events import CanonicalEvent, Delivery, FetchJob
+from auren.events import REPROCESS, CanonicalEvent, Delivery, FetchJob, RawPayload, iso
 
 
 class MemoryCache:
@@ -54,6 +60,8 @@ class MemoryStore:
         self._events: dict[str, CanonicalEvent] = {}
         self._jobs: dict[str, FetchJob] = {}
         self._deliveries: set[tuple[str, str]] = set()
+        self._raw: dict[tuple[str, str], tuple[int, RawPayload]] = {}
+        self._raw_cursor = 0
         self._open = False
         # Fault switch: while set, every call fails as an unreachable store does.
         self.unavailable: str | None = None
@@ -81,10 +89,20 @@ class MemoryStore:
                 results.append(WriteResult(0, items, True))
                 continue
             self._deliveries.add(key)
+            if delivery.raw is not None:
+                self._raw_cursor += 1
+                self._raw[key] = (self._raw_cursor, delivery.raw)
             accepted = 0
             for event in delivery.events:
-                if event.event_id not in self._events:
+                known = self._events.get(event.event_id)
+                if known is None:
                     self._events[event.event_id] = event
+                    accepted += 1
+                elif event.provenance == REPROCESS and (known.value, known.unit) != (
+                        event.value, event.unit):
+                    # A reprocessed event corrects the stored one: value, unit, provenance.
+                    known.value, known.unit, known.provenance = (event.value, event.unit,
+                                                                 REPROCESS)
                     accepted += 1
             for job in delivery.fetch_jobs:
                 if job.job_id not in self._jobs:
@@ -127,8 +145,43 @@ class MemoryStore:
                 for (provider, metric, day), found in groups.items()]
 
     def events_marker(self) -> int | None:
-        # Events are only ever added, so their number changes whenever one is.
+        # Events are only ever added (retention aside), so their number changes when one is.
         return len(self._events) if self._open else None
+
+    # --- retention and the raw payload archive (RawArchive) -------------------------------
+
+    async def archived(self, query: ArchiveQuery) -> list[tuple[int, RawPayload]]:
+        self._check()
+        since = iso(query.since)
+        found = sorted((cursor, raw) for cursor, raw in self._raw.values()
+                       if cursor > query.after and raw.received_at >= since
+                       and query.provider in (None, raw.provider)
+                       and (query.user_id is None or query.user_id in raw.user_ids))
+        return found[:query.limit]
+
+    async def erase_archive(self, user_id: str) -> int:
+        self._check()
+        gone = [key for key, (_, raw) in self._raw.items() if user_id in raw.user_ids]
+        for key in gone:
+            del self._raw[key]
+        return len(gone)
+
+    async def delete_archive_before(self, cutoff: datetime, *, batch_rows: int = 5000,
+                                    stop: asyncio.Event | None = None) -> int:
+        self._check()
+        cut = iso(cutoff)
+        gone = [key for key, (_, raw) in self._raw.items() if raw.received_at < cut]
+        for key in gone:
+            del self._raw[key]
+        return len(gone)
+
+    async def delete_events_before(self, cutoff: datetime, *, batch_rows: int = 5000,
+                                   stop: asyncio.Event | None = None) -> int:
+        self._check()
+        gone = [event_id for event_id, e in self._events.items() if e.start < cutoff]
+        for event_id in gone:
+            del self._events[event_id]
+        return len(gone)
 
     async def ping(self) -> dict[str, Any]:
         self._check()

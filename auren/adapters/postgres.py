@@ -32,21 +32,24 @@ delivery in the batch that carried it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
+import orjson
 
-from auren.adapters.base import DayCoverage, EventQuery, WriteResult
+from auren.adapters.base import ArchiveQuery, DayCoverage, EventQuery, WriteResult
 from auren.adapters.breaker import CircuitBreaker
 from auren.adapters.wire import DeliveryRecord, record_of
 from auren.errors import InvalidPayload, MalformedPayload, StoreUnavailable
-from auren.events import CanonicalEvent, Delivery
+from auren.events import REPROCESS, CanonicalEvent, Delivery, RawPayload, iso
 from auren.settings import Settings
 
 T = TypeVar("T")
@@ -55,6 +58,8 @@ log = logging.getLogger("auren.store")
 COMPONENT = "events"
 # pg_advisory_xact_lock key of every schema change AUREN makes ("AUREN" in ASCII).
 MIGRATION_LOCK_KEY = 0x4155_5245_4E
+# pg_advisory_xact_lock key of retention's drops ("AURET").
+RETENTION_LOCK_KEY = 0x4155_5245_54
 _CONNECTION_LOST = (asyncpg.InterfaceError, asyncpg.exceptions.PostgresConnectionError,
                     asyncpg.exceptions.InternalClientError, OSError)
 
@@ -152,7 +157,26 @@ async def _migration_2(conn: Any) -> None:
     await conn.execute("CREATE INDEX fetch_jobs_status_due ON fetch_jobs (status, due_at)")
 
 
-MIGRATIONS: tuple[Callable[[Any], Awaitable[None]], ...] = (_migration_1, _migration_2)
+async def _migration_3(conn: Any) -> None:
+    """The raw payload archive (ARCHIVE_RAW_PAYLOADS): written by the sink in the transaction
+    of its delivery's events; found by receipt time (retention, reprocessing) and by the
+    users it names (erasure: a GIN index on the array)."""
+    await conn.execute("""
+        CREATE TABLE raw_payloads (
+            id           bigserial PRIMARY KEY,
+            provider     text NOT NULL,
+            delivery_key text NOT NULL,
+            received_at  timestamptz NOT NULL,
+            user_ids     text[] NOT NULL,
+            sealed       text NOT NULL,
+            UNIQUE (provider, delivery_key)
+        )""")
+    await conn.execute("CREATE INDEX raw_payloads_received ON raw_payloads (received_at)")
+    await conn.execute("CREATE INDEX raw_payloads_users ON raw_payloads USING gin (user_ids)")
+
+
+MIGRATIONS: tuple[Callable[[Any], Awaitable[None]], ...] = (_migration_1, _migration_2,
+                                                            _migration_3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +210,8 @@ async def migrate(conn: Any, component: str,
 
 
 async def upgrade(conn: Any, *, months_back: int = 12, months_ahead: int = 3,
-                  now: datetime | None = None) -> SchemaInfo:
+                  now: datetime | None = None, retention_days: int | None = None
+                  ) -> SchemaInfo:
     """Apply the pending migrations, then make sure the partitions around ``now`` exist."""
     async with conn.transaction():
         applied = await migrate(conn, COMPONENT, MIGRATIONS)
@@ -195,7 +220,8 @@ async def upgrade(conn: Any, *, months_back: int = 12, months_ahead: int = 3,
     created: tuple[str, ...] = ()
     if mode == "native":
         created = await ensure_partitions(conn, months_back=months_back,
-                                          months_ahead=months_ahead, now=now)
+                                          months_ahead=months_ahead, now=now,
+                                          retention_days=retention_days)
     return SchemaInfo(len(MIGRATIONS), applied, str(mode), created)
 
 
@@ -217,16 +243,95 @@ def partition_name(start: datetime) -> str:
     return f"biometric_events_y{start.year:04d}m{start.month:02d}"
 
 
+_PARTITION = re.compile(r"biometric_events_y(\d{4})m(\d{2})")
+# How long dropping a partition may wait for its lock (it blocks the table's writers while it
+# waits); past it the partition is left for the next run.
+_DROP_LOCK_TIMEOUT = "5s"
+
+
+async def _month_partitions(conn: Any) -> list[tuple[str, datetime, datetime]]:
+    """The monthly partitions ``ensure_partitions`` made: (name, first instant, end)."""
+    rows = await conn.fetch(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'biometric_events'::regclass")
+    found = []
+    for (name,) in rows:
+        match = _PARTITION.fullmatch(name)
+        if match:
+            low = _month(int(match[1]), int(match[2]))
+            found.append((name, low, _month(low.year, low.month + 1)))
+    return sorted(found, key=lambda item: item[1])
+
+
+async def _drop_chunks(conn: Any, cutoff: datetime) -> int:
+    """TimescaleDB: drop the chunks that end at or before ``cutoff``; the rows they held."""
+    boundary = await conn.fetchval(
+        "SELECT max(range_end) FROM timescaledb_information.chunks "
+        "WHERE hypertable_name = 'biometric_events' AND range_end <= $1", cutoff)
+    if boundary is None:
+        return 0
+    async with conn.transaction():
+        rows = int(await conn.fetchval(
+            "SELECT count(*) FROM biometric_events WHERE start < $1", boundary))
+        await conn.execute("SELECT drop_chunks('biometric_events', older_than => $1::timestamptz)",
+                           boundary)
+    return rows
+
+
+async def _detach_partition(conn: Any, name: str) -> None:
+    """Detach one monthly partition: from then on it is a table of its own, which no insert
+    reaches (rows of its month land in the default partition). Short: the detach holds the
+    events table's lock until its transaction commits, so nothing else happens in it."""
+    async with conn.transaction():
+        # The lock ensure_partitions takes: a partition is never made and detached at once.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+        is_partition = await conn.fetchval(
+            "SELECT relispartition FROM pg_class WHERE relname = $1 "
+            "AND relnamespace = current_schema()::regnamespace", name)
+        if not is_partition:
+            return  # another process detached it first
+        await conn.execute(f"SET LOCAL lock_timeout = '{_DROP_LOCK_TIMEOUT}'")
+        await conn.execute(f"ALTER TABLE biometric_events DETACH PARTITION {name}")
+
+
+async def _detached_months(conn: Any) -> list[str]:
+    """Monthly tables that are no longer partitions: detached by retention (also one whose
+    drop a crash interrupted), to be counted and dropped."""
+    rows = await conn.fetch(
+        "SELECT relname FROM pg_class WHERE relkind = 'r' AND NOT relispartition "
+        "AND relname ~ '^biometric_events_y[0-9]{4}m[0-9]{2}$' "
+        "AND relnamespace = current_schema()::regnamespace ORDER BY relname")
+    return [row[0] for row in rows]
+
+
+async def _drop_detached(conn: Any, name: str) -> int:
+    """Count and drop a detached monthly table; the rows it held (0 if already gone). The
+    count takes no lock any writer needs: nothing writes to a detached table."""
+    async with conn.transaction():
+        # Retention's own lock: of two processes, the second finds the table gone.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", RETENTION_LOCK_KEY)
+        if name not in await _detached_months(conn):
+            return 0
+        rows = int(await conn.fetchval(f"SELECT count(*) FROM {name}"))  # noqa: S608
+        await conn.execute(f"DROP TABLE {name}")
+    return rows
+
+
 async def ensure_partitions(conn: Any, *, months_back: int = 12, months_ahead: int = 3,
-                            now: datetime | None = None) -> tuple[str, ...]:
+                            now: datetime | None = None,
+                            retention_days: int | None = None) -> tuple[str, ...]:
     """Create the monthly partitions from ``months_back`` before ``now`` to ``months_ahead``
     after it that do not exist yet; returns the names created. Rows of such a month already in
-    the default partition are moved into the new one in the same transaction."""
+    the default partition are moved into the new one in the same transaction. A month that
+    ends before the retention cutoff is not created (retention would only drop it again)."""
     now = now or datetime.now(UTC)
+    cutoff = now - timedelta(days=retention_days) if retention_days else None
     created = []
     for offset in range(-months_back, months_ahead + 1):
         low = _month(now.year, now.month + offset)
         high = _month(low.year, low.month + 1)
+        if cutoff is not None and high <= cutoff:
+            continue
         name = partition_name(low)
         if await _table_exists(conn, name):
             continue
@@ -271,6 +376,17 @@ _INSERT_JOBS = (
     "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
     "$6::text[], $7::text[]::jsonb[], $8::text[]::timestamptz[]) "
     "ON CONFLICT (job_id) DO NOTHING")
+# A reprocessed event corrects the stored one of the same identity (value, unit, provenance
+# "reprocess"); an unchanged one is not written (RETURNING then names only real changes).
+_UPSERT_EVENTS = _INSERT_EVENTS.replace(
+    "DO NOTHING", "DO UPDATE SET value = EXCLUDED.value, unit = EXCLUDED.unit, "
+    "provenance = EXCLUDED.provenance WHERE (biometric_events.value, biometric_events.unit) "
+    "IS DISTINCT FROM (EXCLUDED.value, EXCLUDED.unit)")
+_INSERT_RAW = (
+    "INSERT INTO raw_payloads (provider, delivery_key, received_at, user_ids, sealed) "
+    "SELECT p, k, r::timestamptz, ARRAY(SELECT jsonb_array_elements_text(u::jsonb)), s "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS t(p, k, r, u, s) "
+    "ON CONFLICT (provider, delivery_key) DO NOTHING")
 _SELECT_EVENTS = (
     'SELECT event_id::text, user_id, provider, provider_user_id, metric, value, unit, start, '
     '"end", source_record_id, received_at, provenance, fetched_at FROM biometric_events '
@@ -335,10 +451,13 @@ class PostgresPool:
         except (TimeoutError, *_CONNECTION_LOST, asyncpg.PostgresError):
             pool.terminate()
 
-    async def run(self, fn: Callable[[Any], Awaitable[T]], *, retry: bool = False) -> T:
+    async def run(self, fn: Callable[[Any], Awaitable[T]], *, retry: bool = False,
+                  guarded_by_breaker: bool = True) -> T:
         """``fn(conn)`` on a pooled connection, through the breaker, with every failure turned
         into StoreUnavailable. ``retry``: a read that met a connection the server had closed
-        (it restarted) is tried once more on a fresh one."""
+        (it restarted) is tried once more on a fresh one. ``guarded_by_breaker=False``:
+        maintenance (retention) that may take long on purpose, which the breaker's slow-call
+        and stall rules would otherwise take for a failing database."""
         if self._pool is None:
             raise StoreUnavailable("store is not open")
 
@@ -373,7 +492,7 @@ class PostgresPool:
                 raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}",
                                        retry_after_s=2) from exc
 
-        if self.breaker is None:
+        if self.breaker is None or not guarded_by_breaker:
             return await guarded()
         return await self.breaker.call(guarded)
 
@@ -393,11 +512,13 @@ class PostgresStore:
 
     def __init__(self, url: str, *, timeout_s: float = 10.0, pool_size: int = 10,
                  breaker: CircuitBreaker | None = None, months_back: int = 12,
-                 months_ahead: int = 3, application_name: str = "auren") -> None:
+                 months_ahead: int = 3, application_name: str = "auren",
+                 retention_days: int | None = None) -> None:
         self.pool = PostgresPool(url, timeout_s=timeout_s, pool_size=pool_size,
                                  breaker=breaker, application_name=application_name)
         self.breaker = breaker
         self._months = (months_back, months_ahead)
+        self._retention_days = retention_days
         self.schema: SchemaInfo | None = None
 
     @classmethod
@@ -409,11 +530,12 @@ class PostgresStore:
                    pool_size=settings.postgres_pool_size, breaker=breaker,
                    months_back=settings.postgres_partition_months_back,
                    months_ahead=settings.postgres_partition_months_ahead,
-                   application_name=application_name)
+                   application_name=application_name, retention_days=settings.retention_days)
 
     async def open(self) -> None:
         self.schema = await self.pool.open(lambda conn: upgrade(
-            conn, months_back=self._months[0], months_ahead=self._months[1]))
+            conn, months_back=self._months[0], months_ahead=self._months[1],
+            retention_days=self._retention_days))
         if self.schema.applied:
             log.info("schema upgraded", extra={"count": self.schema.applied,
                                                "detail": self.schema.partitioning})
@@ -425,7 +547,8 @@ class PostgresStore:
         if self.schema is None or self.schema.partitioning != "native":
             return ()
         return await self._run(lambda conn: ensure_partitions(
-            conn, months_back=self._months[0], months_ahead=self._months[1], now=now))
+            conn, months_back=self._months[0], months_ahead=self._months[1], now=now,
+            retention_days=self._retention_days))
 
     async def _run(self, fn: Callable[[Any], Awaitable[T]], *, retry: bool = False) -> T:
         return await self.pool.run(fn, retry=retry)
@@ -462,16 +585,28 @@ class PostgresStore:
                     fresh.discard(key)  # a second copy in the same batch is a re-delivery
                     firsts.append(record)
                 is_first.append(first)
-            events = [e for r in firsts for e in r.events]
+            events = [e for r in firsts for e in r.events if e[11] != REPROCESS]
+            # One row per identity in an upsert (a statement may not update a row twice);
+            # the last in the batch wins.
+            corrections = list({e[0]: e for r in firsts for e in r.events
+                                if e[11] == REPROCESS}.values())
             jobs = [j for r in firsts for j in r.jobs]
+            raws = [(r.provider, r.delivery_key, r.raw) for r in firsts if r.raw is not None]
             new_events: set[str] = set()
             new_jobs: set[str] = set()
-            if events:
+            if raws:
+                await conn.execute(_INSERT_RAW, [p for p, _, _ in raws], [k for _, k, _ in raws],
+                                   [raw[0] for _, _, raw in raws],
+                                   [orjson.dumps(raw[1]).decode() for _, _, raw in raws],
+                                   [raw[2] for _, _, raw in raws])
+            for statement, rows in ((_INSERT_EVENTS, events), (_UPSERT_EVENTS, corrections)):
+                if not rows:
+                    continue
                 if want:
-                    new_events = {row[0] for row in await conn.fetch(
-                        _INSERT_EVENTS + " RETURNING event_id::text", *_columns(events, 13))}
+                    new_events |= {row[0] for row in await conn.fetch(
+                        statement + " RETURNING event_id::text", *_columns(rows, 13))}
                 else:
-                    await conn.execute(_INSERT_EVENTS, *_columns(events, 13))
+                    await conn.execute(statement, *_columns(rows, 13))
             if jobs:
                 if want:
                     new_jobs = {row[0] for row in await conn.fetch(
@@ -552,6 +687,75 @@ class PostgresStore:
     def events_marker(self) -> int | None:
         # No cheap, exact marker across processes and partitions: NEUROS counts instead.
         return None
+
+    # --- retention and the raw payload archive (RawArchive) -------------------------------
+
+    async def _maintain(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        # Not through the breaker: a partition's count or a batch of deletes may be slow on
+        # purpose, and must not open the breaker the sink's writes depend on.
+        return await self.pool.run(fn, guarded_by_breaker=False)
+
+    async def delete_events_before(self, cutoff: datetime, *, batch_rows: int = 5000,
+                                   stop: asyncio.Event | None = None) -> int:
+        """Delete every event whose ``start`` is before ``cutoff``, partition by partition:
+        a monthly partition (or TimescaleDB chunk) that ends at or before the cutoff is
+        detached and dropped whole (no row-by-row delete, no bloat to vacuum); what is older
+        in the partition holding the cutoff and in the default partition is deleted in
+        batches of ``batch_rows``. Returns how many events went (when ``stop`` is set, after
+        the step in progress: the next run goes on)."""
+        deleted = 0
+        mode = self.schema.partitioning if self.schema is not None else "native"
+        if mode == "native":
+            for name, _, high in await self._maintain(_month_partitions):
+                if stop is not None and stop.is_set():
+                    return deleted
+                if high <= cutoff:
+                    await self._maintain(functools.partial(_detach_partition, name=name))
+            for name in await self._maintain(_detached_months):
+                deleted += await self._maintain(functools.partial(_drop_detached, name=name))
+        elif mode == "timescale":
+            deleted += await self._maintain(lambda conn: _drop_chunks(conn, cutoff))
+        while True:
+            gone = int((await self._maintain(lambda conn: conn.execute(
+                "DELETE FROM biometric_events WHERE (event_id, start) IN (SELECT event_id, "
+                "start FROM biometric_events WHERE start < $1 LIMIT $2)", cutoff, batch_rows)
+            )).split()[-1])
+            deleted += gone
+            if gone < batch_rows or (stop is not None and stop.is_set()):
+                return deleted
+
+    async def delete_archive_before(self, cutoff: datetime, *, batch_rows: int = 5000,
+                                    stop: asyncio.Event | None = None) -> int:
+        deleted = 0
+        while True:
+            gone = int((await self._maintain(lambda conn: conn.execute(
+                "DELETE FROM raw_payloads WHERE id IN (SELECT id FROM raw_payloads "
+                "WHERE received_at < $1 LIMIT $2)", cutoff, batch_rows))).split()[-1])
+            deleted += gone
+            if gone < batch_rows or (stop is not None and stop.is_set()):
+                return deleted
+
+    async def erase_archive(self, user_id: str) -> int:
+        status = await self._run(lambda conn: conn.execute(
+            "DELETE FROM raw_payloads WHERE user_ids @> ARRAY[$1::text]", user_id))
+        return int(status.split()[-1])
+
+    async def archived(self, query: ArchiveQuery) -> list[tuple[int, RawPayload]]:
+        sql = ["SELECT id, provider, delivery_key, received_at, user_ids, sealed "
+               "FROM raw_payloads WHERE id > $1 AND received_at >= $2"]
+        args: list[Any] = [query.after, query.since]
+        if query.provider:
+            args.append(query.provider)
+            sql.append(f"AND provider = ${len(args)}")
+        if query.user_id:
+            args.append(query.user_id)
+            sql.append(f"AND user_ids @> ARRAY[${len(args)}::text]")
+        args.append(query.limit)
+        sql.append(f"ORDER BY id LIMIT ${len(args)}")
+        statement = " ".join(sql)
+        rows = await self._run(lambda conn: conn.fetch(statement, *args), retry=True)
+        return [(int(r[0]), RawPayload(r[1], r[2], iso(r[3]), tuple(r[4]), r[5]))
+                for r in rows]
 
     async def ping(self) -> dict[str, Any]:
         facts = await self.pool.ping()

@@ -39,10 +39,10 @@ from typing import Any, TypeVar
 
 import orjson
 
-from auren.adapters.base import DayCoverage, EventQuery, WriteResult
+from auren.adapters.base import ArchiveQuery, DayCoverage, EventQuery, WriteResult
 from auren.adapters.wal import DEFAULT_WAL_LIMIT_BYTES, WalKeeper
 from auren.errors import StoreUnavailable
-from auren.events import CanonicalEvent, Delivery, iso
+from auren.events import REPROCESS, CanonicalEvent, Delivery, RawPayload, iso
 
 T = TypeVar("T")
 log = logging.getLogger("auren.store")
@@ -100,6 +100,25 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE fetch_jobs ADD COLUMN updated_at TEXT;
     CREATE INDEX IF NOT EXISTS fetch_jobs_status_due ON fetch_jobs (status, due_at);
     """,
+    # 3: the raw payload archive (ARCHIVE_RAW_PAYLOADS), written in the transaction of its
+    # delivery's events. user_id is the first user the delivery names (an index for erasure);
+    # users lists them all, and multi marks the rare delivery naming several (Garmin batches),
+    # which an erasure looks through with json_each.
+    """
+    CREATE TABLE IF NOT EXISTS raw_payloads (
+        provider     TEXT NOT NULL,
+        delivery_key TEXT NOT NULL,
+        received_at  TEXT NOT NULL,
+        user_id      TEXT,
+        users        TEXT NOT NULL,
+        multi        INTEGER NOT NULL DEFAULT 0,
+        sealed       TEXT NOT NULL,
+        PRIMARY KEY (provider, delivery_key)
+    );
+    CREATE INDEX IF NOT EXISTS raw_payloads_received ON raw_payloads (received_at);
+    CREATE INDEX IF NOT EXISTS raw_payloads_user ON raw_payloads (user_id);
+    CREATE INDEX IF NOT EXISTS raw_payloads_multi ON raw_payloads (multi) WHERE multi = 1;
+    """,
 )
 
 _INSERT_EVENT = (
@@ -114,6 +133,19 @@ _INSERT_JOB = (
 _INSERT_DELIVERY = (
     "INSERT OR IGNORE INTO deliveries (provider, delivery_key, received_at) VALUES (?,?,?)"
 )
+# A reprocessed event (provenance "reprocess") corrects the stored one of the same identity:
+# value and unit replaced, provenance "reprocess"; an unchanged value is not written at all.
+_UPSERT_EVENT = (
+    _INSERT_EVENT.replace("INSERT OR IGNORE", "INSERT", 1)
+    + " ON CONFLICT (event_id) DO UPDATE SET value = excluded.value, unit = excluded.unit, "
+    "provenance = excluded.provenance "
+    "WHERE value IS NOT excluded.value OR unit IS NOT excluded.unit"
+)
+_INSERT_RAW = (
+    "INSERT OR IGNORE INTO raw_payloads (provider, delivery_key, received_at, user_id, users, "
+    "multi, sealed) VALUES (?,?,?,?,?,?,?)"
+)
+_RAW_COLUMNS = "rowid, provider, delivery_key, received_at, users, sealed"
 _COLUMNS = ('event_id, user_id, provider, provider_user_id, metric, value, unit, start, "end", '
             "source_record_id, received_at, provenance, fetched_at")
 
@@ -195,6 +227,11 @@ def _migrate(conn: sqlite3.Connection) -> None:
     run_migrations(conn, MIGRATIONS,
                    current=lambda c: int(c.execute("PRAGMA user_version").fetchone()[0]),
                    record=lambda c, number: c.execute(f"PRAGMA user_version={number}"))
+
+
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    with immediate_transaction(conn):
+        return fn(conn)
 
 
 def _row_to_event(row: tuple[Any, ...]) -> CanonicalEvent:
@@ -345,6 +382,104 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             raise
 
+    # --- retention and the raw payload archive ---------------------------------------------
+
+    async def _write_step(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` in one short write transaction on the writer connection, between two group
+        commits and off the loop (on the commit thread); a file locked by another process is
+        waited for with awaits, up to the store timeout, as a batch's write is."""
+        async with self._write_lock:
+            await self.wal.before_write()
+            conn = self._writer
+            if conn is None:
+                raise StoreUnavailable("store is not open")
+            if self._failed:
+                raise StoreUnavailable(self._failed, retry_after_s=30)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._timeout_s
+            delay = 0.001
+            while True:
+                try:
+                    return await self._on_writer_thread(_in_transaction, conn, fn)
+                except StoreUnavailable as exc:
+                    cause = exc.__cause__
+                    if not (isinstance(cause, sqlite3.Error) and is_busy(cause)) or (
+                            loop.time() + delay > deadline):
+                        raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+    async def delete_events_before(self, cutoff: datetime, *, batch_rows: int = 5000,
+                                   stop: asyncio.Event | None = None) -> int:
+        """Delete every event whose ``start`` is before ``cutoff``; how many went (when
+        ``stop`` is set, it returns after the step in progress: the next run goes on).
+
+        In bounded steps: each transaction looks at the next ``batch_rows`` rows in rowid
+        order and deletes the old ones among them, so no transaction holds the write lock for
+        long and webhooks commit between them. (No index on ``start`` alone is kept: one more
+        scattered insert per event on the hot path, for an hourly sweep.)"""
+        cut = iso(cutoff)
+        position, deleted = 0, 0
+        while True:
+            def step(conn: sqlite3.Connection, low: int = position) -> tuple[int | None, int]:
+                (upper,) = conn.execute(
+                    "SELECT max(rowid) FROM (SELECT rowid FROM biometric_events "
+                    "WHERE rowid > ? ORDER BY rowid LIMIT ?)", (low, batch_rows)).fetchone()
+                if upper is None:
+                    return None, 0
+                gone = conn.execute("DELETE FROM biometric_events WHERE rowid > ? "
+                                    "AND rowid <= ? AND start < ?", (low, upper, cut)).rowcount
+                return int(upper), int(gone)
+
+            upper, gone = await self._write_step(step)
+            deleted += gone
+            if upper is None or (stop is not None and stop.is_set()):
+                return deleted
+            position = upper
+            await asyncio.sleep(0)  # let the group committer in between two steps
+
+    async def delete_archive_before(self, cutoff: datetime, *, batch_rows: int = 5000,
+                                    stop: asyncio.Event | None = None) -> int:
+        """Delete archived raw payloads received before ``cutoff``, in bounded steps."""
+        cut = iso(cutoff)
+        deleted = 0
+        while True:
+            gone = await self._write_step(lambda conn: int(conn.execute(
+                "DELETE FROM raw_payloads WHERE rowid IN (SELECT rowid FROM raw_payloads "
+                "WHERE received_at < ? LIMIT ?)", (cut, batch_rows)).rowcount))
+            deleted += gone
+            if gone < batch_rows or (stop is not None and stop.is_set()):
+                return deleted
+            await asyncio.sleep(0)
+
+    async def erase_archive(self, user_id: str) -> int:
+        """Delete every archived payload that names ``user_id``; how many went. (Deleted
+        content is zeroed: ``secure_delete``; the WAL is the caller's to truncate.)"""
+        return await self._write_step(lambda conn: int(
+            conn.execute("DELETE FROM raw_payloads WHERE user_id = ?", (user_id,)).rowcount
+            + conn.execute("DELETE FROM raw_payloads WHERE multi = 1 AND EXISTS (SELECT 1 "
+                           "FROM json_each(users) WHERE value = ?)", (user_id,)).rowcount))
+
+    async def archived(self, query: ArchiveQuery) -> list[tuple[int, RawPayload]]:
+        """Archived payloads received since ``query.since`` (of one provider and user when
+        given), after the cursor ``query.after``, in archive order: (cursor, payload)."""
+        sql = [f"SELECT {_RAW_COLUMNS} FROM raw_payloads "  # noqa: S608
+               "WHERE rowid > ? AND received_at >= ?"]
+        args: list[Any] = [query.after, iso(query.since)]
+        if query.provider:
+            sql.append("AND provider = ?")
+            args.append(query.provider)
+        if query.user_id:
+            sql.append("AND (user_id = ? OR (multi = 1 AND EXISTS (SELECT 1 FROM "
+                       "json_each(users) WHERE value = ?)))")
+            args += [query.user_id, query.user_id]
+        sql.append("ORDER BY rowid LIMIT ?")
+        args.append(query.limit)
+        statement = " ".join(sql)
+        rows = await self._read(lambda c: c.execute(statement, args).fetchall())
+        return [(int(r[0]), RawPayload(r[1], r[2], r[3], tuple(orjson.loads(r[4])), r[5]))
+                for r in rows]
+
     # --- reads ----------------------------------------------------------------------------
 
     async def query_events(self, query: EventQuery) -> list[CanonicalEvent]:
@@ -372,8 +507,10 @@ class SQLiteStore:
     def events_marker(self) -> int | None:
         """A number that changes whenever an event is added: the largest rowid.
 
-        Events are only ever appended (no path deletes them, and an ignored duplicate takes no
-        rowid), so an unchanged marker means no event was added in between. NEUROS uses it to
+        Events are appended (an ignored duplicate takes no rowid); only retention deletes
+        (events older than RETENTION_DAYS) and ``auren reprocess`` corrects values in place,
+        neither of which moves it: NEUROS's cached series see those within their TTL. So an
+        unchanged marker means no event was added in between. NEUROS uses it to
         skip re-counting a user's events on every chat. The lookup is one b-tree seek, so it
         runs right here on the caller's (the loop's) thread; None when the store is not open,
         a commit holds the writer connection, or the file is momentarily locked, and the caller
@@ -426,7 +563,8 @@ class SQLiteStore:
         return await self._run(self._read_thread, lambda: fn(conn))
 
 
-_DeliveryRows = tuple[tuple[str, str, str], list[tuple[Any, ...]], list[tuple[Any, ...]]]
+_DeliveryRows = tuple[tuple[str, str, str], list[tuple[Any, ...]], list[tuple[Any, ...]],
+                      tuple[Any, ...] | None]
 
 
 def _delivery_rows(delivery: Delivery, now: str) -> _DeliveryRows:
@@ -445,7 +583,12 @@ def _delivery_rows(delivery: Delivery, now: str) -> _DeliveryRows:
          orjson.dumps(j.params).decode(), iso(j.received_at))
         for j in delivery.fetch_jobs
     ]
-    return (delivery.provider, delivery.delivery_key, now), events, jobs
+    raw = delivery.raw
+    raw_row = None if raw is None else (
+        raw.provider, raw.delivery_key, raw.received_at,
+        raw.user_ids[0] if raw.user_ids else None, orjson.dumps(raw.user_ids).decode(),
+        int(len(raw.user_ids) > 1), raw.sealed)
+    return (delivery.provider, delivery.delivery_key, now), events, jobs, raw_row
 
 
 # Rows per multi-row INSERT: a batch's deliveries fit one statement, and statements stay far
@@ -482,13 +625,15 @@ def _insert_all_new(conn: sqlite3.Connection, batch: list[_DeliveryRows]
     conn.execute("BEGIN IMMEDIATE")
     try:
         expected = [len(batch)]
-        inserted = [_insert_many(conn, _INSERT_DELIVERY, [d for d, _, _ in batch])]
+        inserted = [_insert_many(conn, _INSERT_DELIVERY, [d for d, _, _, _ in batch])]
         if inserted == expected:
-            events = [e for _, items, _ in batch for e in items]
-            jobs = [j for _, _, items in batch for j in items]
-            expected += [len(events), len(jobs)]
+            events = [e for _, items, _, _ in batch for e in items]
+            jobs = [j for _, _, items, _ in batch for j in items]
+            raws = [raw for _, _, _, raw in batch if raw is not None]
+            expected += [len(events), len(jobs), len(raws)]
             inserted += [_insert_many(conn, _INSERT_EVENT, events),
-                         _insert_many(conn, _INSERT_JOB, jobs)]
+                         _insert_many(conn, _INSERT_JOB, jobs),
+                         _insert_many(conn, _INSERT_RAW, raws)]
         if inserted != expected:
             conn.execute("ROLLBACK")
             return None
@@ -496,7 +641,7 @@ def _insert_all_new(conn: sqlite3.Connection, batch: list[_DeliveryRows]
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return [WriteResult(len(events) + len(jobs), 0, False) for _, events, jobs in batch]
+    return [WriteResult(len(events) + len(jobs), 0, False) for _, events, jobs, _ in batch]
 
 
 def _insert(conn: sqlite3.Connection, batch: list[_DeliveryRows]) -> list[WriteResult]:
@@ -504,16 +649,20 @@ def _insert(conn: sqlite3.Connection, batch: list[_DeliveryRows]) -> list[WriteR
     results: list[WriteResult] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for delivery_row, events, jobs in batch:
+        for delivery_row, events, jobs, raw in batch:
             before = conn.total_changes
             conn.execute(_INSERT_DELIVERY, delivery_row)
             if conn.total_changes == before:
                 # Seen before: a provider retry. Its items were stored with the first one.
                 results.append(WriteResult(0, len(events) + len(jobs), True))
                 continue
+            if raw is not None:
+                conn.execute(_INSERT_RAW, raw)
             before = conn.total_changes
             if events:
-                conn.executemany(_INSERT_EVENT, events)
+                # Reprocessed events correct what is stored (column 11 is the provenance).
+                conn.executemany(_INSERT_EVENT, [e for e in events if e[11] != REPROCESS])
+                conn.executemany(_UPSERT_EVENT, [e for e in events if e[11] == REPROCESS])
             if jobs:
                 conn.executemany(_INSERT_JOB, jobs)
             accepted = conn.total_changes - before

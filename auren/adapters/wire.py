@@ -8,7 +8,9 @@ Kafka record value and the spool record are its JSON encoding::
 
 Version 2 added each event's provenance and fetch time (the last two event columns). Version 1
 records (eleven event columns) are still read, as pushed events: a spool or a topic written by
-an older bridge replays unchanged.
+an older bridge replays unchanged. Version 3 is version 2 plus a seventh element, the sealed raw
+payload ``[received_at, [user ids], sealed]`` (``ARCHIVE_RAW_PAYLOADS``); only a record that
+carries one is written as version 3, so sinks must be upgraded before the archive is turned on.
 
 One record per delivery (not per event): a delivery is the unit a 202 acknowledges, so one
 delivery report settles one webhook, and the producer and the sink handle a fifth of the
@@ -29,7 +31,8 @@ import orjson
 from auren.events import Delivery, iso
 
 VERSION = 2
-READABLE = (1, 2)
+VERSION_RAW = 3
+READABLE = (1, 2, 3)
 _V1_EVENT_COLUMNS = 11
 EVENT_COLUMNS = 13
 
@@ -39,6 +42,8 @@ EventRow = tuple[str, str, str, str, str, float, str, str, str | None, str | Non
                  str | None]
 # job_id, provider, user_id, provider_user_id, kind, object_id, params (JSON text), received_at
 JobRow = tuple[str, str, str, str, str, str | None, str, str]
+# received_at (of the webhook), the user ids its items name, the sealed payload
+RawRow = tuple[str, tuple[str, ...], str]
 
 
 @dataclass(slots=True)
@@ -48,6 +53,7 @@ class DeliveryRecord:
     received_at: str
     events: list[EventRow]
     jobs: list[JobRow]
+    raw: RawRow | None = None
 
     @property
     def items(self) -> int:
@@ -85,10 +91,15 @@ def record_of(delivery: Delivery, received_at: str | None = None) -> DeliveryRec
          orjson.dumps(j.params).decode(), text(j.received_at))
         for j in delivery.fetch_jobs
     ]
-    return DeliveryRecord(delivery.provider, delivery.delivery_key, now, events, jobs)
+    raw = delivery.raw
+    return DeliveryRecord(delivery.provider, delivery.delivery_key, now, events, jobs,
+                          None if raw is None else (raw.received_at, raw.user_ids, raw.sealed))
 
 
 def encode(record: DeliveryRecord) -> bytes:
+    if record.raw is not None:
+        return orjson.dumps([VERSION_RAW, record.provider, record.delivery_key,
+                             record.received_at, record.events, record.jobs, record.raw])
     return orjson.dumps([VERSION, record.provider, record.delivery_key, record.received_at,
                          record.events, record.jobs])
 
@@ -109,11 +120,14 @@ def decode(data: bytes) -> DeliveryRecord:
             with a poison record; it must never crash the reader).
     """
     try:
-        version, provider, key, received_at, raw_events, raw_jobs = orjson.loads(data)
+        version, provider, key, received_at, raw_events, raw_jobs, *rest = orjson.loads(data)
     except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
         raise ValueError(f"not a delivery record: {exc}") from None
     if version not in READABLE:
         raise ValueError(f"unknown delivery record version {version!r}")
+    if len(rest) != (1 if version == VERSION_RAW else 0):
+        raise ValueError("malformed delivery record")
+    raw = _raw(rest[0]) if rest else None
     width = _V1_EVENT_COLUMNS if version == 1 else EVENT_COLUMNS
     if not (isinstance(provider, str) and isinstance(key, str) and isinstance(received_at, str)
             and isinstance(raw_events, list) and isinstance(raw_jobs, list)):
@@ -143,4 +157,11 @@ def decode(data: bytes) -> DeliveryRecord:
             _text(row[index])
         _text(row[5], nullable=True)
         jobs.append((row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7]))
-    return DeliveryRecord(provider, key, received_at, events, jobs)
+    return DeliveryRecord(provider, key, received_at, events, jobs, raw)
+
+
+def _raw(value: Any) -> RawRow:
+    if not (isinstance(value, list) and len(value) == 3 and isinstance(value[1], list)
+            and all(isinstance(user, str) for user in value[1])):
+        raise ValueError("malformed raw payload")
+    return (str(_text(value[0])), tuple(value[1]), str(_text(value[2])))

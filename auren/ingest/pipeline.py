@@ -21,6 +21,7 @@ from auren.errors import (
 )
 from auren.events import Delivery
 from auren.ingest.admission import Admission
+from auren.ingest.archive import PayloadSealer
 from auren.ingest.committer import Committer
 from auren.observability import BridgeMetrics
 from auren.providers import PROVIDER_CLASSES
@@ -43,6 +44,7 @@ class IngestPipeline:
         metrics: BridgeMetrics,
         clock: Callable[[], float] = time.time,
         gate: Callable[[str, str | None], Awaitable[None]] | None = None,
+        sealer: PayloadSealer | None = None,
     ) -> None:
         self._providers = providers
         self._cache = cache
@@ -53,6 +55,9 @@ class IngestPipeline:
         # Rate limits (per provider, per source): raises RateLimited before any CPU is spent
         # verifying; None when no limit is configured (the hot path pays nothing).
         self._gate = gate
+        # ARCHIVE_RAW_PAYLOADS: each verified delivery's raw payload, sealed, travels with it
+        # through the durable step (same transaction embedded, same Kafka record full stack).
+        self._sealer = sealer
 
     def provider(self, name: str, method: str) -> Provider:
         """The configured provider; 404 for an unknown one, then 405 for a method its URL does
@@ -82,11 +87,14 @@ class IngestPipeline:
         except SignatureInvalid:
             self._metrics.signature_failures.labels(name).inc()
             raise
-        delivery = provider.parse(request, datetime.now(UTC))
+        received_at = datetime.now(UTC)
+        delivery = provider.parse(request, received_at)
         cache_key = f"{name}:{delivery.delivery_key}"
         if await self._cache.seen(cache_key):
             self._metrics.duplicates.labels(name).inc()
             return _duplicate(delivery, len(delivery.events) + len(delivery.fetch_jobs))
+        if self._sealer is not None:
+            delivery.raw = self._sealer.seal(request, delivery, received_at)
         admission = self._admission
         if not admission.try_enter():
             try:

@@ -162,10 +162,21 @@ class AppleHealthProvider(WebhookProvider):
             raise InvalidPayload(str(exc)) from None
 
     def parse(self, request: WebhookRequest, received_at: datetime) -> Delivery:
+        return self._parse(request, received_at, lambda: self._user(request))
+
+    def reparse(self, request: WebhookRequest, received_at: datetime,
+                user_ids: tuple[str, ...]) -> Delivery:
+        """The archive keeps no API key: the user is the one the delivery named."""
+        if not user_ids:
+            raise InvalidPayload("the archived delivery names no user")
+        return self._parse(request, received_at, lambda: user_ids[0])
+
+    def _parse(self, request: WebhookRequest, received_at: datetime,
+               resolve_user: Callable[[], str]) -> Delivery:
         content_type = request.header("content-type") or ""
         if content_type.strip().lower().startswith("multipart/"):
             raise UnsupportedMediaType("set Health Auto Export's format to JSON; CSV is not read")
-        user = self._user(request)
+        user = resolve_user()
         body = require_dict(load_json(request.body), "body")
         data = body.get("data")
         if not isinstance(data, dict):

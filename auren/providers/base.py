@@ -66,6 +66,13 @@ class Provider(Protocol):
 
     def parse(self, request: WebhookRequest, received_at: datetime) -> Delivery: ...
 
+    def reparse(self, request: WebhookRequest, received_at: datetime,
+                user_ids: tuple[str, ...]) -> Delivery:
+        """``parse`` of an archived payload, verified when it arrived: ``user_ids`` are the
+        users the delivery named then (for a provider that binds the user through the
+        credential the archive does not keep)."""
+        ...
+
 
 POST_ONLY: tuple[str, ...] = ("POST",)
 # A provider that answers a GET handshake answers HEAD for the same URL too (HTTP semantics).
@@ -99,6 +106,14 @@ class WebhookProvider:
 
     def handshake(self, request: WebhookRequest) -> HandshakeResponse | None:
         return None
+
+    def parse(self, request: WebhookRequest, received_at: datetime) -> Delivery:
+        raise NotImplementedError
+
+    def reparse(self, request: WebhookRequest, received_at: datetime,
+                user_ids: tuple[str, ...]) -> Delivery:
+        """An archived payload is parsed as it was received, by the current code."""
+        return self.parse(request, received_at)
 
 
 def _plain(value: Any) -> Any:

@@ -15,7 +15,7 @@ import binascii
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +23,8 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import FastAPI, Path, Query, Request
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
@@ -37,6 +39,7 @@ from auren.errors import (
 )
 from auren.events import METRICS, check_instant, is_identifier, iso, parse_time
 from auren.ingest.admission import Admission
+from auren.ingest.archive import PayloadSealer
 from auren.ingest.committer import GroupCommitter
 from auren.ingest.pipeline import IngestPipeline
 from auren.observability import BridgeMetrics
@@ -51,6 +54,8 @@ from auren.services.kernel.health import PASS, WARN, health_response, now_text, 
 from auren.services.kernel.problem import install_problem_handlers, problem_for, problem_responses
 from auren.services.kernel.requests import RequestTracing
 from auren.services.kernel.responses import json_response, metrics_response
+from auren.services.retention import LOCK_FILE as RETENTION_LOCK
+from auren.services.retention import Retention, runs_in_bridge
 from auren.services.runtime import tune_runtime_for_serving
 from auren.settings import Settings
 
@@ -253,6 +258,18 @@ def document_webhooks(app: FastAPI, configured: Iterable[str]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+class _ArchiveCollector(Collector):
+    """Raw payloads not archived because even sealed they were too large."""
+
+    def __init__(self, sealer: PayloadSealer) -> None:
+        self._sealer = sealer
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily("auren_raw_archive_too_large",
+                                  "Verified deliveries whose raw payload was not archived: "
+                                  "too large even sealed", value=self._sealer.too_large)
+
+
 @dataclass(slots=True)
 class BridgeState:
     settings: Settings
@@ -310,8 +327,20 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     committer = GroupCommitter(plane.durable, max_batch=settings.batch_max_deliveries,
                                on_batch=metrics.observe_batch)
     providers = build_providers(settings)
+    # ARCHIVE_RAW_PAYLOADS: sealed with the token key, made durable with the delivery.
+    sealer = (PayloadSealer(plane.cipher)
+              if settings.archive_raw_payloads and plane.cipher is not None else None)
     pipeline = IngestPipeline(providers, plane.cache, admission, committer,
-                              metrics, gate=plane.rate_gate if plane.rate_limited else None)
+                              metrics, gate=plane.rate_gate if plane.rate_limited else None,
+                              sealer=sealer)
+    # Retention runs here unless the sink writes the store (auren.services.retention).
+    retention = (Retention(settings, plane.archive,
+                           lock_path=settings.auren_data_dir / RETENTION_LOCK)
+                 if runs_in_bridge(settings) and plane.archive is not None else None)
+    if retention is not None:
+        metrics.registry.register(retention)
+    if sealer is not None:
+        metrics.registry.register(_ArchiveCollector(sealer))
     # The connections' logic and the fetcher; the fetcher runs here only embedded (the full
     # stack runs `auren fetcher`), and its metrics are the bridge's then.
     parts = assemble(settings, plane, metrics.registry)
@@ -327,6 +356,8 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
         stop = asyncio.Event()
         fetching = (asyncio.create_task(parts.fetcher.run(stop), name="fetcher")
                     if in_process else None)
+        expiring = (asyncio.create_task(retention.run(stop), name="retention")
+                    if retention is not None else None)
         log.info("bridge started", extra={"mode": plane.mode,
                                           "detail": "fetcher in process" if in_process
                                           else "no fetcher in process"})
@@ -337,6 +368,10 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
             if fetching is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await fetching
+            if expiring is not None:
+                # A step in progress is one short transaction: it finishes, then the loop ends.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await expiring
             await committer.close(settings.shutdown_timeout_s)
             await parts.close()
             await plane.close(settings.shutdown_timeout_s)

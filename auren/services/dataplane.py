@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Literal
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from auren.adapters.base import Cache, DurableLog, EventStore
+from auren.adapters.base import Cache, DurableLog, EventStore, RawArchive
 from auren.adapters.breaker import BreakerCollector, CircuitBreaker
 from auren.adapters.memory import MemoryCache
 from auren.adapters.sqlite import SQLiteStore
@@ -74,6 +74,8 @@ class DataPlane:
     connections: ConnectionStore | None = None
     jobs: JobQueue | None = None
     cipher: TokenCipher | None = None
+    # The raw payload archive and retention: kept by the store (its tables, its transaction).
+    archive: RawArchive | None = None
 
     @property
     def mode(self) -> str:
@@ -260,11 +262,12 @@ def build_dataplane(settings: Settings, *, service: Service = "bridge") -> DataP
     name = f"auren-{service}"
     breakers: list[CircuitBreaker] = []
     store: EventStore
+    archive: RawArchive
     conversations: ConversationStore | None = None
     if settings.postgres_url is not None:
         pg_breaker = CircuitBreaker.from_settings("postgres", settings)
         breakers.append(pg_breaker)
-        store = postgres_store(settings, application_name=name, breaker=pg_breaker)
+        store = archive = postgres_store(settings, application_name=name, breaker=pg_breaker)
         if service == "neuros":
             from auren.adapters.postgres import PostgresPool
             from auren.neuros.memory.postgres import PostgresConversations
@@ -272,8 +275,8 @@ def build_dataplane(settings: Settings, *, service: Service = "bridge") -> DataP
             conversations = PostgresConversations(PostgresPool.from_settings(
                 settings, application_name=name, breaker=pg_breaker))
     else:
-        store = SQLiteStore(settings.sqlite_path, timeout_s=settings.store_timeout_s,
-                            wal_limit_bytes=settings.sqlite_wal_limit_bytes)
+        store = archive = SQLiteStore(settings.sqlite_path, timeout_s=settings.store_timeout_s,
+                                      wal_limit_bytes=settings.sqlite_wal_limit_bytes)
         if service == "neuros":
             from auren.neuros.memory.sqlite import SQLiteConversations
 
@@ -282,6 +285,7 @@ def build_dataplane(settings: Settings, *, service: Service = "bridge") -> DataP
                 wal_limit_bytes=settings.sqlite_wal_limit_bytes)
     plane = DataPlane(settings, store, store, MemoryCache(settings.dedup_cache_size),
                       conversations=conversations, breakers=breakers)
+    plane.archive = archive
     if service == "legacy":
         return plane
     _add_connections(plane, service)

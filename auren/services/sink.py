@@ -42,6 +42,7 @@ from auren.adapters.postgres import PostgresStore
 from auren.adapters.wire import DeliveryRecord, decode
 from auren.errors import ClientError, StoreUnavailable
 from auren.services.dataplane import postgres_store
+from auren.services.retention import Retention
 from auren.settings import Settings
 
 T = TypeVar("T")
@@ -108,6 +109,9 @@ class Sink:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sink-consumer")
         self.stats = SinkStats()
         self._fatal: str | None = None
+        # RETENTION_DAYS / RAW_RETENTION_DAYS: the sink is where retention runs in the full
+        # stack (auren.services.retention); its counters are on the sink's /metrics.
+        self.retention = Retention(settings, store)
 
     # --- consumer thread ------------------------------------------------------------------
 
@@ -308,7 +312,13 @@ async def run_sink(settings: Settings, *, idle_exit_s: float | None = None,
         async with serving(sink, settings, breaker) as port:
             if port is not None:
                 log.info("sink metrics served", extra={"port": port})
-            return await sink.run(stop, idle_exit_s=idle_exit_s)
+            expiring = asyncio.create_task(sink.retention.run(stop), name="retention")
+            try:
+                return await sink.run(stop, idle_exit_s=idle_exit_s)
+            finally:
+                stop.set()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await expiring
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)

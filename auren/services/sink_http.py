@@ -74,6 +74,7 @@ class SinkCollector(Collector):
 def create_app(sink: Sink, breaker: CircuitBreaker | None) -> FastAPI:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(SinkCollector(sink))
+    registry.register(sink.retention)
     breakers = [breaker] if breaker is not None else []
     registry.register(BreakerCollector(breakers))
     started = time.time()

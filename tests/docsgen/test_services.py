@@ -65,7 +65,7 @@ def test_environment_is_the_settings_model(name: str) -> None:
     assert environment["required"] == [n for n in environment["required"]
                                        if n.lower() in fields]
     names = [entry["name"] for entry in environment["optional"]]
-    assert names == sorted(names) and len(names) == len(set(names))
+    assert names == sorted(names, key=str.lower) and len(names) == len(set(names))
     for entry in environment["optional"]:
         default = fields[entry["name"].lower()].default
         rendered = (",".join(map(str, default)) if isinstance(default, tuple)

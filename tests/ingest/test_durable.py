@@ -14,6 +14,7 @@ import pytest
 from auren.adapters.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from auren.adapters.memory import MemoryBus
 from auren.errors import ServiceUnavailable
+from auren.events import RawPayload
 from auren.ingest.durable import BusLog
 from auren.ingest.spool import Spool, SpoolFull
 from tests.helpers import delivery
@@ -200,3 +201,19 @@ async def test_a_publish_waiting_when_the_breaker_opens_stops_waiting(tmp_path):
         assert results[0].accepted == 2 and log.spool.pending_records == 1
     finally:
         await log.close()
+
+
+async def test_a_spooled_delivery_keeps_its_archived_payload_through_the_replay(setup):
+    # ARCHIVE_RAW_PAYLOADS: the sealed payload is part of the delivery's record, so a delivery
+    # answered on the strength of the spool still has it when Kafka takes it.
+    bus, _, log = setup
+    archived = delivery("raw-1", "u", range(2))
+    archived.raw = RawPayload("auren", "raw-1", "2026-01-01T00:00:00.000000Z", ("u",),
+                              "sealed-text")
+    bus.up = False
+    assert (await log.write_batch([archived]))[0].accepted == 2
+    assert log.spool.pending_records == 1
+    bus.up = True
+    await _until(lambda: log.spool.empty)
+    (record,) = [r for r in bus.records if r.delivery_key == "raw-1"]
+    assert record.raw == ("2026-01-01T00:00:00.000000Z", ("u",), "sealed-text")
