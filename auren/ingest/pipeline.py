@@ -43,6 +43,7 @@ class IngestPipeline:
         metrics: BridgeMetrics,
         clock: Callable[[], float] = time.time,
         gate: Callable[[str, str | None], Awaitable[None]] | None = None,
+        screen: Callable[[Delivery], int] | None = None,
     ) -> None:
         self._providers = providers
         self._cache = cache
@@ -53,6 +54,9 @@ class IngestPipeline:
         # Rate limits (per provider, per source): raises RateLimited before any CPU is spent
         # verifying; None when no limit is configured (the hot path pays nothing).
         self._gate = gate
+        # Consent: drops (and counts) the items of people who withdrew it for the provider,
+        # returning how many; None when nothing is screened.
+        self._screen = screen
 
     def provider(self, name: str, method: str) -> Provider:
         """The configured provider; 404 for an unknown one, then 405 for a method its URL does
@@ -83,6 +87,14 @@ class IngestPipeline:
             self._metrics.signature_failures.labels(name).inc()
             raise
         delivery = provider.parse(request, datetime.now(UTC))
+        withheld = self._screen(delivery) if self._screen is not None else 0
+        if withheld and not delivery.events and not delivery.fetch_jobs:
+            # Answered as a success, so that the provider does not retry what will never be
+            # stored; nothing is kept, not even the delivery's key.
+            if delivery.success_status == 204:
+                return Outcome(204, None)
+            return Outcome(delivery.success_status,
+                           {"accepted": 0, "duplicates": 0, "withheld": withheld})
         cache_key = f"{name}:{delivery.delivery_key}"
         if await self._cache.seen(cache_key):
             self._metrics.duplicates.labels(name).inc()
@@ -112,6 +124,8 @@ class IngestPipeline:
             self._metrics.observe_unstored(name, delivery.ignored,
                                            [(s.reason, s.count) for s in delivery.skipped])
         body: dict[str, Any] = {"accepted": result.accepted, "duplicates": result.duplicates}
+        if withheld:
+            body["withheld"] = withheld
         _report_unstored(delivery, body)
         if delivery.success_status == 204:
             return Outcome(204, None)
