@@ -31,6 +31,7 @@ it by the person's id, as NEUROS itself does.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from collections import Counter
@@ -46,7 +47,9 @@ from auren.connections.base import ConnectionStore
 from auren.connections.coverage import coverage, window_start
 from auren.events import CanonicalEvent, iso
 from auren.neuros.memory import ConversationStore
-from auren.privacy.base import ConsentStore
+from auren.privacy.base import AUDIT, EXPORT, AuditQuery, AuditRecord, ConsentStore
+from auren.services.dataplane import DataPlane, build_dataplane, conversation_store
+from auren.settings import Settings
 
 SCHEMA = "auren-export"
 VERSION = 1
@@ -151,3 +154,46 @@ def stream(sources: ExportSources, user_id: str, form: str) -> AsyncIterator[byt
 
 def media_type(form: str) -> str:
     return CSV if form == "csv" else NDJSON
+
+
+# --- the command line's side: the stores opened from settings -------------------------------
+
+
+@contextlib.asynccontextmanager
+async def privacy_plane(settings: Settings) -> AsyncIterator[DataPlane]:
+    """The stores ``auren export`` and ``auren audit`` read (events, connections without
+    their tokens, consents, the audit log), opened and closed."""
+    plane = build_dataplane(settings, service="privacy")
+    await plane.open()
+    try:
+        yield plane
+    finally:
+        await plane.close(settings.shutdown_timeout_s)
+
+
+def _cli_record(actor: str, action: str, user_id: str | None, route: str) -> AuditRecord:
+    return AuditRecord(at=datetime.now(UTC), actor=actor, action=action, user_id=user_id,
+                       route=route, client="local", outcome=200)
+
+
+async def export_to(settings: Settings, user_id: str, form: str,
+                    write: Callable[[bytes], object], *, actor: str) -> None:
+    """Stream the export into ``write``, after recording it in the audit log."""
+    async with privacy_plane(settings) as plane:
+        assert plane.connections is not None and plane.consents is not None  # noqa: S101
+        assert plane.audit is not None  # noqa: S101 - the privacy plane has them all
+        sources = ExportSources(plane.store, plane.connections, plane.consents,
+                                lambda: conversation_store(settings,
+                                                           application_name="auren-export"))
+        await plane.audit.append(_cli_record(actor, EXPORT, user_id, f"cli export {form}"))
+        async for chunk in stream(sources, user_id, form):
+            write(chunk)
+
+
+async def audit_records(settings: Settings, query: AuditQuery, *,
+                        actor: str) -> list[AuditRecord]:
+    """The audit log's records for ``query``; reading it is recorded too."""
+    async with privacy_plane(settings) as plane:
+        assert plane.audit is not None  # noqa: S101 - the privacy plane has it
+        await plane.audit.append(_cli_record(actor, AUDIT, query.user_id, "cli audit"))
+        return await plane.audit.query(query)
