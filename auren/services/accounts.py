@@ -73,7 +73,7 @@ def install(app: FastAPI, service: ConnectionsService, auth: ReadAuth) -> None:
         return json_response(user.as_dict(), 201 if created else 200)
 
     @app.get("/api/v1/users/{user_id}", tags=["connections"],
-             responses=problem_responses(401, 403, 404, 422),
+             responses=problem_responses(400, 401, 403, 404, 422),
              openapi_extra=audited(audit.READ))
     async def get_user(request: Request, user_id: UserPath) -> Response:
         allow(request, user_id)
@@ -111,7 +111,7 @@ def install(app: FastAPI, service: ConnectionsService, auth: ReadAuth) -> None:
         return json_response(result)
 
     @app.get("/api/v1/users/{user_id}/connections", tags=["connections"],
-             responses=problem_responses(401, 403, 404, 422),
+             responses=problem_responses(400, 401, 403, 404, 422),
              openapi_extra=audited(audit.READ))
     async def connections(request: Request, user_id: UserPath) -> Response:
         """Provider, provider user id, status (``active``, ``reauthorization_required``),
@@ -120,7 +120,7 @@ def install(app: FastAPI, service: ConnectionsService, auth: ReadAuth) -> None:
         return json_response({"connections": await service.list_connections(_user(user_id))})
 
     @app.delete("/api/v1/users/{user_id}/connections/{provider}", tags=["connections"],
-                responses=problem_responses(401, 403, 404, 422, 503),
+                responses=problem_responses(400, 401, 403, 404, 422, 503),
                 openapi_extra=audited(audit.DISCONNECT))
     async def disconnect(request: Request, user_id: UserPath,
                          provider: ProviderPath) -> Response:
@@ -179,7 +179,8 @@ def install(app: FastAPI, service: ConnectionsService, auth: ReadAuth) -> None:
         return json_response({"retried": count}, 202)
 
     @app.post("/api/v1/jobs/retry", tags=["jobs"], status_code=202,
-              responses=problem_responses(401, 403, 422), openapi_extra=audited(audit.RETRY))
+              responses=problem_responses(400, 401, 403, 422),
+              openapi_extra=audited(audit.RETRY))
     async def retry_all(request: Request,
                         state: Annotated[str, Query(max_length=16)] = DEAD,
                         provider: Annotated[str | None, Query(max_length=32)] = None

@@ -45,7 +45,7 @@ def install(app: FastAPI, auth: ReadAuth, sources: export.ExportSources, gate: C
                                              "`auren-export` version 1) or CSV of the events",
                               "content": {export.NDJSON: {"schema": {"type": "string"}},
                                           "text/csv": {"schema": {"type": "string"}}}},
-                        **problem_responses(401, 403, 422)},
+                        **problem_responses(400, 401, 403, 422)},
              response_class=StreamingResponse, openapi_extra=audited(audit.EXPORT))
     async def export_user(request: Request, user_id: UserPath,
                           format: Annotated[str, Query(max_length=8)] = "ndjson"
@@ -65,7 +65,8 @@ def install(app: FastAPI, auth: ReadAuth, sources: export.ExportSources, gate: C
                      "cache-control": "no-store"})
 
     @app.get("/api/v1/users/{user_id}/consents", tags=["privacy"],
-             responses=problem_responses(401, 403, 422), openapi_extra=audited(audit.READ))
+             responses=problem_responses(400, 401, 403, 422),
+             openapi_extra=audited(audit.READ))
     async def consents(request: Request, user_id: UserPath) -> Response:
         """Every consent the person gave, in force or withdrawn: provider, purpose, scopes,
         the version of the text shown, when given and withdrawn."""
@@ -75,7 +76,7 @@ def install(app: FastAPI, auth: ReadAuth, sources: export.ExportSources, gate: C
                               "current_text_version": texts.CURRENT_VERSION})
 
     @app.delete("/api/v1/users/{user_id}/consents/{provider}", tags=["privacy"],
-                responses=problem_responses(401, 403, 404, 422),
+                responses=problem_responses(400, 401, 403, 404, 422),
                 openapi_extra=audited(audit.CONSENT_WITHDRAW))
     async def withdraw(request: Request, user_id: UserPath, provider: ProviderPath) -> Response:
         """Withdraw the person's consent for ``provider``: from now on nothing of that
@@ -101,7 +102,7 @@ def install(app: FastAPI, auth: ReadAuth, sources: export.ExportSources, gate: C
                                       "href": f"/api/v1/users/{name}/connections/{provider}"},
                        "export": {"method": "GET", "href": f"/api/v1/users/{name}/export"}}})
 
-    @app.get("/api/v1/consent-text", tags=["privacy"],
+    @app.get("/api/v1/consent-text", tags=["privacy"], responses=problem_responses(400, 404),
              openapi_extra=audited(audit.NOT_AUDITED))
     async def consent_text(provider: Annotated[str | None, Query(max_length=32)] = None,
                            version: Annotated[str | None, Query(max_length=32)] = None
@@ -113,7 +114,7 @@ def install(app: FastAPI, auth: ReadAuth, sources: export.ExportSources, gate: C
             raise NotFound(f"no consent text version {version!r}")
         return json_response({**chosen.as_dict(provider), "versions": sorted(texts.TEXTS)})
 
-    @app.get("/api/v1/audit", tags=["privacy"],
+    @app.get("/api/v1/audit", tags=["audit"],
              responses=problem_responses(400, 401, 403, 422), openapi_extra=audited(audit.AUDIT))
     async def audit_log(request: Request,
                         user_id: Annotated[str | None, Query(max_length=256)] = None,

@@ -13,7 +13,10 @@ provider API simulator and, for conversations, a real NEUROS on the same data di
 from __future__ import annotations
 
 import csv
+import getpass
 import io
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from auren.services.auditing import route_action
 from auren.services.bridge import create_app
 from auren.services.export import CSV_COLUMNS, SCHEMA, SECTIONS, VERSION
 from auren.settings import Settings
-from tests.connections.kit import System, system
+from tests.connections.kit import System, child_env, system
 from tests.helpers import ServerProcess, run_server
 from tests.privacy.kit import (
     KEY,
@@ -306,3 +309,35 @@ def test_the_audit_log_is_for_service_keys_and_filters(world):
     assert [r["seq"] for r in rest.json()["records"]][:2] == [read.seq, denied.seq]
     assert call(world, "GET", "/api/v1/audit", params={"action": "peek"}).status_code == 422
     assert call(world, "GET", "/api/v1/audit", params={"since": "yesterday"}).status_code == 400
+
+
+def test_the_command_line_exports_and_lists_the_audit_log(world, tmp_path):
+    name = "exporting-person"  # connected by the export test; connected here if run alone
+    if not events(world, name):
+        connect(world, "whoop", name, 5)
+        wait_idle(world)
+    env = child_env(world)
+    target = tmp_path / "export.csv"
+    done = subprocess.run([sys.executable, "-m", "auren", "export", "--user", name, "--format",
+                           "csv", "--output", str(target)], env=env, capture_output=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.reader(io.StringIO(target.read_text())))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert [r[0] for r in rows[1:]] == [e["event_id"] for e in events(world, name)]
+    streamed = subprocess.run([sys.executable, "-m", "auren", "export", "--user", name],
+                              env=env, capture_output=True, timeout=120, check=False)
+    assert streamed.returncode == 0, streamed.stderr
+    lines = [orjson.loads(line) for line in streamed.stdout.splitlines()]
+    assert lines[0]["schema"] == SCHEMA and lines[-1]["record"] == "end"
+    assert lines[-1]["counts"]["event"] == len(rows) - 1
+    listed = subprocess.run([sys.executable, "-m", "auren", "audit", "--user", name,
+                             "--action", "export", "--json"], env=env, capture_output=True,
+                            timeout=120, check=False)
+    assert listed.returncode == 0, listed.stderr
+    records = [orjson.loads(line) for line in listed.stdout.splitlines()]
+    assert [r["route"] for r in records][-2:] == ["cli export csv", "cli export ndjson"]
+    assert {r["actor"] for r in records[-2:]} == {f"cli:{getpass.getuser()}"}
+    bad = subprocess.run([sys.executable, "-m", "auren", "audit", "--action", "peek"],
+                         env=env, capture_output=True, timeout=120, check=False)
+    assert bad.returncode == 2
