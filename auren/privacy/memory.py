@@ -17,9 +17,8 @@ from auren.privacy.base import (
 )
 
 
-class MemoryConsents:
-    def __init__(self) -> None:
-        self._rows: list[Consent] = []
+class _InProcess:
+    """Nothing to open or close: the lists are the store."""
 
     async def open(self) -> None:
         pass
@@ -29,6 +28,11 @@ class MemoryConsents:
 
     async def ping(self) -> dict[str, Any]:
         return {"engine": "memory", "responseTime_ms": 0.0}
+
+
+class MemoryConsents(_InProcess):
+    def __init__(self) -> None:
+        self._rows: list[Consent] = []
 
     async def record(self, consent: Consent) -> None:
         self._rows.append(consent)
@@ -58,18 +62,9 @@ class MemoryConsents:
         return before - len(self._rows)
 
 
-class MemoryAudit:
+class MemoryAudit(_InProcess):
     def __init__(self) -> None:
         self._records: list[AuditRecord] = []
-
-    async def open(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    async def ping(self) -> dict[str, Any]:
-        return {"engine": "memory", "responseTime_ms": 0.0}
 
     async def append(self, record: AuditRecord) -> int:
         seq = len(self._records) + 1

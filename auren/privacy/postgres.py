@@ -7,13 +7,12 @@ unrecorded."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-from auren.adapters.postgres import PostgresPool, migrate
+from auren.adapters.postgres import PostgresPool, migrate_scripts
 from auren.privacy.base import (
     AuditQuery,
     AuditRecord,
@@ -64,16 +63,8 @@ _AUDIT = ("SELECT seq, at, actor, action, user_id, route, client, outcome, reque
           "FROM audit_log")
 
 
-def _script(sql: str) -> Callable[[Any], Awaitable[Any]]:
-    async def run(conn: Any) -> Any:
-        return await conn.execute(sql)
-
-    return run
-
-
 async def upgrade(conn: Any) -> int:
-    async with conn.transaction():
-        return await migrate(conn, COMPONENT, [_script(sql) for sql in MIGRATIONS])
+    return await migrate_scripts(conn, COMPONENT, MIGRATIONS)
 
 
 def _count(status: str) -> int:
