@@ -88,19 +88,38 @@ class Auditor:
         self.log = log
         self._clock = clock
 
+    def record(self, *, actor: str | None, action: str, user_id: str | None, route: str,
+               client: str | None, outcome: int) -> AuditRecord:
+        return AuditRecord(at=self._clock(), actor=actor or "anonymous", action=action,
+                           user_id=user_id[:_MAX_ID] if user_id else None, route=route,
+                           client=client, outcome=outcome, request_id=REQUEST_ID.get())
+
+    async def write(self, record: AuditRecord) -> None:
+        """Append ``record``. A success (status < 400) discloses data: when it cannot be
+        recorded, StoreUnavailable (503) is raised instead of answering. A refusal or failure
+        that cannot be recorded is logged."""
+        try:
+            await self.log.append(record)
+        except StoreUnavailable as failed:
+            if record.outcome < 400:
+                raise StoreUnavailable("the audit log could not be written; nothing was "
+                                       "disclosed", retry_after_s=2) from failed
+            log.error("audit record not written", extra={
+                "error": failed.detail, "detail": f"{record.action} {record.route}"})
+
     def record_of(self, request: Request, action: str, route: str,
                   outcome: int) -> AuditRecord:
         state = request.state
         user = getattr(state, "audit_user", None) or request.path_params.get("user_id") \
             or request.query_params.get("user_id")
-        return AuditRecord(
-            at=self._clock(), actor=getattr(state, "audit_actor", None) or "anonymous",
-            action=action, user_id=str(user)[:_MAX_ID] if user else None, route=route,
-            client=_client(request), outcome=outcome,
-            request_id=REQUEST_ID.get())
+        return self.record(actor=getattr(state, "audit_actor", None), action=action,
+                           user_id=str(user) if user else None, route=route,
+                           client=_client(request), outcome=outcome)
 
     def route_class(self) -> type[APIRoute]:
-        """The route class that writes each request's record (``app.router.route_class``)."""
+        """The route class that writes each request's record (``app.router.route_class``).
+        A handler that wrote its request's record itself (``mark_audited``) is not recorded
+        twice."""
         auditor = self
 
         class AuditedRoute(APIRoute):
@@ -115,22 +134,24 @@ class Auditor:
                     try:
                         response = await handler(request)
                     except Exception as exc:
-                        record = auditor.record_of(request, action, template, _status(exc))
-                        try:
-                            await auditor.log.append(record)
-                        except StoreUnavailable as failed:
-                            log.error("audit record not written", extra={
-                                "error": failed.detail, "detail": f"{action} {template}"})
+                        if not getattr(request.state, "audited", False):
+                            await auditor.write(auditor.record_of(request, action, template,
+                                                                  _status(exc)))
                         raise
-                    record = auditor.record_of(request, action, template,
-                                               response.status_code)
-                    try:
-                        await auditor.log.append(record)
-                    except StoreUnavailable as failed:
-                        raise StoreUnavailable("the audit log could not be written; nothing "
-                                               "was disclosed", retry_after_s=2) from failed
+                    if not getattr(request.state, "audited", False):
+                        await auditor.write(auditor.record_of(request, action, template,
+                                                              response.status_code))
                     return response
 
                 return audited_handler
 
         return AuditedRoute
+
+
+def mark_audited(request: Request) -> None:
+    """The handler wrote this request's record itself (a lane shared with a raw endpoint)."""
+    request.state.audited = True
+
+
+def status_of(exc: BaseException) -> int:
+    return _status(exc)

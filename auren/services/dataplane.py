@@ -287,8 +287,7 @@ def build_dataplane(settings: Settings, *, service: Service = "bridge") -> DataP
     if service == "legacy":
         return plane
     _add_connections(plane, service)
-    if service != "neuros":
-        _add_privacy(plane, service)
+    _add_privacy(plane, service)
     if service == "privacy":
         return plane
     if settings.redis_url is not None:
@@ -341,7 +340,7 @@ def conversation_store(settings: Settings, *, application_name: str,
 
 def _add_privacy(plane: DataPlane, service: Service) -> None:
     """The consents (bridge, fetcher, ``auren export``/``audit``) and the audit log (all but
-    the fetcher, which serves nobody's data)."""
+    the fetcher, which serves nobody's data: the bridge, NEUROS and the command line)."""
     settings = plane.settings
     if settings.postgres_url is not None:
         from auren.adapters.postgres import PostgresPool
@@ -353,13 +352,16 @@ def _add_privacy(plane: DataPlane, service: Service) -> None:
             return PostgresPool(url, timeout_s=settings.store_timeout_s, pool_size=2,
                                 application_name=f"auren-{service}-{kind}")
 
-        plane.consents = PostgresConsents(pool("consents"))
+        if service != "neuros":
+            plane.consents = PostgresConsents(pool("consents"))
         if service != "fetcher":
             plane.audit = PostgresAudit(pool("audit"))
         return
     from auren.privacy.sqlite import SQLiteAudit, SQLiteConsents
 
-    plane.consents = SQLiteConsents(settings.sqlite_path, timeout_s=settings.store_timeout_s)
+    if service != "neuros":
+        plane.consents = SQLiteConsents(settings.sqlite_path,
+                                        timeout_s=settings.store_timeout_s)
     if service != "fetcher":
         plane.audit = SQLiteAudit(settings.sqlite_path, timeout_s=settings.store_timeout_s)
 

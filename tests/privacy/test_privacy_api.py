@@ -18,7 +18,6 @@ import io
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,6 +30,7 @@ from auren.privacy.base import NOT_AUDITED, key_id
 from auren.services.auditing import route_action
 from auren.services.bridge import create_app
 from auren.services.export import CSV_COLUMNS, SCHEMA, SECTIONS, VERSION
+from auren.services.neuros import create_app as create_neuros
 from auren.settings import Settings
 from tests.connections.kit import System, child_env, system
 from tests.helpers import ServerProcess, run_server
@@ -243,16 +243,14 @@ def _requests(world: System) -> dict[str, Any]:
     }
 
 
-def _routes(tmp: Path) -> list[tuple[str, str | None]]:
-    """Every API route of the bridge as built (nothing connects before its lifespan)."""
-    app = create_app(Settings(auren_data_dir=tmp))
+def _routes(app: Any) -> list[tuple[str, str | None]]:
+    """Every API route of an app as built (nothing connects before its lifespan)."""
     return [(f"{method} {route.path}", route_action(route)) for route in app.api.routes
             if isinstance(route, APIRoute) for method in sorted(route.methods)]
 
 
-def test_every_route_that_touches_a_person_writes_exactly_one_audit_record(world, tmp_path):
-    requests = _requests(world)
-    routes = _routes(tmp_path)
+def _check_every_route(world: System, routes: list[tuple[str, str | None]],
+                       requests: dict[str, Any], subject: str) -> None:
     assert len(routes) > len(requests) / 2
     undeclared = [name for name, action in routes if action is None]
     assert not undeclared, f"routes without an audit action (x-audit): {undeclared}"
@@ -270,15 +268,55 @@ def test_every_route_that_touches_a_person_writes_exactly_one_audit_record(world
         (record,) = records
         assert (record.action, record.route, record.outcome) == (action, name,
                                                                  answer.status_code), name
-        assert record.user_id == (None if "jobs" in name else AUDITED), name
+        assert record.user_id == (None if "jobs" in name else subject), name
         headers = kwargs.get("headers", SERVICE)
         expected_actor = ("anonymous" if not headers else key_id(KEY) if headers == SERVICE
-                          else f"jwt:{AUDITED}")
-        if name.endswith("/callback"):
-            expected_actor = "anonymous"  # the provider's redirect: its state authenticates
+                          else f"jwt:{subject}")
         assert record.actor == expected_actor, name
         assert record.client == "127.0.0.1" and record.request_id
         assert QUERY_VALUE not in repr(record) and KEY not in repr(record)
+
+
+def test_every_bridge_route_that_touches_a_person_writes_exactly_one_audit_record(
+        world, tmp_path):
+    app = create_app(Settings(auren_data_dir=tmp_path))
+    _check_every_route(world, _routes(app), _requests(world), AUDITED)
+
+
+def test_every_neuros_route_that_touches_a_person_writes_exactly_one_audit_record(
+        world, neuros, tmp_path):
+    person = "audited-chatter"
+    u = f"{neuros.base_url}/api/v1/users/{person}"
+    ask = {"json": {"user_id": person, "message": "How did I sleep?"}}
+
+    def plain(method: str, url: str, **kwargs: Any) -> Any:
+        return lambda: (method, url, kwargs)
+
+    def one_conversation() -> tuple[str, str, dict[str, Any]]:
+        chat = httpx.post(neuros.base_url + "/chat", headers=token(person), timeout=30,
+                          **ask)
+        assert chat.status_code == 200, chat.text
+        return "GET", f"{u}/conversations/{chat.json()['conversation_id']}", {
+            "headers": token(person)}
+
+    requests = {
+        "POST /chat": plain("POST", neuros.base_url + "/chat", headers=token(person), **ask),
+        "POST /api/v1/chat": plain("POST", neuros.base_url + "/api/v1/chat", **ask),
+        "POST /api/v1/chat/stream": plain("POST", neuros.base_url + "/api/v1/chat/stream",
+                                          **ask),
+        "GET /api/v1/users/{user_id}/conversations": plain("GET", u + "/conversations"),
+        "GET /api/v1/users/{user_id}/conversations/{conversation_id}": one_conversation,
+        "DELETE /api/v1/users/{user_id}/conversations": plain("DELETE", u + "/conversations"),
+    }
+    app = create_neuros(Settings(auren_data_dir=tmp_path))
+    _check_every_route(world, _routes(app), requests, person)
+    # A chat its caller may not have is recorded as refused, with who asked.
+    before = last_seq(world)
+    refused = httpx.post(neuros.base_url + "/chat", headers=token("someone-else"), timeout=30,
+                         **ask)
+    assert refused.status_code == 403
+    (record,) = audit_after(world, before)
+    assert (record.actor, record.user_id, record.outcome) == ("jwt:someone-else", person, 403)
 
 
 def test_the_audit_log_is_for_service_keys_and_filters(world):
