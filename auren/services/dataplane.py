@@ -179,6 +179,10 @@ class DataPlane:
             # Webhooks do not need it; connecting accounts and fetching do.
             status = worst(status, await round_trip(
                 checks, "connections:responseTime", self.connections.ping, WARN, now))
+        if self.audit is not None:
+            # Reads are refused (503) while their audit records cannot be written.
+            status = worst(status, await round_trip(
+                checks, "audit:responseTime", self.audit.ping, WARN, now))
         bus_log = self.bus_log
         if bus_log is not None:
             spool_ok = bus_log.spool.failed is None
