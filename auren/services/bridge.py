@@ -153,8 +153,9 @@ _WEBHOOK_DESCRIPTION = (
     "what is valid and list what they skipped, and why, in the answer's `skipped`; the native "
     "route refuses the delivery (422). 404 when the provider is not configured.")
 _ACCEPTED = {"description": "Accepted and durable: `accepted`, `duplicates`, and when there "
-                            "are any `ignored` (items without a metric) and `skipped` "
-                            "([{metric, reason, count, detail}])",
+                            "are any `ignored` (items without a metric), `skipped` "
+                            "([{metric, reason, count, detail}]) and `withheld` (items of "
+                            "people who withdrew consent: not stored)",
              "content": {"application/json": {"schema": {"type": "object"}}}}
 _REDELIVERY = {"description": "Re-delivery (already stored, nothing new), or a handshake",
                "content": {"application/json": {"schema": {"type": "object"}}}}
