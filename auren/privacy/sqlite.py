@@ -145,11 +145,21 @@ class SQLiteConsents(_SQLite):
 
 
 class SQLiteAudit(_SQLite):
+    """The audit log. Its connection gives up waiting for another process's lock at half the
+    store's bound, so an append the caller gave up on (and answered 503 for) fails inside
+    SQLite too, rather than landing later as the record of a disclosure that never was."""
+
     def __init__(self, path: Path, *, timeout_s: float = 10.0) -> None:
         super().__init__(path, timeout_s)
 
     async def open(self) -> None:
-        await self._connect(_migrate)
+        busy_ms = int(self._timeout_s * 500)
+
+        def prepare(conn: sqlite3.Connection) -> None:
+            _migrate(conn)
+            conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+
+        await self._connect(prepare)
 
     async def append(self, record: AuditRecord) -> int:
         def run(c: sqlite3.Connection) -> int:
