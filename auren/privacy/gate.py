@@ -35,7 +35,8 @@ class ConsentGate:
         self.consents = consents
         self._refresh_s = refresh_s
         self._people: set[tuple[str, str]] = set()  # (provider, user id)
-        self._accounts: set[tuple[str, str]] = set()  # (provider, provider user id)
+        # (provider, provider user id) -> the person who withdrew
+        self._accounts: dict[tuple[str, str], str] = {}
         self.withheld = Counter(
             "auren_consent_withheld", "Items not stored because the person withdrew consent "
             "for the provider (path: webhook events and jobs, fetch jobs)",
@@ -47,21 +48,23 @@ class ConsentGate:
 
     def _replace(self, found: Iterable[Withdrawn]) -> None:
         people: set[tuple[str, str]] = set()
-        accounts: set[tuple[str, str]] = set()
+        accounts: dict[tuple[str, str], str] = {}
         for item in found:
             people.add((item.provider, item.user_id))
-            accounts.update((item.provider, account) for account in item.provider_user_ids)
+            accounts.update(((item.provider, a), item.user_id) for a in item.provider_user_ids)
         self._people, self._accounts = people, accounts
 
     def add(self, item: Withdrawn) -> None:
         """This process answered a withdrawal: screen at once."""
         self._people.add((item.provider, item.user_id))
-        self._accounts.update((item.provider, a) for a in item.provider_user_ids)
+        self._accounts.update(((item.provider, a), item.user_id) for a in item.provider_user_ids)
 
     def forget(self, provider: str, user_id: str) -> None:
         """Consent given again in this process: stop screening at once (the next refresh
         would, too)."""
         self._people.discard((provider, user_id))
+        self._accounts = {key: user for key, user in self._accounts.items()
+                          if not (key[0] == provider and user == user_id)}
 
     async def refresh(self) -> None:
         self._replace(await self.consents.withdrawn())
