@@ -20,7 +20,9 @@ Both Protocols have in-memory twins in ``auren.privacy.memory``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -180,3 +182,36 @@ def withdrawn_groups(consents: list[Consent]) -> list[Withdrawn]:
 def actor_of(user_id: str) -> str:
     """The actor a person's own user token is recorded as."""
     return "jwt:" + user_id
+
+
+class GroupedAppends:
+    """Appends that arrive while a write is under way share the next one (one transaction and
+    one fsync for all of them): every read writes an audit record before it is answered, and
+    one commit per record, one after another, capped a service at a few hundred answers a
+    second. Each caller still waits for its own record's commit."""
+
+    def __init__(self, write: Callable[[list[AuditRecord]], Awaitable[list[int]]]) -> None:
+        self._write = write
+        self._pending: list[tuple[AuditRecord, asyncio.Future[int]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def append(self, record: AuditRecord) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((record, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain(), name="audit-appends")
+        return await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                seqs = await self._write([record for record, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), seq in zip(batch, seqs, strict=True):
+                if not future.done():  # a caller that gave up (cancelled) is skipped
+                    future.set_result(seq)

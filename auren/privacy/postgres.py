@@ -17,6 +17,7 @@ from auren.privacy.base import (
     AuditQuery,
     AuditRecord,
     Consent,
+    GroupedAppends,
     Withdrawn,
     actor_of,
     withdrawn_groups,
@@ -125,13 +126,23 @@ class PostgresConsents(_Postgres):
 
 
 class PostgresAudit(_Postgres):
+    def __init__(self, pool: PostgresPool) -> None:
+        super().__init__(pool)
+        self._appends = GroupedAppends(self._append_all)
+
     async def append(self, record: AuditRecord) -> int:
-        seq = await self._pool.run(lambda conn: conn.fetchval(
-            "INSERT INTO audit_log (at, actor, action, user_id, route, client, outcome, "
-            "request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq",
-            record.at, record.actor, record.action, record.user_id, record.route,
-            record.client, record.outcome, record.request_id))
-        return int(seq)
+        return await self._appends.append(record)
+
+    async def _append_all(self, records: list[AuditRecord]) -> list[int]:
+        async def run(conn: Any) -> list[int]:
+            async with conn.transaction():
+                return [int(await conn.fetchval(
+                    "INSERT INTO audit_log (at, actor, action, user_id, route, client, "
+                    "outcome, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                    "RETURNING seq", r.at, r.actor, r.action, r.user_id, r.route, r.client,
+                    r.outcome, r.request_id)) for r in records]
+
+        return await self._pool.run(run)
 
     async def query(self, query: AuditQuery) -> list[AuditRecord]:
         where: list[str] = ["seq > $1"]

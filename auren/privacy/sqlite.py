@@ -21,6 +21,7 @@ from auren.privacy.base import (
     AuditQuery,
     AuditRecord,
     Consent,
+    GroupedAppends,
     Withdrawn,
     actor_of,
     withdrawn_groups,
@@ -151,6 +152,7 @@ class SQLiteAudit(_SQLite):
 
     def __init__(self, path: Path, *, timeout_s: float = 10.0) -> None:
         super().__init__(path, timeout_s)
+        self._appends = GroupedAppends(self._append_all)
 
     async def open(self) -> None:
         busy_ms = int(self._timeout_s * 500)
@@ -162,14 +164,16 @@ class SQLiteAudit(_SQLite):
         await self._connect(prepare)
 
     async def append(self, record: AuditRecord) -> int:
-        def run(c: sqlite3.Connection) -> int:
+        return await self._appends.append(record)
+
+    async def _append_all(self, records: list[AuditRecord]) -> list[int]:
+        def run(c: sqlite3.Connection) -> list[int]:
             with immediate_transaction(c):
-                cursor = c.execute(
+                return [int(c.execute(
                     "INSERT INTO audit_log (at, actor, action, user_id, route, client, outcome, "
                     "request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (iso(record.at), record.actor, record.action, record.user_id,
-                     record.route, record.client, record.outcome, record.request_id))
-                return int(cursor.lastrowid or 0)
+                    (iso(r.at), r.actor, r.action, r.user_id, r.route, r.client, r.outcome,
+                     r.request_id)).lastrowid or 0) for r in records]
 
         return await self._run(run)
 
