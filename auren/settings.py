@@ -238,6 +238,9 @@ class Settings(BaseSettings):
     oauth_state_ttl_s: int = Field(default=600, ge=5, le=3600)
     # Tokens are refreshed this long before they expire.
     token_refresh_ahead_s: int = Field(default=300, ge=0, le=86_400)
+    # How often each process reads the withdrawn consents again (the process that answered a
+    # withdrawal screens at once; every other one within this).
+    consent_refresh_s: float = Field(default=2.0, gt=0, le=300)
 
     # --- the fetcher: thin providers' notifications become data ------------------------------
     # Embedded, the bridge runs the fetcher in its own process (one bridge worker does); with

@@ -21,7 +21,8 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("auren.providers",),  # verify and parse per provider (pure)
     ("auren.adapters",),  # I/O behind Protocols, their twins, the breaker
     ("auren.connections",),  # linked accounts, tokens, provider API clients, the fetcher
-    ("auren.ingest", "auren.neuros"),  # the webhook path; NEUROS's engine and memory
+    # the webhook path; NEUROS's engine and memory; consents and the audit log
+    ("auren.ingest", "auren.neuros", "auren.privacy"),
     ("auren.services",),  # the apps, the sink, the composition root, the kernel
     ("auren.sim", "auren.infra"),  # synthetic wearers; the loopback stack (tooling)
     ("auren.ops",),  # the validation toolkit

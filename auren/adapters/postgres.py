@@ -209,6 +209,17 @@ async def migrate(conn: Any, component: str,
     return len(migrations) - current
 
 
+async def migrate_scripts(conn: Any, component: str, scripts: Sequence[str]) -> int:
+    """``component``'s pending SQL ``scripts``, each run whole, in one transaction (see
+    :func:`migrate`); returns how many were applied."""
+
+    def step(sql: str) -> Callable[[Any], Awaitable[Any]]:
+        return lambda c: c.execute(sql)
+
+    async with conn.transaction():
+        return await migrate(conn, component, [step(sql) for sql in scripts])
+
+
 async def upgrade(conn: Any, *, months_back: int = 12, months_ahead: int = 3,
                   now: datetime | None = None, retention_days: int | None = None
                   ) -> SchemaInfo:

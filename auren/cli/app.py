@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from auren.cli import archive, console, db, docs, fetch, infra, serve, sim, toolkit
+from auren.cli import archive, console, db, docs, fetch, infra, privacy, serve, sim, toolkit
 
 app = typer.Typer(help="AUREN: verified biometric ingestion, insights and validation.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -42,6 +42,9 @@ app.command("fetcher")(fetch.fetcher_command)
 app.add_typer(fetch.jobs_app, name="jobs")
 # auren reprocess: archived raw payloads parsed again by the current code
 app.command("reprocess")(archive.reprocess_command)
+# auren export, auren audit: a person's export and the audit log (auren.services.export)
+app.command("export")(privacy.export_command)
+app.command("audit")(privacy.audit_command)
 # auren docs generate: the generated, checked-in documents (auren.docsgen)
 app.add_typer(docs.docs_app, name="docs")
 

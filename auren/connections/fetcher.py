@@ -22,6 +22,7 @@ the provider's revocation notice           ``done``; the connection
                                            ``reauthorization_required``
 no connection for the provider user        ``dead`` ("no connection")
 the connection was removed                 ``cancelled``
+the person withdrew consent for it         ``cancelled`` ("consent withdrawn"; counted)
 =========================================  =================================================
 
 Every claim counts as an attempt and holds a lease that is renewed while the job runs: a
@@ -37,7 +38,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -105,8 +106,15 @@ class Fetcher:
                  durable: DurableLog, store: EventStore, http: ProviderHttp,
                  apis: dict[str, ProviderApi], *, metrics: FetcherMetrics,
                  collector: QueueCollector | None = None,
+                 may_fetch: Callable[[str, str], Awaitable[bool]] | None = None,
+                 consent: Callable[[Connection, str | None], Awaitable[None]] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.settings = settings
+        # Consent: False for a (person, provider) whose consent was withdrawn.
+        self._may_fetch = may_fetch
+        # Records the person's consent before a connection made by a notice is stored
+        # (Terra's ``auth``, when the widget's redirect did not come first).
+        self._consent = consent
         self.connections = connections
         self.jobs = jobs
         self.durable = durable
@@ -302,6 +310,12 @@ class Fetcher:
             return DEAD, "no connection for this provider account"
         if connection.status == DISCONNECTED:
             return CANCELLED, "the connection was removed"
+        try:
+            if self._may_fetch is not None and not await self._may_fetch(connection.user_id,
+                                                                         job.provider):
+                return CANCELLED, "consent withdrawn"
+        except StoreUnavailable as exc:
+            return "retry", exc.detail
         if api.is_revocation(job):
             await self.connections.set_status(job.provider, job.provider_user_id,
                                               REAUTHORIZATION_REQUIRED,
@@ -434,9 +448,11 @@ class Fetcher:
                 and existing.user_id == reference:
             return DONE, None
         resource = job.params.get("resource")
-        connection = await self.connections.upsert_connection(Connection(
-            api.name, job.provider_user_id, reference, ACTIVE, (), now, now,
-            meta={"resource": resource} if isinstance(resource, str) else {}))
+        made = Connection(api.name, job.provider_user_id, reference, ACTIVE, (), now, now,
+                          meta={"resource": resource} if isinstance(resource, str) else {})
+        if self._consent is not None:
+            await self._consent(made, None)
+        connection = await self.connections.upsert_connection(made)
         await self.jobs.release(api.name, job.provider_user_id, now)
         await self.start_history(api, connection, now)
         return DONE, None

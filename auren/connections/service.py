@@ -26,7 +26,7 @@ import binascii
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -70,6 +70,11 @@ log = logging.getLogger("auren.connections")
 _STATE_MAX = 512
 
 
+# Records the person's consent for a connection about to be stored (before anything of the
+# provider is fetched), with the version of the consent text the connect link showed.
+ConsentHook = Callable[[Connection, str | None], Awaitable[None]]
+
+
 def new_user_id() -> str:
     return "u_" + secrets.token_hex(12)
 
@@ -79,6 +84,7 @@ class ConnectionsService:
                  store: EventStore, cipher: TokenCipher, http: ProviderHttp,
                  apis: Mapping[str, ProviderApi], *,
                  wake: Callable[[], None] | None = None,
+                 consent: ConsentHook | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.settings = settings
         self.connections = connections
@@ -88,6 +94,7 @@ class ConnectionsService:
         self._http = http
         self.apis = apis
         self._wake = wake
+        self._consent = consent
         self._clock = clock
 
     @property
@@ -127,31 +134,39 @@ class ConnectionsService:
 
     # --- connect ---------------------------------------------------------------------------
 
-    def _sign_state(self, nonce: str, provider: str, expires: datetime) -> str:
-        payload = orjson.dumps([nonce, provider, int(expires.timestamp())])
+    def _sign_state(self, nonce: str, provider: str, expires: datetime,
+                    consent_version: str | None) -> str:
+        fields: list[Any] = [nonce, provider, int(expires.timestamp())]
+        if consent_version is not None:
+            fields.append(consent_version)
+        payload = orjson.dumps(fields)
         encoded = base64.urlsafe_b64encode(payload).decode().rstrip("=")
         return f"{encoded}.{self._cipher.sign(payload)}"
 
-    def _read_state(self, state: str, provider: str) -> str:
-        """The nonce of a state this bridge signed for ``provider`` and that has not expired."""
+    def _read_state(self, state: str, provider: str) -> tuple[str, str | None]:
+        """The nonce of a state this bridge signed for ``provider`` and that has not expired,
+        and the version of the consent text its link showed (None: a link made without one)."""
         refused = GrantInvalid("the connect link's state is invalid, expired or already used")
         if not state or len(state) > _STATE_MAX or "." not in state:
             raise refused
         encoded, _, signature = state.partition(".")
         try:
             payload = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-            nonce, named, expires = orjson.loads(payload)
+            nonce, named, expires, *shown = orjson.loads(payload)
         except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
             raise refused from None
+        version = shown[0] if shown and isinstance(shown[0], str) else None
         if not self._cipher.verify(payload, signature) or named != provider \
                 or not isinstance(nonce, str) or not isinstance(expires, int) \
                 or expires < self._clock().timestamp():
             raise refused
-        return nonce
+        return nonce, version
 
-    async def connect_url(self, provider: str, user_id: str) -> str:
+    async def connect_url(self, provider: str, user_id: str,
+                          consent_version: str | None = None) -> str:
         """Where to send the person to connect ``provider`` (the provider's consent page, or
-        Terra's widget)."""
+        Terra's widget); ``consent_version``: the consent text shown with the link, recorded
+        with the consent when the account is connected."""
         api = self.api(provider)
         await self.user(user_id)
         now = self._clock()
@@ -161,7 +176,7 @@ class ConnectionsService:
         verifier = secrets.token_urlsafe(64) if spec is not None and spec.pkce else None
         await self.connections.save_state(ConnectState(nonce, user_id, provider, verifier,
                                                        expires))
-        state = self._sign_state(nonce, provider, expires)
+        state = self._sign_state(nonce, provider, expires, consent_version)
         if isinstance(api, TerraApi):
             callback = f"{self.redirect_uri(provider)}?state={state}"
             session = self._http.session(provider, user_id, api.api_url, api.dialect, None)
@@ -175,7 +190,7 @@ class ConnectionsService:
         """Finish a connect: the provider's redirect back, with ``code`` and ``state`` (Terra:
         ``user_id``, ``resource``, ``reference_id``)."""
         api = self.api(provider)
-        nonce = self._read_state(params.get("state", ""), provider)
+        nonce, consent_version = self._read_state(params.get("state", ""), provider)
         state = await self.connections.take_state(nonce)
         now = self._clock()
         if state is None or state.provider != provider or state.expires_at < now:
@@ -184,10 +199,10 @@ class ConnectionsService:
             reason = (params.get("error") or "failed")[:64]
             raise GrantInvalid(f"{provider}: the person did not grant access ({reason})")
         if isinstance(api, TerraApi):
-            connection = await self._terra(api, state, params, now)
+            connection = await self._terra(api, state, params, now, consent_version)
             warnings: list[str] = []
         else:
-            connection, warnings = await self._oauth(api, state, params, now)
+            connection, warnings = await self._oauth(api, state, params, now, consent_version)
         released = await self.jobs.release(provider, connection.provider_user_id, now)
         history = await queue_history(self.settings, api, self.store, self.jobs, connection,
                                       now)
@@ -199,8 +214,16 @@ class ConnectionsService:
         return {"connected": True, **connection.as_dict(), "history_jobs": len(history),
                 "released_jobs": released, "warnings": warnings}
 
+    async def _store(self, connection: Connection, consent_version: str | None) -> Connection:
+        """The person's consent first, then the connection: nothing of the provider is
+        fetched before the consent is recorded."""
+        if self._consent is not None:
+            await self._consent(connection, consent_version)
+        return await self.connections.upsert_connection(connection)
+
     async def _oauth(self, api: ProviderApi, state: ConnectState, params: Mapping[str, str],
-                     now: datetime) -> tuple[Connection, list[str]]:
+                     now: datetime, consent_version: str | None
+                     ) -> tuple[Connection, list[str]]:
         code = params.get("code", "")
         if not code or len(code) > 2048:
             raise MalformedPayload("code is required")
@@ -217,9 +240,9 @@ class ConnectionsService:
         session = self._http.session(api.name, state.user_id, api.api_url, api.dialect, token)
         provider_user_id, meta = await api.identify(session, answer)
         scopes = answer.scopes or tuple((spec.scope or "").replace(",", " ").split())
-        connection = await self.connections.upsert_connection(Connection(
+        connection = await self._store(Connection(
             api.name, provider_user_id, state.user_id, ACTIVE, scopes, now, now,
-            tokens=answer.tokens, meta=meta))
+            tokens=answer.tokens, meta=meta), consent_version)
         warnings = await self._after_connect(api, session, connection, now)
         return connection, warnings
 
@@ -238,7 +261,7 @@ class ConnectionsService:
         return []
 
     async def _terra(self, api: TerraApi, state: ConnectState, params: Mapping[str, str],
-                     now: datetime) -> Connection:
+                     now: datetime, consent_version: str | None) -> Connection:
         terra_user = params.get("user_id", "")
         reference = params.get("reference_id")
         if not is_identifier(terra_user):
@@ -246,9 +269,9 @@ class ConnectionsService:
         if reference and reference != state.user_id:
             raise GrantInvalid("the widget connected another person (reference_id)")
         resource = params.get("resource")
-        return await self.connections.upsert_connection(Connection(
+        return await self._store(Connection(
             api.name, terra_user, state.user_id, ACTIVE, (), now, now,
-            meta={"resource": resource[:32]} if resource else {}))
+            meta={"resource": resource[:32]} if resource else {}), consent_version)
 
     # --- connections -----------------------------------------------------------------------
 

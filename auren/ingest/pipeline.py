@@ -45,6 +45,7 @@ class IngestPipeline:
         clock: Callable[[], float] = time.time,
         gate: Callable[[str, str | None], Awaitable[None]] | None = None,
         sealer: PayloadSealer | None = None,
+        screen: Callable[[Delivery], int] | None = None,
     ) -> None:
         self._providers = providers
         self._cache = cache
@@ -58,6 +59,9 @@ class IngestPipeline:
         # ARCHIVE_RAW_PAYLOADS: each verified delivery's raw payload, sealed, travels with it
         # through the durable step (same transaction embedded, same Kafka record full stack).
         self._sealer = sealer
+        # Consent: drops (and counts) the items of people who withdrew it for the provider,
+        # returning how many; None when nothing is screened.
+        self._screen = screen
 
     def provider(self, name: str, method: str) -> Provider:
         """The configured provider; 404 for an unknown one, then 405 for a method its URL does
@@ -89,11 +93,21 @@ class IngestPipeline:
             raise
         received_at = datetime.now(UTC)
         delivery = provider.parse(request, received_at)
+        withheld = self._screen(delivery) if self._screen is not None else 0
+        if withheld and not delivery.events and not delivery.fetch_jobs:
+            # Answered as a success, so that the provider does not retry what will never be
+            # stored; nothing is kept, not even the delivery's key.
+            if delivery.success_status == 204:
+                return Outcome(204, None)
+            return Outcome(delivery.success_status,
+                           {"accepted": 0, "duplicates": 0, "withheld": withheld})
         cache_key = f"{name}:{delivery.delivery_key}"
         if await self._cache.seen(cache_key):
             self._metrics.duplicates.labels(name).inc()
             return _duplicate(delivery, len(delivery.events) + len(delivery.fetch_jobs))
-        if self._sealer is not None:
+        if self._sealer is not None and not withheld:
+            # A body with items of someone who withdrew consent is not archived: the archive
+            # would keep what the screen just refused to store.
             delivery.raw = self._sealer.seal(request, delivery, received_at)
         admission = self._admission
         if not admission.try_enter():
@@ -120,6 +134,8 @@ class IngestPipeline:
             self._metrics.observe_unstored(name, delivery.ignored,
                                            [(s.reason, s.count) for s in delivery.skipped])
         body: dict[str, Any] = {"accepted": result.accepted, "duplicates": result.duplicates}
+        if withheld:
+            body["withheld"] = withheld
         _report_unstored(delivery, body)
         if delivery.success_status == 204:
             return Outcome(204, None)

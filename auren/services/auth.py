@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import jwt
 
 from auren.errors import Forbidden, Unauthorized
+from auren.privacy.base import key_id
 from auren.settings import Settings, secret_values
 
 
@@ -43,6 +44,17 @@ LEEWAY_S = 30
 
 
 @dataclass(frozen=True, slots=True)
+class Principal:
+    """Who called, as the audit log names them: ``key:<id>`` (a service key's digest, never
+    the key), ``jwt:<subject>`` (a person's own token) or ``loopback`` (nothing configured);
+    ``service``: may act for anyone."""
+
+    actor: str
+    service: bool
+    subject: object = None
+
+
+@dataclass(frozen=True, slots=True)
 class TokenRules:
     """What a user token must satisfy besides its signature."""
 
@@ -56,6 +68,7 @@ class ReadAuth:
                  rules: TokenRules | None = None, clock: Callable[[], float] = time.time
                  ) -> None:
         self._keys = tuple(k.encode() for k in api_keys)
+        self._key_ids = tuple(key_id(k) for k in api_keys)
         self._jwt_secret = jwt_secret
         self._rules = rules or TokenRules()
         self._clock = clock
@@ -72,26 +85,48 @@ class ReadAuth:
     def configured(self) -> bool:
         return bool(self._keys or self._jwt_secret)
 
-    def authorize(self, authorization: str | None, client_host: str | None, user_id: str) -> None:
-        """Raises Unauthorized (401) or Forbidden (403) unless the caller may act for user_id."""
+    def identify(self, authorization: str | None, client_host: str | None) -> Principal:
+        """Who the caller is; Unauthorized (401) or Forbidden (403) for anyone the rule
+        refuses outright."""
         if not self.configured:
             if is_loopback(client_host):
-                return
+                return Principal("loopback", service=True)
             raise Forbidden("no API keys or JWT secret configured: loopback clients only")
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise _BearerMissing("a Bearer token is required")
         token = token.strip()
         presented = token.encode()
-        matched = False
-        for key in self._keys:
-            matched |= hmac.compare_digest(key, presented)
-        if matched:
-            return
+        matched: str | None = None
+        for key, kid in zip(self._keys, self._key_ids, strict=True):
+            if hmac.compare_digest(key, presented):
+                matched = kid
+        if matched is not None:
+            return Principal(matched, service=True)
         if self._jwt_secret is None:
             raise Unauthorized("unknown API key")
-        if self._subject(token, self._jwt_secret) != user_id:
+        subject = self._subject(token, self._jwt_secret)
+        return Principal(f"jwt:{subject}", service=False, subject=subject)
+
+    def authorize(self, authorization: str | None, client_host: str | None,
+                  user_id: str) -> Principal:
+        """Raises Unauthorized (401) or Forbidden (403) unless the caller may act for user_id."""
+        return self.require(self.identify(authorization, client_host), user_id)
+
+    @staticmethod
+    def require(principal: Principal, user_id: str) -> Principal:
+        """Forbidden (403) unless ``principal`` may act for ``user_id``."""
+        if not principal.service and principal.subject != user_id:
             raise Forbidden("token is not for this user")
+        return principal
+
+    @staticmethod
+    def require_service(principal: Principal) -> Principal:
+        """A service key (or, with nothing configured, a loopback client): never a person's
+        token, whatever its subject (403)."""
+        if not principal.service:
+            raise Forbidden("a service key is required")
+        return principal
 
     def _subject(self, token: str, secret: str) -> object:
         """The verified token's ``sub``; Unauthorized for any token the rules refuse."""

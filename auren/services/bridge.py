@@ -43,11 +43,14 @@ from auren.ingest.archive import PayloadSealer
 from auren.ingest.committer import GroupCommitter
 from auren.ingest.pipeline import IngestPipeline
 from auren.observability import BridgeMetrics
+from auren.privacy import base as audit
 from auren.providers import PROVIDER_CLASSES, ProviderClass, build_providers
 from auren.providers.base import WebhookRequest
-from auren.services import accounts
+from auren.services import accounts, privacy
+from auren.services.auditing import Auditor, audited, authorize
 from auren.services.auth import ReadAuth
-from auren.services.dataplane import DataPlane, build_dataplane
+from auren.services.dataplane import DataPlane, build_dataplane, conversation_store
+from auren.services.export import ExportSources
 from auren.services.fetcher import FetcherParts, assemble
 from auren.services.kernel.body import check_declared, receive_capped
 from auren.services.kernel.health import PASS, WARN, health_response, now_text, worst
@@ -155,8 +158,9 @@ _WEBHOOK_DESCRIPTION = (
     "what is valid and list what they skipped, and why, in the answer's `skipped`; the native "
     "route refuses the delivery (422). 404 when the provider is not configured.")
 _ACCEPTED = {"description": "Accepted and durable: `accepted`, `duplicates`, and when there "
-                            "are any `ignored` (items without a metric) and `skipped` "
-                            "([{metric, reason, count, detail}])",
+                            "are any `ignored` (items without a metric), `skipped` "
+                            "([{metric, reason, count, detail}]) and `withheld` (items of "
+                            "people who withdrew consent: not stored)",
              "content": {"application/json": {"schema": {"type": "object"}}}}
 _REDELIVERY = {"description": "Re-delivery (already stored, nothing new), or a handshake",
                "content": {"application/json": {"schema": {"type": "object"}}}}
@@ -330,9 +334,6 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     # ARCHIVE_RAW_PAYLOADS: sealed with the token key, made durable with the delivery.
     sealer = (PayloadSealer(plane.cipher)
               if settings.archive_raw_payloads and plane.cipher is not None else None)
-    pipeline = IngestPipeline(providers, plane.cache, admission, committer,
-                              metrics, gate=plane.rate_gate if plane.rate_limited else None,
-                              sealer=sealer)
     # Retention runs here unless the sink writes the store (auren.services.retention).
     retention = (Retention(settings, plane.archive,
                            lock_path=settings.auren_data_dir / RETENTION_LOCK)
@@ -344,6 +345,9 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     # The connections' logic and the fetcher; the fetcher runs here only embedded (the full
     # stack runs `auren fetcher`), and its metrics are the bridge's then.
     parts = assemble(settings, plane, metrics.registry)
+    pipeline = IngestPipeline(providers, plane.cache, admission, committer,
+                              metrics, gate=plane.rate_gate if plane.rate_limited else None,
+                              screen=parts.gate.screen, sealer=sealer)
     state = BridgeState(settings, plane, pipeline, admission, committer, metrics,
                         ReadAuth.from_settings(settings), time.time(), parts)
     in_process = settings.embedded and settings.fetcher_in_bridge
@@ -352,12 +356,14 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tune_runtime_for_serving()
         await plane.open()
+        await parts.gate.refresh()  # before the first webhook: withdrawals already made
         committer.start()
         stop = asyncio.Event()
         fetching = (asyncio.create_task(parts.fetcher.run(stop), name="fetcher")
                     if in_process else None)
         expiring = (asyncio.create_task(retention.run(stop), name="retention")
                     if retention is not None else None)
+        consents = asyncio.create_task(parts.gate.run(stop), name="consents")
         log.info("bridge started", extra={"mode": plane.mode,
                                           "detail": "fetcher in process" if in_process
                                           else "no fetcher in process"})
@@ -365,6 +371,7 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
             yield
         finally:
             stop.set()
+            await consents
             if fetching is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await fetching
@@ -385,12 +392,21 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     )
     app.state.bridge = state
     install_problem_handlers(app)
+    # Every route below declares its audit action; this route class writes the records.
+    assert plane.audit is not None and plane.connections is not None  # noqa: S101 - bridge
+    assert plane.consents is not None  # noqa: S101 - the bridge's plane has them
+    app.router.route_class = Auditor(plane.audit).route_class()
 
     document_webhooks(app, providers)
     accounts.install(app, parts.service, state.auth)
+    sources = ExportSources(store, plane.connections, plane.consents,
+                            lambda: conversation_store(settings,
+                                                       application_name="auren-bridge-export"))
+    privacy.install(app, state.auth, sources, parts.gate, plane.audit)
 
     @app.get("/api/v1/users/{user_id}/events", tags=["read"],
-             responses=problem_responses(400, 401, 403, 422))
+             responses=problem_responses(400, 401, 403, 422),
+             openapi_extra=audited(audit.READ))
     async def list_events(
         request: Request,
         user_id: Annotated[str, Path(min_length=1, max_length=256)],
@@ -401,8 +417,7 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
         cursor: Annotated[str | None, Query(max_length=512)] = None,
     ) -> Response:
         """A user's canonical events ordered by ``start``, paginated with an opaque cursor."""
-        state.auth.authorize(request.headers.get("authorization"),
-                             request.client.host if request.client else None, user_id)
+        authorize(state.auth, request, user_id)
         if not is_identifier(user_id):
             raise InvalidPayload("user_id must be 1 to 256 printable characters without leading "
                                  "or trailing spaces")
@@ -418,7 +433,7 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
                        if len(events) == limit else None)
         return json_response({"events": [e.as_dict() for e in events], "next": next_cursor})
 
-    @app.get("/health", tags=["operations"])
+    @app.get("/health", tags=["operations"], openapi_extra=audited(audit.NOT_AUDITED))
     async def health() -> Response:
         """``application/health+json``: pass, warn or fail, with a check per dependency."""
         now = now_text()
@@ -436,7 +451,8 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
                                description="AUREN Enhanced Biometric Bridge v2",
                                started=state.started, now=now, mode=plane.mode)
 
-    @app.get("/metrics", tags=["operations"], response_class=Response)
+    @app.get("/metrics", tags=["operations"], response_class=Response,
+             openapi_extra=audited(audit.NOT_AUDITED))
     async def prometheus_metrics() -> Response:
         metrics.in_flight.set(admission.in_flight)
         metrics.queue_depth.set(admission.waiting + committer.queue_depth)

@@ -49,8 +49,9 @@ if TYPE_CHECKING:  # clients are imported only by the services that use them, wh
     from auren.connections.crypto import TokenCipher
     from auren.ingest.durable import BusLog
     from auren.neuros.llm import LLMProvider
+    from auren.privacy.base import AuditLog, ConsentStore
 
-Service = Literal["bridge", "legacy", "neuros", "fetcher"]
+Service = Literal["bridge", "legacy", "neuros", "fetcher", "privacy"]
 
 
 @dataclass
@@ -76,6 +77,10 @@ class DataPlane:
     cipher: TokenCipher | None = None
     # The raw payload archive and retention: kept by the store (its tables, its transaction).
     archive: RawArchive | None = None
+    # The people's consents and the audit log (the bridge, the fetcher, ``auren export`` and
+    # ``auren audit``), beside the connections.
+    consents: ConsentStore | None = None
+    audit: AuditLog | None = None
 
     @property
     def mode(self) -> str:
@@ -90,6 +95,9 @@ class DataPlane:
                 await self.connections.open()
             if self.jobs is not None:  # after the store: its migrations make the job table
                 await self.jobs.open()
+            for privacy in (self.consents, self.audit):
+                if privacy is not None:
+                    await privacy.open()
             if self.conversations is not None:
                 await self.conversations.open()
             if self.redis is not None:
@@ -118,6 +126,9 @@ class DataPlane:
                 await self.conversations.close()
             if self.jobs is not None:
                 await self.jobs.close()
+            for privacy in (self.audit, self.consents):
+                if privacy is not None:
+                    await privacy.close()
             if self.connections is not None:
                 await self.connections.close()
         finally:
@@ -170,6 +181,10 @@ class DataPlane:
             # Webhooks do not need it; connecting accounts and fetching do.
             status = worst(status, await round_trip(
                 checks, "connections:responseTime", self.connections.ping, WARN, now))
+        if self.audit is not None:
+            # Reads are refused (503) while their audit records cannot be written.
+            status = worst(status, await round_trip(
+                checks, "audit:responseTime", self.audit.ping, WARN, now))
         bus_log = self.bus_log
         if bus_log is not None:
             spool_ok = bus_log.spool.failed is None
@@ -268,27 +283,21 @@ def build_dataplane(settings: Settings, *, service: Service = "bridge") -> DataP
         pg_breaker = CircuitBreaker.from_settings("postgres", settings)
         breakers.append(pg_breaker)
         store = archive = postgres_store(settings, application_name=name, breaker=pg_breaker)
-        if service == "neuros":
-            from auren.adapters.postgres import PostgresPool
-            from auren.neuros.memory.postgres import PostgresConversations
-
-            conversations = PostgresConversations(PostgresPool.from_settings(
-                settings, application_name=name, breaker=pg_breaker))
     else:
         store = archive = SQLiteStore(settings.sqlite_path, timeout_s=settings.store_timeout_s,
                                       wal_limit_bytes=settings.sqlite_wal_limit_bytes)
-        if service == "neuros":
-            from auren.neuros.memory.sqlite import SQLiteConversations
-
-            conversations = SQLiteConversations(
-                settings.sqlite_path, timeout_s=settings.store_timeout_s,
-                wal_limit_bytes=settings.sqlite_wal_limit_bytes)
+    if service == "neuros":
+        conversations = conversation_store(settings, application_name=name,
+                                           breaker=breakers[0] if breakers else None)
     plane = DataPlane(settings, store, store, MemoryCache(settings.dedup_cache_size),
                       conversations=conversations, breakers=breakers)
     plane.archive = archive
     if service == "legacy":
         return plane
     _add_connections(plane, service)
+    _add_privacy(plane, service)
+    if service == "privacy":
+        return plane
     if settings.redis_url is not None:
         from auren.adapters.redis_cache import RedisCache  # redis only where used
 
@@ -321,12 +330,58 @@ def build_dataplane(settings: Settings, *, service: Service = "bridge") -> DataP
     return plane
 
 
+def conversation_store(settings: Settings, *, application_name: str,
+                       breaker: CircuitBreaker | None = None) -> ConversationStore:
+    """NEUROS's memory where the settings keep it: the SQLite file (embedded) or PostgreSQL.
+    NEUROS holds it open; the bridge's export opens one for the length of an export."""
+    if settings.postgres_url is not None:
+        from auren.adapters.postgres import PostgresPool
+        from auren.neuros.memory.postgres import PostgresConversations
+
+        return PostgresConversations(PostgresPool.from_settings(
+            settings, application_name=application_name, breaker=breaker))
+    from auren.neuros.memory.sqlite import SQLiteConversations
+
+    return SQLiteConversations(settings.sqlite_path, timeout_s=settings.store_timeout_s,
+                               wal_limit_bytes=settings.sqlite_wal_limit_bytes)
+
+
+def _add_privacy(plane: DataPlane, service: Service) -> None:
+    """The consents (bridge, fetcher, ``auren export``/``audit``) and the audit log (all but
+    the fetcher, which serves nobody's data: the bridge, NEUROS and the command line)."""
+    settings = plane.settings
+    if settings.postgres_url is not None:
+        from auren.adapters.postgres import PostgresPool
+        from auren.privacy.postgres import PostgresAudit, PostgresConsents
+
+        url = settings.postgres_url.get_secret_value()
+
+        def pool(kind: str) -> PostgresPool:
+            return PostgresPool(url, timeout_s=settings.store_timeout_s, pool_size=2,
+                                application_name=f"auren-{service}-{kind}")
+
+        if service != "neuros":
+            plane.consents = PostgresConsents(pool("consents"))
+        if service != "fetcher":
+            plane.audit = PostgresAudit(pool("audit"))
+        return
+    from auren.privacy.sqlite import SQLiteAudit, SQLiteConsents
+
+    if service != "neuros":
+        plane.consents = SQLiteConsents(settings.sqlite_path,
+                                        timeout_s=settings.store_timeout_s)
+    if service != "fetcher":
+        plane.audit = SQLiteAudit(settings.sqlite_path, timeout_s=settings.store_timeout_s)
+
+
 def _add_connections(plane: DataPlane, service: Service) -> None:
     """The connections (and, for the bridge and the fetcher, the job queue and the key)."""
     from auren.connections.crypto import TokenCipher
 
     settings = plane.settings
-    cipher = TokenCipher.from_settings(settings) if service != "neuros" else None
+    # NEUROS reads the connections' status and the export their records: neither needs tokens.
+    cipher = (TokenCipher.from_settings(settings) if service not in ("neuros", "privacy")
+              else None)
     plane.cipher = cipher
     name = f"auren-{service}-connections"
     if settings.postgres_url is not None:
@@ -343,7 +398,7 @@ def _add_connections(plane: DataPlane, service: Service) -> None:
                                 application_name=name)
 
         plane.connections = PostgresConnections(pool(), cipher)
-        if service != "neuros":
+        if service in ("bridge", "fetcher"):
             plane.jobs = PostgresJobs(pool())
         return
     from auren.connections.sqlite import SQLiteConnections, SQLiteJobs
@@ -352,8 +407,8 @@ def _add_connections(plane: DataPlane, service: Service) -> None:
     plane.connections = SQLiteConnections(settings.sqlite_path, cipher,
                                           timeout_s=settings.store_timeout_s,
                                           refresh_lease_s=lease)
-    if service != "neuros":
+    if service in ("bridge", "fetcher"):
         plane.jobs = SQLiteJobs(settings.sqlite_path, settings.store_timeout_s)
 
 
-__all__ = ["DataPlane", "Service", "build_dataplane", "postgres_store"]
+__all__ = ["DataPlane", "Service", "build_dataplane", "conversation_store", "postgres_store"]

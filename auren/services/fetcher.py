@@ -47,6 +47,7 @@ from auren.connections.metrics import FetcherMetrics, QueueCollector
 from auren.connections.service import ConnectionsService
 from auren.errors import StoreUnavailable
 from auren.events import FetchJob
+from auren.privacy.gate import ConsentGate
 from auren.services.dataplane import DataPlane, build_dataplane, postgres_store
 from auren.services.kernel.health import health_response, now_text
 from auren.services.kernel.problem import install_problem_handlers
@@ -64,6 +65,8 @@ class FetcherParts:
     service: ConnectionsService
     http: ProviderHttp
     metrics: FetcherMetrics
+    # Consent: recorded on connect, checked before every fetch and (the bridge) every webhook.
+    gate: ConsentGate
 
     async def close(self) -> None:
         await self.http.close()
@@ -71,7 +74,8 @@ class FetcherParts:
 
 def assemble(settings: Settings, plane: DataPlane, registry: CollectorRegistry) -> FetcherParts:
     """The fetcher and the connection API's logic over ``plane`` (opened by the caller)."""
-    if plane.connections is None or plane.jobs is None or plane.cipher is None:
+    if plane.connections is None or plane.jobs is None or plane.cipher is None \
+            or plane.consents is None:
         raise ValueError("the data plane has no connections: build it for the bridge or the "
                          "fetcher")
     metrics = FetcherMetrics(registry)
@@ -83,11 +87,13 @@ def assemble(settings: Settings, plane: DataPlane, registry: CollectorRegistry) 
     limiter = RateLimiter(plane.redis, limits=scaled(settings.fetch_rate_limit_scale))
     http = ProviderHttp(policy, limiter, metrics)
     apis = build_apis(settings)
+    gate = ConsentGate(plane.consents, refresh_s=settings.consent_refresh_s, registry=registry)
     fetcher = Fetcher(settings, plane.connections, plane.jobs, plane.durable, plane.store, http,
-                      apis, metrics=metrics, collector=collector)
+                      apis, metrics=metrics, collector=collector, may_fetch=gate.may_fetch,
+                      consent=gate.given)
     service = ConnectionsService(settings, plane.connections, plane.jobs, plane.store,
-                                 plane.cipher, http, apis, wake=fetcher.wake)
-    return FetcherParts(fetcher, service, http, metrics)
+                                 plane.cipher, http, apis, wake=fetcher.wake, consent=gate.given)
+    return FetcherParts(fetcher, service, http, metrics, gate)
 
 
 def _job(row: Any) -> FetchJob:

@@ -14,6 +14,7 @@ an emergency is answered whatever its length or the user's rate.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -38,6 +39,7 @@ from auren.errors import (
     InvalidPayload,
     MalformedPayload,
     PayloadTooLarge,
+    StoreUnavailable,
 )
 from auren.events import iso
 from auren.neuros import safety
@@ -46,6 +48,8 @@ from auren.neuros.memory import ConversationStore
 from auren.neuros.metrics import NeurosMetrics
 from auren.neuros.ratelimit import RateLimiter
 from auren.neuros.summaries import SharedSeries
+from auren.privacy.base import ERASE, NOT_AUDITED, READ
+from auren.services.auditing import AUDIT_KEY, Auditor, audited, authorize, mark_audited
 from auren.services.auth import ReadAuth
 from auren.services.dataplane import build_dataplane
 from auren.services.kernel.body import check_declared, read_body, receive_capped
@@ -173,6 +177,14 @@ def parse_chat_body(body: bytes) -> ChatInput:
     return ChatInput(parsed.message, parsed.user_id, parsed.conversation_id, parsed.timezone)
 
 
+@dataclass(slots=True)
+class _Who:
+    """Who asked for whose data, as far as the request got (for its audit record)."""
+
+    actor: str | None = None
+    user_id: str | None = None
+
+
 class ChatService:
     """One chat from raw body to result, for every route that answers one.
 
@@ -181,19 +193,23 @@ class ChatService:
     → rate limit (429) → answer.
     """
 
-    def __init__(self, state: NeurosState) -> None:
+    def __init__(self, state: NeurosState, auditor: Auditor) -> None:
         self._state = state
+        self._auditor = auditor
         self._max_body = state.settings.neuros_max_body_bytes
         self._max_chars = state.settings.neuros_max_message_chars
         # Prometheus children resolved once: ``labels()`` per request is a lock and a lookup.
         self._counters: dict[tuple[str, int], Any] = {}
         self._latency = {name: state.metrics.latency.labels(name) for name in ("chat", "stream")}
 
-    def _admit(self, body: bytes, authorization: str | None,
-               client_host: str | None) -> tuple[ChatInput, tzinfo, safety.Screening]:
+    def _admit(self, body: bytes, authorization: str | None, client_host: str | None,
+               who: _Who) -> tuple[ChatInput, tzinfo, safety.Screening]:
         state = self._state
         parsed = parse_chat_body(body)
-        state.auth.authorize(authorization, client_host, parsed.user_id)
+        who.user_id = parsed.user_id
+        principal = state.auth.identify(authorization, client_host)
+        who.actor = principal.actor
+        state.auth.require(principal, parsed.user_id)
         # The safety screen runs before every limit: an emergency is answered whatever the
         # message's length, its time zone or the user's rate (it still spends a token).
         screened = safety.screen(parsed.message)
@@ -211,21 +227,50 @@ class ChatService:
             raise
         return parsed, tz, screened
 
+    async def _audit(self, who: _Who, route: str, client_host: str | None, status: int, *,
+                     emergency: bool = False) -> None:
+        """One audit record per chat (an answer reads the person's data). A data answer is
+        given only once recorded; an emergency answer (no data in it) never waits more than
+        2 s for it, and never fails for it."""
+        record = self._auditor.record(actor=who.actor, action=READ, user_id=who.user_id,
+                                      route=route, client=client_host, outcome=status)
+        if not emergency:
+            await self._auditor.write(record)
+            return
+        try:
+            await asyncio.wait_for(self._auditor.log.append(record), 2.0)
+        except (TimeoutError, StoreUnavailable):
+            log.error("audit record of an emergency answer not written",
+                      extra={"detail": route})
+
     async def run(self, endpoint: str, body: Callable[[], Awaitable[bytes]],
-                  authorization: str | None, client_host: str | None) -> ChatResult:
+                  authorization: str | None, client_host: str | None,
+                  route: str = "POST /chat") -> ChatResult:
         started = time.perf_counter()
         status, intent = 500, "none"
+        who = _Who()
         try:
-            parsed, tz, screened = self._admit(await body(), authorization, client_host)
-            result = await self._state.neuros.answer(parsed.user_id, parsed.message,
-                                                     parsed.conversation_id, tz,
-                                                     screened=screened)
+            try:
+                parsed, tz, screened = self._admit(await body(), authorization, client_host,
+                                                   who)
+                result = await self._state.neuros.answer(parsed.user_id, parsed.message,
+                                                         parsed.conversation_id, tz,
+                                                         screened=screened)
+            except ClientDisconnect:
+                status = 499  # nginx's convention: the client went away; nothing to answer
+                await self._audit(who, route, client_host, status)
+                raise
+            except AurenError as exc:
+                status = exc.status
+                await self._audit(who, route, client_host, status)
+                raise
+            except Exception:
+                await self._audit(who, route, client_host, 500)
+                raise
+            await self._audit(who, route, client_host, 200, emergency=screened.emergency)
             status, intent = 200, result.intent
             return result
-        except ClientDisconnect:
-            status = 499  # nginx's convention: the client went away; nothing to answer
-            raise
-        except AurenError as exc:
+        except AurenError as exc:  # the audit log refused a data answer: 503
             status = exc.status
             raise
         finally:
@@ -237,9 +282,12 @@ class ChatService:
             self._latency[endpoint].observe(time.perf_counter() - started)
 
     async def run_request(self, request: Request, endpoint: str) -> ChatResult:
-        """For FastAPI routes (the stream, and /chat when called on the FastAPI app itself)."""
+        """For FastAPI routes (the stream, and /chat when called on the FastAPI app itself);
+        the chat writes its own audit record, so the route class does not."""
+        mark_audited(request)
         return await self.run(endpoint, lambda: read_body(request, self._max_body),
-                              request.headers.get("authorization"), _client_host(request))
+                              request.headers.get("authorization"), _client_host(request),
+                              f"POST {request.url.path}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """POST /chat as a raw ASGI endpoint: FastAPI's middleware, dependency solving and
@@ -262,7 +310,8 @@ class ChatService:
 
         path: str = scope["path"]
         try:
-            result = await self.run("chat", body, authorization, client[0] if client else None)
+            result = await self.run("chat", body, authorization, client[0] if client else None,
+                                    f"POST {path}")
         except ClientDisconnect:
             return
         except AurenError as exc:
@@ -350,8 +399,13 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
                   description="Grounded, explainable answers about a person's own biometrics.")
     app.state.neuros = state
     install_problem_handlers(app)
+    # Every route below declares its audit action; this route class writes the records (the
+    # chats write theirs themselves: the raw /chat lane has no route).
+    assert plane.audit is not None  # noqa: S101 - built for every NEUROS plane
+    auditor = Auditor(plane.audit)
+    app.router.route_class = auditor.route_class()
 
-    service = ChatService(state)
+    service = ChatService(state, auditor)
 
     chat_doc: dict[str, Any] = {
         "responses": {200: {"model": ChatResponse, "description": "The reply and its evidence"},
@@ -360,6 +414,7 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
             "application/json": {"schema": ChatRequest.model_json_schema()}}}},
         "tags": ["chat"],
     }
+    chat_doc["openapi_extra"][AUDIT_KEY] = READ
 
     async def chat(request: Request) -> Response:
         """Ask about your own data. Every number in ``reply`` is in ``evidence``."""
@@ -390,36 +445,33 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
                                           "x-accel-buffering": "no"})
 
     @app.get("/api/v1/users/{user_id}/conversations", tags=["memory"],
-             responses=problem_responses(401, 403))
+             responses=problem_responses(401, 403), openapi_extra=audited(READ))
     async def list_conversations(request: Request, user_id: UserPath,
                                  limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Response:
         """The user's conversations, most recent first."""
-        state.auth.authorize(request.headers.get("authorization"), _client_host(request),
-                             user_id)
+        authorize(state.auth, request, user_id)
         found = await conversations.conversations(user_id, limit)
         return json_response({"user_id": user_id,
                               "conversations": [c.as_dict() for c in found]})
 
     @app.get("/api/v1/users/{user_id}/conversations/{conversation_id}", tags=["memory"],
-             responses=problem_responses(401, 403, 404))
+             responses=problem_responses(401, 403, 404), openapi_extra=audited(READ))
     async def get_conversation(request: Request, user_id: UserPath,
                                conversation_id: ConversationPath,
                                limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> Response:
         """One conversation's messages, oldest first."""
-        state.auth.authorize(request.headers.get("authorization"), _client_host(request),
-                             user_id)
+        authorize(state.auth, request, user_id)
         messages = await conversations.messages(user_id, conversation_id, limit)
         return json_response({"conversation_id": conversation_id,
                               "messages": [m.as_dict() for m in messages]})
 
     @app.delete("/api/v1/users/{user_id}/conversations", tags=["memory"],
-                responses=problem_responses(401, 403))
+                responses=problem_responses(401, 403), openapi_extra=audited(ERASE))
     async def erase(request: Request, user_id: UserPath) -> Response:
         """Erase everything NEUROS keeps about the user: conversations, messages, rate state and
         cached series (this process's and, with Redis, the shared ones).
         (Biometric events belong to the bridge and are not touched.)"""
-        state.auth.authorize(request.headers.get("authorization"), _client_host(request),
-                             user_id)
+        authorize(state.auth, request, user_id)
         deleted = await conversations.erase_user(user_id)
         state.limiter.forget(user_id)
         if not await neuros.cache.erase(user_id):
@@ -428,7 +480,7 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
         log.info("user erased from neuros", extra={"count": deleted["messages"]})
         return json_response({"user_id": user_id, "deleted": deleted})
 
-    @app.get("/health", tags=["operations"])
+    @app.get("/health", tags=["operations"], openapi_extra=audited(NOT_AUDITED))
     async def health() -> Response:
         """``application/health+json``: the stores, Redis and the LLM, each pass, warn or fail."""
         now = now_text()
@@ -449,7 +501,8 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
                                description="AUREN NEUROS", started=state.started, now=now,
                                llm=neuros.llm_name, mode=plane.mode)
 
-    @app.get("/metrics", tags=["operations"], response_class=Response)
+    @app.get("/metrics", tags=["operations"], response_class=Response,
+             openapi_extra=audited(NOT_AUDITED))
     async def prometheus_metrics() -> Response:
         return metrics_response(metrics.registry)
 

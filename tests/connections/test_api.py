@@ -23,7 +23,8 @@ SERVICE = {"authorization": f"Bearer {KEY}"}
 
 
 def token(user: str) -> dict[str, str]:
-    return {"authorization": "Bearer " + jwt.encode({"sub": user}, JWT_SECRET, "HS256")}
+    claims = {"sub": user, "exp": int(time.time()) + 3600}  # a user token must carry exp
+    return {"authorization": "Bearer " + jwt.encode(claims, JWT_SECRET, "HS256")}
 
 
 @pytest.fixture(scope="module")
