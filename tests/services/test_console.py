@@ -174,7 +174,7 @@ def test_now_and_traffic_are_the_services_own_figures(stack: ServiceSet,
     now = session.client.get("/console/api/now").json()
     assert all(s["version"] and s["mode"] == "embedded" for s in now["services"])
     assert now["admission"]["limit"] == 50 and now["spool"] is None
-    assert now["consumer_lag"] is None and now["fetch_dead"] is None and now["people"] == []
+    assert now["consumer_lag"] is None and now["fetch_dead"] == 0.0 and now["people"] == []
     assert post_webhooks(stack.urls["bridge"], "traffic-user", 40, prefix="traffic") == 40
 
     def counted() -> bool:
@@ -223,7 +223,7 @@ def test_people_show_no_connections_yet_and_recent_events(stack: ServiceSet,
     assert post_webhooks(stack.urls["bridge"], "someone", 3, prefix="people") == 3
     session = signed()
     person = session.client.get("/console/api/people/someone").json()
-    # The bridge has no such routes yet: shown as not available, never as an error.
+    # A person the bridge does not know: its 404 is shown as not available, never as an error.
     assert person["connections"]["available"] is False
     assert person["connections"]["status"] == 404
     assert person["coverage"]["available"] is False
@@ -231,7 +231,9 @@ def test_people_show_no_connections_yet_and_recent_events(stack: ServiceSet,
     starts = [e["start"] for e in person["events"]["events"]]
     assert starts == sorted(starts, reverse=True)  # newest first
     assert session.client.get("/console/api/people/%20x").status_code == 422
-    assert session.client.get("/console/api/people").json() == {"figures": []}
+    # The bridge's own connection figures: no account yet, so only its dead-job gauge, at 0.
+    assert session.client.get("/console/api/people").json() == {"figures": [
+        {"metric": "auren_fetch_jobs_dead", "labels": {}, "value": 0.0}]}
 
 
 def test_chat_goes_to_neuros_with_the_gateways_key(stack: ServiceSet,
