@@ -22,6 +22,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("auren.adapters",),  # I/O behind Protocols, their twins, the breaker
     ("auren.connections",),  # linked accounts, tokens, provider API clients, the fetcher
     ("auren.ingest", "auren.neuros"),  # the webhook path; NEUROS's engine and memory
+    ("auren.erasure",),  # erasing a person: the record, the steps, the ledger
     ("auren.services",),  # the apps, the sink, the composition root, the kernel
     ("auren.sim", "auren.infra"),  # synthetic wearers; the loopback stack (tooling)
     ("auren.ops",),  # the validation toolkit

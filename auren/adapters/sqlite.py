@@ -345,6 +345,55 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             raise
 
+    # --- erasure ----------------------------------------------------------------------------
+
+    async def erase_events(self, user_id: str) -> int:
+        """Delete every event of ``user_id``; the rows deleted. Held against this process's
+        group commit (a batch in flight finishes first, so none lands after the deletion);
+        ``secure_delete`` zeroes the rows in the pages the deletion writes, and
+        :meth:`scrub_files` removes the WAL's older copies."""
+        return await self._erase("DELETE FROM biometric_events WHERE user_id = ?", (user_id,))
+
+    async def erase_jobs(self, user_id: str, accounts: Sequence[tuple[str, str]]) -> int:
+        """Delete the fetch jobs of ``user_id`` and of the provider accounts named."""
+        total = await self._erase("DELETE FROM fetch_jobs WHERE user_id = ?", (user_id,))
+        for provider, provider_user_id in accounts:
+            total += await self._erase(
+                "DELETE FROM fetch_jobs WHERE provider = ? AND provider_user_id = ?",
+                (provider, provider_user_id))
+        return total
+
+    async def _erase(self, sql: str, args: Sequence[Any]) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            with immediate_transaction(conn):
+                return int(conn.execute(sql, args).rowcount)
+
+        async with self._write_lock:
+            return await self._read(run)
+
+    async def scrub_files(self) -> bool:
+        """After an erasure: ``VACUUM``, then a truncating checkpoint. ``secure_delete`` zeroes
+        a deleted row where it lies, but not the copies b-tree rebalancing left behind in the
+        unused space of other pages (measured: an erased user id was still readable in an
+        index page's gap), so the file is rebuilt from its live rows; the checkpoint then
+        copies the new pages over the old ones and cuts the WAL to nothing. Writes of this
+        process wait meanwhile (seconds on a file of gigabytes). False: readers held the
+        checkpoint off; it is retried in the background and the caller should try again."""
+
+        reader = self._reader
+        if reader is None:
+            raise StoreUnavailable("store is not open")
+        async with self._write_lock:
+            # Not bounded by STORE_TIMEOUT_S: its time grows with the file (the caller bounds
+            # the whole step); reads of this process queue behind it meanwhile.
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._read_thread, reader.execute, "VACUUM")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"store error: {type(exc).__name__}",
+                                       retry_after_s=2) from exc
+        return await self.wal.scrub()
+
     # --- reads ----------------------------------------------------------------------------
 
     async def query_events(self, query: EventQuery) -> list[CanonicalEvent]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from auren.cli import console, db, docs, fetch, infra, serve, sim, toolkit
+from auren.cli import console, db, docs, erase, fetch, infra, serve, sim, toolkit
 
 app = typer.Typer(help="AUREN: verified biometric ingestion, insights and validation.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -40,6 +40,8 @@ app.add_typer(console.console_app, name="console")
 # auren fetcher, auren jobs list | retry: thin providers' data fetched with each person's token
 app.command("fetcher")(fetch.fetcher_command)
 app.add_typer(fetch.jobs_app, name="jobs")
+# auren erase --user ID: a person erased from every store, with a receipt
+app.command("erase")(erase.erase_command)
 # auren docs generate: the generated, checked-in documents (auren.docsgen)
 app.add_typer(docs.docs_app, name="docs")
 

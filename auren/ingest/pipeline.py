@@ -43,6 +43,7 @@ class IngestPipeline:
         metrics: BridgeMetrics,
         clock: Callable[[], float] = time.time,
         gate: Callable[[str, str | None], Awaitable[None]] | None = None,
+        screen: Callable[[Delivery], tuple[Delivery, int]] | None = None,
     ) -> None:
         self._providers = providers
         self._cache = cache
@@ -53,6 +54,9 @@ class IngestPipeline:
         # Rate limits (per provider, per source): raises RateLimited before any CPU is spent
         # verifying; None when no limit is configured (the hot path pays nothing).
         self._gate = gate
+        # The erasure ledger's screen: the delivery without the items of erased people, and
+        # how many went (None: nobody to screen for).
+        self._screen = screen
 
     def provider(self, name: str, method: str) -> Provider:
         """The configured provider; 404 for an unknown one, then 405 for a method its URL does
@@ -83,6 +87,14 @@ class IngestPipeline:
             self._metrics.signature_failures.labels(name).inc()
             raise
         delivery = provider.parse(request, datetime.now(UTC))
+        if self._screen is not None:
+            delivery, erased = self._screen(delivery)
+            if erased:
+                # A person erased before: answered as a success (the provider must stop
+                # retrying), nothing of them stored, counted.
+                self._metrics.items_erased.labels(name).inc(erased)
+                if not delivery.events and not delivery.fetch_jobs:
+                    return _erased(delivery)
         cache_key = f"{name}:{delivery.delivery_key}"
         if await self._cache.seen(cache_key):
             self._metrics.duplicates.labels(name).inc()
@@ -125,6 +137,13 @@ def _report_unstored(delivery: Delivery, body: dict[str, Any]) -> None:
         body["ignored"] = delivery.ignored
     if delivery.skipped:
         body["skipped"] = [s.as_dict() for s in delivery.skipped]
+
+
+def _erased(delivery: Delivery) -> Outcome:
+    """Everything in the delivery was an erased person's: a plain success, stored nothing."""
+    if delivery.success_status == 204:
+        return Outcome(204, None)
+    return Outcome(delivery.success_status, {"accepted": 0, "duplicates": 0})
 
 
 def _duplicate(delivery: Delivery, duplicates: int) -> Outcome:

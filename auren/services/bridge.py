@@ -30,6 +30,7 @@ from starlette.types import Receive, Scope, Send
 
 from auren import __version__
 from auren.adapters.base import EventQuery
+from auren.erasure.ledger import ScreenedLog
 from auren.errors import (
     AurenError,
     InvalidPayload,
@@ -42,9 +43,10 @@ from auren.ingest.pipeline import IngestPipeline
 from auren.observability import BridgeMetrics
 from auren.providers import PROVIDER_CLASSES, ProviderClass, build_providers
 from auren.providers.base import WebhookRequest
-from auren.services import accounts
+from auren.services import accounts, erasures
 from auren.services.auth import ReadAuth
 from auren.services.dataplane import DataPlane, build_dataplane
+from auren.services.erasures import assemble_erasure, new_ledger
 from auren.services.fetcher import FetcherParts, assemble
 from auren.services.kernel.body import check_declared, receive_capped
 from auren.services.kernel.health import PASS, WARN, health_response, now_text, worst
@@ -305,16 +307,23 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     for collector in plane.collectors():
         metrics.registry.register(collector)
     store = plane.store
+    # The erasure ledger: from the moment a person's erasure began, nothing of them is stored
+    # again by the webhooks (answered 2xx, counted) or by the fetcher in this process.
+    assert plane.cipher is not None  # noqa: S101 - the bridge's plane holds the key
+    ledger = new_ledger(plane.cipher)
+    plane.durable = ScreenedLog(plane.durable, ledger)
     admission = Admission(settings.max_concurrent_webhooks, settings.max_queued_webhooks,
                           settings.admission_wait_s)
     committer = GroupCommitter(plane.durable, max_batch=settings.batch_max_deliveries,
                                on_batch=metrics.observe_batch)
     providers = build_providers(settings)
     pipeline = IngestPipeline(providers, plane.cache, admission, committer,
-                              metrics, gate=plane.rate_gate if plane.rate_limited else None)
+                              metrics, gate=plane.rate_gate if plane.rate_limited else None,
+                              screen=ledger.screen_delivery)
     # The connections' logic and the fetcher; the fetcher runs here only embedded (the full
     # stack runs `auren fetcher`), and its metrics are the bridge's then.
     parts = assemble(settings, plane, metrics.registry)
+    erasure = assemble_erasure(settings, plane, parts.service, ledger)
     state = BridgeState(settings, plane, pipeline, admission, committer, metrics,
                         ReadAuth.from_settings(settings), time.time(), parts)
     in_process = settings.embedded and settings.fetcher_in_bridge
@@ -323,10 +332,17 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tune_runtime_for_serving()
         await plane.open()
+        try:
+            await erasure.open()
+        except BaseException:
+            await plane.close(settings.shutdown_timeout_s)
+            raise
         committer.start()
         stop = asyncio.Event()
         fetching = (asyncio.create_task(parts.fetcher.run(stop), name="fetcher")
                     if in_process else None)
+        # Erasures: resumes what a killed process left, keeps the ledger current.
+        erasing = asyncio.create_task(erasure.eraser.serve(stop), name="erasures")
         log.info("bridge started", extra={"mode": plane.mode,
                                           "detail": "fetcher in process" if in_process
                                           else "no fetcher in process"})
@@ -337,7 +353,12 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
             if fetching is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await fetching
+            # A step in hand is cut short: its erasure is resumed by the next process.
+            erasing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await erasing
             await committer.close(settings.shutdown_timeout_s)
+            await erasure.close()
             await parts.close()
             await plane.close(settings.shutdown_timeout_s)
             log.info("bridge stopped")
@@ -353,6 +374,7 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
 
     document_webhooks(app, providers)
     accounts.install(app, parts.service, state.auth)
+    erasures.install(app, erasure, state.auth)
 
     @app.get("/api/v1/users/{user_id}/events", tags=["read"],
              responses=problem_responses(400, 401, 403, 422))

@@ -142,7 +142,8 @@ class Sink:
                                 partitions=s.kafka_partitions,
                                 replication=s.kafka_replication_factor,
                                 min_insync_replicas=s.kafka_min_insync_replicas,
-                                timeout_s=30.0, security=client_security(s))
+                                timeout_s=30.0, security=client_security(s),
+                                retention_hours=s.kafka_retention_hours)
         self._consumer = await self._call(self._consumer_factory, self._config)
         await self._call(self._consumer.subscribe, self._topics)
         log.info("sink subscribed", extra={"detail": ", ".join(self._topics)})

@@ -1,0 +1,115 @@
+"""The erasure ledger: who was erased, as keyed digests, and the screen built on it.
+
+Records of an erased person can still arrive after the erasure: a webhook the provider
+retries, a record that sat in Kafka or in a spool, a replay of the topics after a restore, a
+fetch job that was running. Every path that stores data screens it through the ledger first:
+the bridge's webhook path (the delivery is answered 2xx and not stored), the durable step the
+fetcher writes through, and the sink (and the fetcher's consumer) before PostgreSQL.
+
+The ledger names people by pseudonyms (``TokenCipher.pseudonyms``: HMAC-SHA256 under a key
+derived from ``AUREN_ENCRYPTION_KEY``), never by their ids, so that the ledger itself keeps
+nothing readable of them: ``user:<user id>`` for the person and ``account:<provider>:<provider
+user id>`` for each of their provider accounts (a later notification names only the latter).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+
+from auren.adapters.base import DurableLog, WriteResult
+from auren.adapters.wire import DeliveryRecord
+from auren.events import Delivery
+
+
+def user_name(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+def account_name(provider: str, provider_user_id: str) -> str:
+    return f"account:{provider}:{provider_user_id}"
+
+
+class Ledger:
+    """The set of erased pseudonyms a process knows, and the screens over it. ``pseudonyms``
+    maps a name to its digests under every configured key (the first is the one stored)."""
+
+    def __init__(self, pseudonyms: Callable[[str], Sequence[str]]) -> None:
+        self._pseudonyms = pseudonyms
+        self._erased: set[str] = set()
+        self._memo: dict[str, bool] = {}
+
+    def __len__(self) -> int:
+        return len(self._erased)
+
+    def digest(self, name: str) -> str:
+        """The digest stored for ``name`` (under the first key)."""
+        return self._pseudonyms(name)[0]
+
+    def add(self, digests: Iterable[str]) -> None:
+        before = len(self._erased)
+        self._erased.update(digests)
+        if len(self._erased) != before:
+            self._memo.clear()
+
+    def _named(self, name: str) -> bool:
+        if not self._erased:
+            return False
+        found = self._memo.get(name)
+        if found is None:
+            found = any(d in self._erased for d in self._pseudonyms(name))
+            if len(self._memo) > 100_000:
+                self._memo.clear()
+            self._memo[name] = found
+        return found
+
+    def user_erased(self, user_id: str) -> bool:
+        return self._named(user_name(user_id))
+
+    def erased(self, user_id: str, provider: str, provider_user_id: str) -> bool:
+        """Whether an item of this person, or of this provider account, must not be stored."""
+        return self._named(user_name(user_id)) or self._named(
+            account_name(provider, provider_user_id))
+
+    # --- screens ----------------------------------------------------------------------------
+
+    def screen_delivery(self, delivery: Delivery) -> tuple[Delivery, int]:
+        """The delivery without the items of erased people, and how many items went."""
+        if not self._erased:
+            return delivery, 0
+        events = [e for e in delivery.events
+                  if not self.erased(e.user_id, e.provider, e.provider_user_id)]
+        jobs = [j for j in delivery.fetch_jobs
+                if not self.erased(j.user_id, j.provider, j.provider_user_id)]
+        dropped = len(delivery.events) - len(events) + len(delivery.fetch_jobs) - len(jobs)
+        if not dropped:
+            return delivery, 0
+        return dataclasses.replace(delivery, events=events, fetch_jobs=jobs), dropped
+
+    def screen_record(self, record: DeliveryRecord) -> tuple[DeliveryRecord, int]:
+        """The bus's record without the rows of erased people, and how many rows went."""
+        if not self._erased:
+            return record, 0
+        # Event row: event_id, user_id, provider, provider_user_id, ...;
+        # job row: job_id, provider, user_id, provider_user_id, ...
+        events = [e for e in record.events if not self.erased(e[1], e[2], e[3])]
+        jobs = [j for j in record.jobs if not self.erased(j[2], j[1], j[3])]
+        dropped = len(record.events) - len(events) + len(record.jobs) - len(jobs)
+        if not dropped:
+            return record, 0
+        return DeliveryRecord(record.provider, record.delivery_key, record.received_at,
+                              events, jobs), dropped
+
+
+class ScreenedLog:
+    """A ``DurableLog`` that writes deliveries without the items of erased people: what the
+    fetcher (and the group commit) write through, so that a job that was running when its
+    person was erased stores nothing of them."""
+
+    def __init__(self, inner: DurableLog, ledger: Ledger) -> None:
+        self.inner = inner
+        self._ledger = ledger
+
+    async def write_batch(self, deliveries: Sequence[Delivery]) -> list[WriteResult]:
+        screened = [self._ledger.screen_delivery(d)[0] for d in deliveries]
+        return await self.inner.write_batch(screened)
