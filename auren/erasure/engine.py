@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from auren.connections.crypto import TokenCipher, TokenUnreadable
-from auren.erasure.ledger import Ledger, user_name
+from auren.erasure.ledger import Ledger, LedgerFeed, user_name
 from auren.erasure.steps import Detail, Step, Subject
 from auren.erasure.store import (
     COMPLETE,
@@ -72,7 +72,7 @@ class Eraser:
         self._clock = clock
         self._owner = "p_" + secrets.token_hex(8)
         self._wake = asyncio.Event()
-        self._ledger_seq = 0
+        self.feed = LedgerFeed(erasures, ledger)
 
     # --- the subject, sealed --------------------------------------------------------------
 
@@ -148,10 +148,7 @@ class Eraser:
 
     async def refresh_ledger(self) -> int:
         """Learn the digests other processes added; how many were new to this process."""
-        digests, self._ledger_seq = await self.erasures.ledger_since(self._ledger_seq)
-        before = len(self.ledger)
-        self.ledger.add(digests)
-        return len(self.ledger) - before
+        return await self.feed.refresh()
 
     # --- running ----------------------------------------------------------------------------
 

@@ -14,12 +14,19 @@ user id>`` for each of their provider accounts (a later notification names only 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import logging
 from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 from auren.adapters.base import DurableLog, WriteResult
 from auren.adapters.wire import DeliveryRecord
+from auren.errors import StoreUnavailable
 from auren.events import Delivery
+
+log = logging.getLogger("auren.erasure")
 
 
 def user_name(user_id: str) -> str:
@@ -113,3 +120,37 @@ class ScreenedLog:
     async def write_batch(self, deliveries: Sequence[Delivery]) -> list[WriteResult]:
         screened = [self._ledger.screen_delivery(d)[0] for d in deliveries]
         return await self.inner.write_batch(screened)
+
+
+class LedgerSource(Protocol):
+    async def ledger_since(self, seq: int) -> tuple[list[str], int]: ...
+
+
+class LedgerFeed:
+    """A process's ledger kept current from where erasures record it (``ErasureStore``)."""
+
+    def __init__(self, source: LedgerSource, ledger: Ledger) -> None:
+        self.source = source
+        self.ledger = ledger
+        self._seq = 0
+
+    async def refresh(self) -> int:
+        """Learn the digests added since the last call; how many were new here.
+
+        Raises:
+            StoreUnavailable: the store could not be read.
+        """
+        digests, self._seq = await self.source.ledger_since(self._seq)
+        before = len(self.ledger)
+        self.ledger.add(digests)
+        return len(self.ledger) - before
+
+    async def follow(self, stop: asyncio.Event, every_s: float) -> None:
+        """Refresh every ``every_s`` until ``stop`` (a failed read is tried at the next)."""
+        while not stop.is_set():
+            try:
+                await self.refresh()
+            except StoreUnavailable as exc:
+                log.warning("erasure ledger not refreshed", extra={"error": exc.detail})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)

@@ -39,10 +39,11 @@ class Person:
     value: float
     words: str
     provider_user_ids: list[str] = field(default_factory=list)
+    batch: str = "record"  # a later batch of the person's events: other record ids
 
     @property
     def record_id(self) -> str:
-        return f"{self.user_id}-record"
+        return f"{self.user_id}-{self.batch}"
 
     def marks(self) -> dict[str, bytes]:
         found = {"user id": self.user_id.encode(), "record id": self.record_id.encode(),
