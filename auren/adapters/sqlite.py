@@ -100,6 +100,15 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE fetch_jobs ADD COLUMN updated_at TEXT;
     CREATE INDEX IF NOT EXISTS fetch_jobs_status_due ON fetch_jobs (status, due_at);
     """,
+    # 3: how many erasures deleted events: part of ``events_marker``, which must move when
+    # events go as well as when they come.
+    """
+    CREATE TABLE IF NOT EXISTS erasure_generation (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        generation INTEGER NOT NULL
+    );
+    INSERT OR IGNORE INTO erasure_generation (id, generation) VALUES (1, 0);
+    """,
 )
 
 _INSERT_EVENT = (
@@ -352,7 +361,16 @@ class SQLiteStore:
         group commit (a batch in flight finishes first, so none lands after the deletion);
         ``secure_delete`` zeroes the rows in the pages the deletion writes, and
         :meth:`scrub_files` removes the WAL's older copies."""
-        return await self._erase("DELETE FROM biometric_events WHERE user_id = ?", (user_id,))
+        def run(conn: sqlite3.Connection) -> int:
+            with immediate_transaction(conn):
+                deleted = int(conn.execute("DELETE FROM biometric_events WHERE user_id = ?",
+                                           (user_id,)).rowcount)
+                # Moves events_marker: NEUROS must count the person's events again.
+                conn.execute("UPDATE erasure_generation SET generation = generation + 1")
+                return deleted
+
+        async with self._write_lock:
+            return await self._read(run)
 
     async def erase_jobs(self, user_id: str, accounts: Sequence[tuple[str, str]]) -> int:
         """Delete the fetch jobs of ``user_id`` and of the provider accounts named."""
@@ -419,10 +437,12 @@ class SQLiteStore:
         return [_row_to_event(r) for r in rows]
 
     def events_marker(self) -> int | None:
-        """A number that changes whenever an event is added: the largest rowid.
+        """A number that changes whenever an event is added or erased: the largest rowid and
+        the count of erasures that deleted events.
 
-        Events are only ever appended (no path deletes them, and an ignored duplicate takes no
-        rowid), so an unchanged marker means no event was added in between. NEUROS uses it to
+        Events are appended (an ignored duplicate takes no rowid) and deleted only by an
+        erasure, which bumps its generation in the same transaction, so an unchanged marker
+        means no event was added or erased in between. NEUROS uses it to
         skip re-counting a user's events on every chat. The lookup is one b-tree seek, so it
         runs right here on the caller's (the loop's) thread; None when the store is not open,
         a commit holds the writer connection, or the file is momentarily locked, and the caller
@@ -432,10 +452,11 @@ class SQLiteStore:
         if conn is None or self._committing:
             return None
         try:
-            row = conn.execute("SELECT max(rowid) FROM biometric_events").fetchone()
+            row = conn.execute("SELECT (SELECT max(rowid) FROM biometric_events), "
+                               "(SELECT generation FROM erasure_generation)").fetchone()
         except sqlite3.Error:
             return None
-        return int(row[0] or 0)
+        return int(row[0] or 0) + (int(row[1] or 0) << 48)
 
     async def count_events(self, user_id: str | None = None) -> int:
         if user_id is None:

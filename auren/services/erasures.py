@@ -43,7 +43,7 @@ from starlette.responses import Response
 from auren.adapters.kafka import client_security, group_behind, topic_ends
 from auren.adapters.postgres import PostgresPool, PostgresStore
 from auren.adapters.sqlite import SQLiteStore
-from auren.connections.crypto import TokenCipher
+from auren.connections.crypto import KEY_FILE, TokenCipher, load_or_create, parse_key
 from auren.connections.service import ConnectionsService
 from auren.erasure.engine import Eraser, Policy
 from auren.erasure.ledger import Ledger
@@ -57,7 +57,7 @@ from auren.services.auth import ReadAuth
 from auren.services.dataplane import DataPlane
 from auren.services.kernel.problem import problem_responses
 from auren.services.kernel.responses import json_response
-from auren.settings import Settings
+from auren.settings import Settings, secret_values
 
 UserPath = Annotated[str, Path(min_length=1, max_length=256)]
 ErasurePath = Annotated[str, Path(min_length=1, max_length=64)]
@@ -214,6 +214,23 @@ def policy_of(settings: Settings) -> Policy:
 
 def new_ledger(cipher: TokenCipher) -> Ledger:
     return Ledger(cipher.pseudonyms)
+
+
+def ledger_cipher(settings: Settings) -> TokenCipher:
+    """The key the ledger's pseudonyms are made with, for a process that holds no tokens (the
+    Original Bridge): ``AUREN_ENCRYPTION_KEY``, or, with no PostgreSQL, the data directory's
+    own key file (the embedded bridge's).
+
+    Raises:
+        ValueError: no key with PostgreSQL, or a key that is not 32 bytes of base64.
+    """
+    texts = secret_values(settings.auren_encryption_key)
+    if not texts:
+        if settings.postgres_url is not None:
+            raise ValueError("AUREN_ENCRYPTION_KEY is required with POSTGRES_URL: the erasure "
+                             "ledger's pseudonyms are made with it")
+        texts = (load_or_create(settings.auren_data_dir / KEY_FILE),)
+    return TokenCipher([parse_key(text) for text in texts])
 
 
 def assemble_erasure(settings: Settings, plane: DataPlane, service: ConnectionsService,

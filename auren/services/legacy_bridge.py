@@ -21,7 +21,6 @@ from starlette.responses import Response
 
 from auren import __version__
 from auren.adapters.base import DurableLog, WriteResult
-from auren.connections.crypto import TokenCipher
 from auren.erasure.ledger import LedgerFeed
 from auren.errors import StoreUnavailable
 from auren.events import Delivery
@@ -31,7 +30,7 @@ from auren.observability import BridgeMetrics
 from auren.providers import build_providers
 from auren.services.bridge import BridgeApp, WebhookEndpoint, document_webhooks
 from auren.services.dataplane import build_dataplane
-from auren.services.erasures import erasure_store, new_ledger
+from auren.services.erasures import erasure_store, ledger_cipher, new_ledger
 from auren.services.kernel.health import health_response, now_text
 from auren.services.kernel.problem import install_problem_handlers
 from auren.services.kernel.requests import RequestTracing
@@ -95,7 +94,7 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     # Erased people are screened out here too (the erasure ledger, re-read every
     # ERASURE_POLL_S): a webhook for one is answered 2xx and not stored.
     erasures = erasure_store(settings, "auren-legacy-erasure")
-    feed = LedgerFeed(erasures, new_ledger(TokenCipher.from_settings(settings)))
+    feed = LedgerFeed(erasures, new_ledger(ledger_cipher(settings)))
     pipeline = IngestPipeline(providers, plane.cache, admission, writer, metrics,
                               screen=feed.ledger.screen_delivery)
     started = time.time()
