@@ -7,6 +7,10 @@ stored, and everyone else's data untouched."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -173,3 +177,39 @@ def test_an_erasure_killed_midway_resumes_and_leaves_nothing_of_the_person(tmp_p
                                  timeout=30)
             assert again.json() == {"erasure_id": erasure_id, "status": "complete"}
         assert betrayed(files_under(bridge.data_dir), ANA) == []
+
+
+CARA = Person("cara-erasure-2k", 66.4419, "no words of cara")
+DAN = Person("dan-erasure-9m", 48.8807, "no words of dan")
+
+
+def test_auren_erase_erases_beside_a_running_bridge_and_prints_the_receipt(tmp_path):
+    env = {**AUTH_ENV, **FAST_ERASURE}
+    with run_server("bridge", tmp_path, env=env) as bridge:
+        url = bridge.base_url
+        push_events(url, CARA)
+        push_events(url, DAN)
+        child = {k: v for k, v in os.environ.items() if not k.endswith(("_URL", "_SERVERS"))}
+        child.update({**env, "AUREN_DATA_DIR": str(bridge.data_dir)})
+        done = subprocess.run([sys.executable, "-m", "auren", "erase", "--user", CARA.user_id,
+                               "--json"], env=child, capture_output=True, timeout=120,
+                              check=False)
+        assert done.returncode == 0, done.stderr.decode()
+        receipt = json.loads(done.stdout)
+        assert receipt["user_id"] == CARA.user_id and receipt["status"] == "complete"
+        assert [s["store"] for s in receipt["steps"]] == [
+            "erasure ledger", "events", "fetch jobs", "connections and tokens",
+            "conversations", "database files"]
+        assert {s["store"]: s for s in receipt["steps"]}["events"]["detail"] == {"deleted": 3}
+        # The bridge beside it serves nothing of CARA, and stores nothing of her again.
+        assert event_count(url, CARA.user_id) == 0 and event_count(url, DAN.user_id) == 3
+        assert late_webhook(url, CARA).status_code == 202
+        assert event_count(url, CARA.user_id) == 0
+        answer = httpx.get(f"{url}/api/v1/erasures/{receipt['erasure_id']}", headers=SERVICE,
+                           timeout=30)
+        assert answer.json()["status"] == "complete"
+        assert betrayed(files_under(bridge.data_dir), CARA) == []
+        again = subprocess.run([sys.executable, "-m", "auren", "erase", "--user",
+                                CARA.user_id], env=child, capture_output=True, timeout=120,
+                               check=False)
+        assert again.returncode == 0 and receipt["erasure_id"] in again.stdout.decode()
