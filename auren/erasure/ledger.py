@@ -19,12 +19,13 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from auren.adapters.base import DurableLog, WriteResult
 from auren.adapters.wire import DeliveryRecord
 from auren.errors import StoreUnavailable
 from auren.events import Delivery
+from auren.neuros.memory import ConversationStore, ConversationSummary, Message
 
 log = logging.getLogger("auren.erasure")
 
@@ -154,3 +155,41 @@ class LedgerFeed:
                 log.warning("erasure ledger not refreshed", extra={"error": exc.detail})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every_s)
+
+
+class ScreenedConversations:
+    """NEUROS's ``ConversationStore`` that keeps nothing new of an erased person: a chat for
+    them is still answered (from no data), but its turns are not stored."""
+
+    def __init__(self, inner: ConversationStore, ledger: Ledger) -> None:
+        self.inner = inner
+        self._ledger = ledger
+        self.dropped = 0  # turns of erased people not stored
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def ping(self) -> dict[str, Any]:
+        return await self.inner.ping()
+
+    async def history(self, user_id: str, conversation_id: str, limit: int) -> list[Message]:
+        return await self.inner.history(user_id, conversation_id, limit)
+
+    async def append(self, user_id: str, conversation_id: str,
+                     messages: Sequence[Message]) -> None:
+        if self._ledger.user_erased(user_id):
+            self.dropped += len(messages)
+            return
+        await self.inner.append(user_id, conversation_id, messages)
+
+    async def conversations(self, user_id: str, limit: int) -> list[ConversationSummary]:
+        return await self.inner.conversations(user_id, limit)
+
+    async def messages(self, user_id: str, conversation_id: str, limit: int) -> list[Message]:
+        return await self.inner.messages(user_id, conversation_id, limit)
+
+    async def erase_user(self, user_id: str) -> dict[str, int]:
+        return await self.inner.erase_user(user_id)

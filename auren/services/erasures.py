@@ -263,7 +263,7 @@ def install(app: FastAPI, parts: ErasureParts, auth: ReadAuth) -> None:
                        request.client.host if request.client else None, user_id)
 
     @app.delete("/api/v1/users/{user_id}", tags=["erasure"], status_code=202,
-                responses=problem_responses(401, 403, 422, 503))
+                responses=problem_responses(400, 401, 403, 422, 503))
     async def erase_user(request: Request, user_id: UserPath) -> Response:
         """Erase everything AUREN holds of the person (a service key, or their own token):
         202 with the erasure's id at once; the erasure runs in the background, resumes after
@@ -277,7 +277,7 @@ def install(app: FastAPI, parts: ErasureParts, auth: ReadAuth) -> None:
         return json_response({"erasure_id": erasure.erasure_id, "status": erasure.status}, 202)
 
     @app.get("/api/v1/erasures/{erasure_id}", tags=["erasure"],
-             responses=problem_responses(401, 403, 404))
+             responses=problem_responses(400, 401, 403, 404))
     async def erasure_receipt(request: Request, erasure_id: ErasurePath) -> Response:
         """The receipt: ``status`` (pending, running, complete, failed; complete only when
         every step is) and one step per store with its status and time."""

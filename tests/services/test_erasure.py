@@ -213,3 +213,15 @@ def test_auren_erase_erases_beside_a_running_bridge_and_prints_the_receipt(tmp_p
                                 CARA.user_id], env=child, capture_output=True, timeout=120,
                                check=False)
         assert again.returncode == 0 and receipt["erasure_id"] in again.stdout.decode()
+        # NEUROS on the same file answers an erased person's chat and keeps none of it.
+        neuros_env = {**env, "AUREN_DATA_DIR": str(bridge.data_dir)}
+        with run_server("neuros", tmp_path, env=neuros_env) as neuros:
+            for person in (CARA, DAN):
+                chat = httpx.post(f"{neuros.base_url}/chat", headers=SERVICE, timeout=30,
+                                  json={"user_id": person.user_id,
+                                        "message": "how was my HRV this week?"})
+                assert chat.status_code == 200, chat.text
+            kept = {person.user_id: httpx.get(
+                f"{neuros.base_url}/api/v1/users/{person.user_id}/conversations",
+                headers=SERVICE, timeout=30).json()["conversations"] for person in (CARA, DAN)}
+        assert kept[CARA.user_id] == [] and len(kept[DAN.user_id]) == 1
