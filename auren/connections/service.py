@@ -54,6 +54,7 @@ from auren.connections.crypto import TokenCipher
 from auren.connections.history import queue_history
 from auren.connections.http import ProviderHttp, Session
 from auren.errors import (
+    Conflict,
     GrantInvalid,
     InvalidPayload,
     MalformedPayload,
@@ -89,6 +90,9 @@ class ConnectionsService:
         self.apis = apis
         self._wake = wake
         self._clock = clock
+        # Whether a user id was erased (the erasure ledger; set by the bridge): such an id is
+        # never made a person again, so nothing can be connected or stored under it.
+        self.erased: Callable[[str], bool] = lambda user_id: False
 
     @property
     def public_url(self) -> str:
@@ -117,6 +121,8 @@ class ConnectionsService:
         if user_id is not None and not is_identifier(user_id):
             raise InvalidPayload("user_id must be 1 to 256 printable characters without "
                                  "leading or trailing spaces")
+        if user_id is not None and self.erased(user_id):
+            raise Conflict("this user id belongs to an erased person: choose another")
         return await self.connections.create_user(user_id or new_user_id(), self._clock())
 
     async def user(self, user_id: str) -> User:

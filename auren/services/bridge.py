@@ -324,6 +324,7 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     # stack runs `auren fetcher`), and its metrics are the bridge's then.
     parts = assemble(settings, plane, metrics.registry)
     erasure = assemble_erasure(settings, plane, parts.service, ledger)
+    parts.service.erased = ledger.user_erased
     state = BridgeState(settings, plane, pipeline, admission, committer, metrics,
                         ReadAuth.from_settings(settings), time.time(), parts)
     in_process = settings.embedded and settings.fetcher_in_bridge

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import pathlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -120,7 +121,7 @@ class SpoolAccess:
     """This process's spool and, for one step, the slots no live process holds."""
 
     own: Spool | None
-    base: Any
+    base: pathlib.Path
     max_bytes: int
     _borrowed: list[Spool] = field(default_factory=list)
 

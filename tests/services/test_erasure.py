@@ -144,6 +144,9 @@ def test_an_erasure_killed_midway_resumes_and_leaves_nothing_of_the_person(tmp_p
             assert httpx.get(f"{url}/api/v1/users/{ANA.user_id}", headers=SERVICE,
                              timeout=30).status_code == 404
             assert conversations(bridge.data_dir / "auren.sqlite3", ANA) == 0
+            # ... the id is never a person again ...
+            assert httpx.post(f"{url}/api/v1/users", json={"user_id": ANA.user_id},
+                              headers=SERVICE, timeout=30).status_code == 409
             # ... the grants revoked at both providers, ANA's only ...
             for wearer in WEARERS[ANA.user_id]:
                 assert grants_of(sim.admin, wearer) and all(

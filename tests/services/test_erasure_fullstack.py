@@ -121,6 +121,19 @@ def dead_workers_spool(data_dir: Path) -> Path:
     return directory
 
 
+def retention_ms(env: dict[str, str]) -> set[str]:
+    """``retention.ms`` of both topics, as the broker reports it."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    admin = AdminClient({"bootstrap.servers": env["KAFKA_BOOTSTRAP_SERVERS"]})
+    resources = [ConfigResource("topic", env[name]) for name in
+                 ("KAFKA_EVENTS_TOPIC", "KAFKA_NOTIFICATIONS_TOPIC")]
+    found = set()
+    for future in admin.describe_configs(resources, request_timeout=30).values():
+        found.add(future.result(timeout=30)["retention.ms"].value)
+    return found
+
+
 def rows_of(url: str, user_id: str) -> dict[str, int]:
     return {table: int(pg_fetch(url, f"SELECT count(*) FROM {table} WHERE user_id = $1",  # noqa: S608
                                 user_id)[0][0]) for table in ERASED_TABLES}
@@ -151,6 +164,8 @@ def test_an_erasure_reaches_every_store_of_the_full_stack(full_stack, tmp_path):
                 assert event_count(url, ANA.user_id) == 3 == event_count(url, BEN.user_id)
                 assert rows_of(url_pg, ANA.user_id)["fetch_jobs"] > 0
                 assert ANA.user_id.encode() in redis_dump(env)
+                # Topics made with a retention: how long erased records can stay in the log.
+                assert retention_ms(env) == {str(168 * 3_600_000)}
                 # Records that stay in Kafka while the erasure begins: the sink is down.
                 assert sink.stop() == 0, sink.log()
                 late = Person(ANA.user_id, ANA.value + 100, ANA.words, batch="queued")
