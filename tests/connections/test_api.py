@@ -23,7 +23,9 @@ SERVICE = {"authorization": f"Bearer {KEY}"}
 
 
 def token(user: str) -> dict[str, str]:
-    return {"authorization": "Bearer " + jwt.encode({"sub": user}, JWT_SECRET, "HS256")}
+    # A user token must carry exp (auren.services.auth).
+    claims = {"sub": user, "exp": int(time.time()) + 600}
+    return {"authorization": "Bearer " + jwt.encode(claims, JWT_SECRET, "HS256")}
 
 
 @pytest.fixture(scope="module")
