@@ -345,4 +345,5 @@ async def run_sink(settings: Settings, *, idle_exit_s: float | None = None,
         await sink.close()
         await erasures.close()
         await store.close()
-        log.info("sink stopped", extra={"count": sink.stats.records})
+        log.info("sink stopped", extra={"count": sink.stats.records,
+                                        "detail": f"erased {sink.stats.erased}"})

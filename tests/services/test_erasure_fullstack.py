@@ -10,6 +10,9 @@ everyone else's data is untouched, the records that waited in Kafka included."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -214,6 +217,16 @@ def test_an_erasure_reaches_every_store_of_the_full_stack(full_stack, tmp_path):
                     f"{WEARERS[ANA.user_id]:04d}") for g in grants)
         finally:
             sink.stop()
+    # A replay of both topics from their start (a new consumer group, as after a restore or a
+    # reset) resurrects nothing of ANA: the sink screens every record through the ledger.
+    replay_env = {**sink_env, "KAFKA_SINK_GROUP": f"replay-{env['KAFKA_SINK_GROUP']}"}
+    replay = subprocess.run([sys.executable, "-m", "auren", "sink", "--once", "--idle-exit",
+                             "3"], env=replay_env, capture_output=True, timeout=120, check=False)
+    assert replay.returncode == 0, replay.stderr.decode()[-2000:]
+    (stopped,) = [json.loads(line) for line in replay.stderr.decode().splitlines()
+                  if '"sink stopped"' in line]
+    # Every delivery of both people read again (3 + 3 each); ANA's 6 events screened out.
+    assert stopped["count"] == 12 and stopped["detail"] == "erased 6", stopped
     # PostgreSQL: every row of ANA gone, every table that held them VACUUMed, BEN's intact.
     assert rows_of(url_pg, ANA.user_id) == dict.fromkeys(ERASED_TABLES, 0)
     bens = rows_of(url_pg, BEN.user_id)
