@@ -126,6 +126,9 @@ class ConnectionsService:
         return await self.connections.create_user(user_id or new_user_id(), self._clock())
 
     async def user(self, user_id: str) -> User:
+        if self.erased(user_id):
+            # Being erased, or erased: never served again, even before the rows are gone.
+            raise NotFound(f"no user {user_id[:64]!r}")
         found = await self.connections.get_user(user_id)
         if found is None:
             raise NotFound(f"no user {user_id[:64]!r}")

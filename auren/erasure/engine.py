@@ -99,6 +99,11 @@ class Eraser:
                        self._seal(erasure_id, subject), PENDING,
                        [StepState(step.store) for step in self._plan(subject)], now, now)
         stored, created = await self.erasures.create(made)
+        # From the answer on, nothing of the person is served or stored by this process (the
+        # ledger step repeats this for a process that died before it was written).
+        digests = [self.ledger.digest(name) for name in subject.names]
+        await self.erasures.add_to_ledger(digests, self._clock())
+        self.ledger.add(digests)
         if not created and stored.status == FAILED:
             stored.status, stored.attempts, stored.due_at = PENDING, 0, None
             for state in stored.steps:

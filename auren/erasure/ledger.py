@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from auren.adapters.base import DurableLog, WriteResult
 from auren.adapters.wire import DeliveryRecord
-from auren.errors import StoreUnavailable
+from auren.errors import NotFound, StoreUnavailable
 from auren.events import Delivery
 from auren.neuros.memory import ConversationStore, ConversationSummary, Message
 
@@ -158,8 +158,9 @@ class LedgerFeed:
 
 
 class ScreenedConversations:
-    """NEUROS's ``ConversationStore`` that keeps nothing new of an erased person: a chat for
-    them is still answered (from no data), but its turns are not stored."""
+    """NEUROS's ``ConversationStore`` that keeps and serves nothing of an erased person: a chat
+    for them is still answered (from no data), but its turns are not stored, and their
+    conversations are not listed even while the erasure has yet to delete them."""
 
     def __init__(self, inner: ConversationStore, ledger: Ledger) -> None:
         self.inner = inner
@@ -186,9 +187,13 @@ class ScreenedConversations:
         await self.inner.append(user_id, conversation_id, messages)
 
     async def conversations(self, user_id: str, limit: int) -> list[ConversationSummary]:
+        if self._ledger.user_erased(user_id):
+            return []  # being erased: never served again, even before the rows are gone
         return await self.inner.conversations(user_id, limit)
 
     async def messages(self, user_id: str, conversation_id: str, limit: int) -> list[Message]:
+        if self._ledger.user_erased(user_id):
+            raise NotFound("no such conversation")
         return await self.inner.messages(user_id, conversation_id, limit)
 
     async def erase_user(self, user_id: str) -> dict[str, int]:

@@ -35,6 +35,7 @@ from auren.errors import (
     AurenError,
     InvalidPayload,
     MalformedPayload,
+    NotFound,
 )
 from auren.events import METRICS, check_instant, is_identifier, iso, parse_time
 from auren.ingest.admission import Admission
@@ -378,7 +379,7 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     erasures.install(app, erasure, state.auth)
 
     @app.get("/api/v1/users/{user_id}/events", tags=["read"],
-             responses=problem_responses(400, 401, 403, 422))
+             responses=problem_responses(400, 401, 403, 404, 422))
     async def list_events(
         request: Request,
         user_id: Annotated[str, Path(min_length=1, max_length=256)],
@@ -388,7 +389,8 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, Query(max_length=512)] = None,
     ) -> Response:
-        """A user's canonical events ordered by ``start``, paginated with an opaque cursor."""
+        """A user's canonical events ordered by ``start``, paginated with an opaque cursor
+        (404 for a person erased, or being erased)."""
         state.auth.authorize(request.headers.get("authorization"),
                              request.client.host if request.client else None, user_id)
         if not is_identifier(user_id):
@@ -401,6 +403,9 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
                            since=_time_param("since", since, now),
                            until=_time_param("until", until, now), limit=limit,
                            after=_decode_cursor(cursor, now) if cursor else None)
+        if ledger.user_erased(user_id):
+            # Being erased, or erased: never served again, even before the rows are gone.
+            raise NotFound(f"no user {user_id[:64]!r}: erased")
         events = await store.query_events(query)
         next_cursor = (_encode_cursor(events[-1].start, events[-1].event_id)
                        if len(events) == limit else None)
