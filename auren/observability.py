@@ -76,6 +76,11 @@ class BridgeMetrics:
         self.items_ignored = Counter("auren_webhook_items_ignored",
                                      "Items delivered that AUREN has no metric for",
                                      ["provider"], registry=r)
+        # Items of erased people that arrived afterwards (a provider's retry, a late
+        # notification): answered 2xx, never stored (docs/DESIGN.md, "Erasure").
+        self.items_erased = Counter("auren_webhook_items_erased",
+                                    "Items of erased people received and not stored",
+                                    ["provider"], registry=r)
 
         self._children = LabelledChildren()
 

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(default=6, ge=1, le=10_000)
     kafka_replication_factor: int = Field(default=1, ge=1, le=32)
     kafka_min_insync_replicas: int | None = Field(default=None, ge=1, le=32)
+    # retention.ms of the topics AUREN creates: how long a record (an erased person's too: an
+    # append-only log cannot delete one record) stays in Kafka at most. None: the broker's.
+    kafka_retention_hours: int | None = Field(default=168, ge=1, le=87_600)
     # How long a webhook waits for Kafka's delivery reports before its events go to the spool.
     bus_timeout_s: float = Field(default=2.0, gt=0, le=60)
     # librdkafka's own bound on a record (retries included); finite, unlike its 300 s default.
@@ -416,6 +419,20 @@ class Settings(BaseSettings):
             raise ValueError(f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
                              "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
         return self
+
+    # --- erasure (`DELETE /api/v1/users/{id}`, `auren erase`) ---------------------------------
+    # A failing step is tried again after a backoff (doubling from the base, a minute at most)
+    # until it has failed this often; then the erasure is failed (a new request resumes it).
+    erasure_max_attempts: int = Field(default=8, ge=1, le=100)
+    erasure_retry_base_s: float = Field(default=2.0, gt=0, le=600)
+    # How long a process holds an erasure it runs (renewed while it runs): a killed process's
+    # erasure is resumed by the next one after this.
+    erasure_lease_s: float = Field(default=30.0, ge=1, le=3600)
+    # How often each process re-reads the erasure ledger and looks for erasures to run; the
+    # ledger step waits twice this before the stores are erased.
+    erasure_poll_s: float = Field(default=1.0, gt=0, le=60)
+    # The longest one step may take (the Kafka step waits for the sink to pass the topics' end).
+    erasure_step_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
 
     @property
     def embedded(self) -> bool:

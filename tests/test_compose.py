@@ -175,8 +175,9 @@ def test_each_service_serves_on_its_allocated_port_and_is_checked_there(compose)
     assert len(ports) == 2
 
 
-def test_every_service_that_holds_tokens_needs_the_encryption_key(compose):
-    for name in ("bridge", "fetcher"):
+def test_every_service_that_holds_tokens_or_follows_the_erasure_ledger_needs_the_key(compose):
+    # Tokens are encrypted with it; the erasure ledger's pseudonyms are made with it.
+    for name in ("bridge", "fetcher", "sink", "neuros", "legacy"):
         key = compose["services"][name]["environment"]["AUREN_ENCRYPTION_KEY"]
         assert key.startswith("${AUREN_ENCRYPTION_KEY:?"), key  # compose refuses to start
     example = (DEPLOY / "env.example").read_text()

@@ -23,6 +23,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("auren.connections",),  # linked accounts, tokens, provider API clients, the fetcher
     # the webhook path; NEUROS's engine and memory; consents and the audit log
     ("auren.ingest", "auren.neuros", "auren.privacy"),
+    ("auren.erasure",),  # erasing a person: the record, the steps, the ledger
     ("auren.services",),  # the apps, the sink, the composition root, the kernel
     ("auren.sim", "auren.infra"),  # synthetic wearers; the loopback stack (tooling)
     ("auren.ops",),  # the validation toolkit

@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -171,8 +171,10 @@ class KafkaBus:
                  notifications_topic: str = "biometric-notifications", partitions: int = 6,
                  replication_factor: int = 1, min_insync_replicas: int | None = None,
                  message_timeout_s: float = 30.0, client_id: str = "auren-bridge",
-                 security: dict[str, Any] | None = None) -> None:
+                 security: dict[str, Any] | None = None,
+                 retention_hours: int | None = None) -> None:
         self.bootstrap = bootstrap
+        self._retention_hours = retention_hours
         self.security = dict(security or {})
         self.events_topic = events_topic
         self.notifications_topic = notifications_topic
@@ -202,7 +204,8 @@ class KafkaBus:
                    replication_factor=settings.kafka_replication_factor,
                    min_insync_replicas=settings.kafka_min_insync_replicas,
                    message_timeout_s=settings.kafka_message_timeout_s, client_id=client_id,
-                   security=client_security(settings))
+                   security=client_security(settings),
+                   retention_hours=settings.kafka_retention_hours)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -219,7 +222,8 @@ class KafkaBus:
                                 [self.events_topic, self.notifications_topic],
                                 partitions=self._partitions, replication=self._replication,
                                 min_insync_replicas=self._min_isr, timeout_s=timeout_s,
-                                security=self.security)
+                                security=self.security,
+                                retention_hours=self._retention_hours)
         self._producer = Producer(self.config)
         self._start_poller()
         while self.stats.get("eos", {}).get("idemp_state") != "Assigned":
@@ -397,7 +401,8 @@ class KafkaBus:
 
 def ensure_topics(bootstrap: str, topics: Sequence[str], *, partitions: int, replication: int,
                   min_insync_replicas: int | None, timeout_s: float,
-                  security: dict[str, Any] | None = None) -> list[str]:
+                  security: dict[str, Any] | None = None,
+                  retention_hours: int | None = None) -> list[str]:
     """Create the topics that do not exist; returns those created. Blocking: run it on a
     thread. Every admin call has an explicit timeout.
 
@@ -415,6 +420,10 @@ def ensure_topics(bootstrap: str, topics: Sequence[str], *, partitions: int, rep
     config = {"unclean.leader.election.enable": "false"}
     if min_insync_replicas is not None:
         config["min.insync.replicas"] = str(min_insync_replicas)
+    if retention_hours is not None:
+        # The bound on how long an erased person's records live in the log (see
+        # docs/DESIGN.md, "Erasure"); a topic that exists keeps its own setting.
+        config["retention.ms"] = str(retention_hours * 3_600_000)
     wanted = [NewTopic(name, num_partitions=partitions, replication_factor=replication,
                        config=config) for name in topics if name not in existing]
     if not wanted:
@@ -434,3 +443,56 @@ def ensure_topics(bootstrap: str, topics: Sequence[str], *, partitions: int, rep
         log.info("kafka topics created", extra={"count": len(created),
                                                 "detail": ", ".join(created)})
     return created
+
+
+def topic_ends(bootstrap: str, topics: Sequence[str], *, timeout_s: float,
+               security: dict[str, Any] | None = None) -> dict[tuple[str, int], int]:
+    """The high watermark (the next offset to be written) of every partition of ``topics``.
+    Blocking: run it on a thread.
+
+    Raises:
+        StoreUnavailable: the broker did not answer.
+    """
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "auren-watermarks",
+                         "enable.auto.commit": False, "logger": log,
+                         "socket.timeout.ms": 10_000, **(security or {})})
+    try:
+        metadata = consumer.list_topics(timeout=timeout_s)
+        ends: dict[tuple[str, int], int] = {}
+        for topic in topics:
+            found = metadata.topics.get(topic)
+            if found is None or found.error is not None:
+                continue  # never created: nothing was written to it
+            for partition in found.partitions:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                         timeout=timeout_s)
+                ends[(topic, partition)] = int(high)
+        return ends
+    except KafkaException as exc:
+        raise StoreUnavailable(f"Kafka at {bootstrap} did not answer: {exc}") from exc
+    finally:
+        consumer.close()
+
+
+def group_behind(bootstrap: str, group: str, ends: dict[tuple[str, int], int], *,
+                 timeout_s: float, security: dict[str, Any] | None = None) -> int:
+    """How many records before ``ends`` the consumer group ``group`` has not committed yet
+    (a partition it never committed counts whole). Reads the committed offsets without
+    joining the group. Blocking: run it on a thread.
+
+    Raises:
+        StoreUnavailable: the broker did not answer.
+    """
+    if not ends:
+        return 0
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "enable.auto.commit": False, "logger": log,
+                         "socket.timeout.ms": 10_000, **(security or {})})
+    try:
+        committed = consumer.committed([TopicPartition(t, p) for t, p in ends],
+                                       timeout=timeout_s)
+    except KafkaException as exc:
+        raise StoreUnavailable(f"Kafka at {bootstrap} did not answer: {exc}") from exc
+    finally:
+        consumer.close()
+    return sum(max(0, ends[(tp.topic, tp.partition)] - max(tp.offset, 0)) for tp in committed)

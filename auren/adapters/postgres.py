@@ -409,6 +409,24 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return [[row[i] for row in rows] for i in range(width)]
 
 
+async def erase_rows(pool: PostgresPool, table: str,
+                     conditions: Sequence[tuple[str, Sequence[Any]]]) -> int:
+    """DELETE the rows of ``table`` matching any condition (one transaction), then VACUUM it
+    (outside any transaction, as PostgreSQL requires); the rows deleted. ``table`` is one of
+    AUREN's own names, never input."""
+
+    async def run(conn: Any) -> int:
+        deleted = 0
+        async with conn.transaction():
+            for where, args in conditions:
+                tag = await conn.execute(f"DELETE FROM {table} WHERE {where}", *args)  # noqa: S608
+                deleted += int(tag.rsplit(" ", 1)[-1])
+        await conn.execute(f"VACUUM {table}")
+        return deleted
+
+    return await pool.run(run)
+
+
 class PostgresPool:
     """An asyncpg pool with AUREN's rules, shared by every PostgreSQL adapter (the event store,
     NEUROS's conversations): finite timeouts on every call, every failure turned into
@@ -642,6 +660,20 @@ class PostgresStore:
                     accepted += 1
             results.append(WriteResult(accepted, record.items - accepted, False))
         return results
+
+    # --- erasure ----------------------------------------------------------------------------
+
+    async def erase_events(self, user_id: str) -> int:
+        """Delete every event of ``user_id``, then VACUUM the table (every partition): the
+        dead tuples' space is marked free for reuse at once and their index entries go."""
+        return await erase_rows(self.pool, "biometric_events",
+                                [("user_id = $1", (user_id,))])
+
+    async def erase_jobs(self, user_id: str, accounts: Sequence[tuple[str, str]]) -> int:
+        """Delete the fetch jobs of ``user_id`` and of the provider accounts named; VACUUM."""
+        return await erase_rows(self.pool, "fetch_jobs", [
+            ("user_id = $1", (user_id,)),
+            *[("provider = $1 AND provider_user_id = $2", account) for account in accounts]])
 
     # --- reads ----------------------------------------------------------------------------
 

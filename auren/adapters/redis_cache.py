@@ -383,6 +383,37 @@ class RedisCache:
             return False
         return True
 
+    async def erase_matching(self, needles: Sequence[str], *, batch: int = 1000) -> int:
+        """Delete every key of this prefix naming one of ``needles`` as a whole ``:``-separated
+        part (a user id, a provider's user id): ``summary:<user>`` and the per-person rate
+        windows. A key naming ``ab`` is not one of ``a``'s. Returns the keys deleted.
+
+        Raises:
+            StoreUnavailable: Redis could not be asked (nothing may be assumed deleted).
+        """
+        deleted = 0
+        for needle in needles:
+            pattern = self._key("*" + _glob_escape(needle) + "*")
+            cursor = 0
+            while True:
+
+                async def scan(c: aioredis.Redis, at: int = cursor,
+                               match: str = pattern) -> tuple[int, list[bytes]]:
+                    found = await c.scan(at, match=match, count=batch)
+                    return int(found[0]), list(found[1])
+
+                cursor, found = await self._call(scan)
+                names = [k for k in found if _names(k, self.prefix, needle)]
+                if names:
+
+                    async def unlink(c: aioredis.Redis, keys: list[bytes] = names) -> int:
+                        return int(await c.unlink(*keys))
+
+                    deleted += await self._call(unlink)
+                if not cursor:
+                    break
+        return deleted
+
     # --- hashes of fields (NEUROS's shared series) ------------------------------------------
 
     async def get_fields(self, key: str, fields: Sequence[str]) -> list[bytes | None] | None:
@@ -446,3 +477,21 @@ class RedisCache:
         await self._call(lambda c: cast("Awaitable[bool]", c.ping()))
         return {"engine": "redis", "responseTime_ms": (time.perf_counter() - started) * 1000,
                 "breaker": self.breaker.state}
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal inside a Redis glob pattern."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def _names(key: bytes | str, prefix: str, needle: str) -> bool:
+    """Whether ``key`` (after ``prefix``) has ``needle`` as a whole ``:``-separated part."""
+    text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+    rest = text[len(prefix):] if text.startswith(prefix) else text
+    at = rest.find(needle)
+    while at >= 0:
+        end = at + len(needle)
+        if (at == 0 or rest[at - 1] == ":") and (end == len(rest) or rest[end] == ":"):
+            return True
+        at = rest.find(needle, at + 1)
+    return False

@@ -119,6 +119,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX IF NOT EXISTS raw_payloads_user ON raw_payloads (user_id);
     CREATE INDEX IF NOT EXISTS raw_payloads_multi ON raw_payloads (multi) WHERE multi = 1;
     """,
+    # 4: how many erasures deleted events: part of ``events_marker``, which must move when
+    # events go as well as when they come.
+    """
+    CREATE TABLE IF NOT EXISTS erasure_generation (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        generation INTEGER NOT NULL
+    );
+    INSERT OR IGNORE INTO erasure_generation (id, generation) VALUES (1, 0);
+    """,
 )
 
 _INSERT_EVENT = (
@@ -157,7 +166,7 @@ def connect(path: Path, timeout_s: float, *, synchronous: str = "FULL",
     from the thread the caller hands it to, WAL, and ``synchronous`` (FULL: the WAL is fsynced at
     every commit, so an acknowledged write is durable). ``secure_delete``: deleted content is
     overwritten with zeros, so an erasure leaves no text behind in the file's free space (rows
-    are only ever deleted by erasures, which is all it costs); ``journal_size_limit``: SQLite
+    are deleted by erasures and retention, which is all it costs); ``journal_size_limit``: SQLite
     cuts the WAL back to the limit whenever it rewinds (see ``auren.adapters.wal``)."""
     conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None,
                            check_same_thread=False, cached_statements=statements)
@@ -479,6 +488,63 @@ class SQLiteStore:
         rows = await self._read(lambda c: c.execute(statement, args).fetchall())
         return [(int(r[0]), RawPayload(r[1], r[2], r[3], tuple(orjson.loads(r[4])), r[5]))
                 for r in rows]
+    # --- erasure ----------------------------------------------------------------------------
+
+    async def erase_events(self, user_id: str) -> int:
+        """Delete every event of ``user_id``; the rows deleted. Held against this process's
+        group commit (a batch in flight finishes first, so none lands after the deletion);
+        ``secure_delete`` zeroes the rows in the pages the deletion writes, and
+        :meth:`scrub_files` removes the WAL's older copies."""
+        def run(conn: sqlite3.Connection) -> int:
+            with immediate_transaction(conn):
+                deleted = int(conn.execute("DELETE FROM biometric_events WHERE user_id = ?",
+                                           (user_id,)).rowcount)
+                # Moves events_marker: NEUROS must count the person's events again.
+                conn.execute("UPDATE erasure_generation SET generation = generation + 1")
+                return deleted
+
+        async with self._write_lock:
+            return await self._read(run)
+
+    async def erase_jobs(self, user_id: str, accounts: Sequence[tuple[str, str]]) -> int:
+        """Delete the fetch jobs of ``user_id`` and of the provider accounts named."""
+        total = await self._erase("DELETE FROM fetch_jobs WHERE user_id = ?", (user_id,))
+        for provider, provider_user_id in accounts:
+            total += await self._erase(
+                "DELETE FROM fetch_jobs WHERE provider = ? AND provider_user_id = ?",
+                (provider, provider_user_id))
+        return total
+
+    async def _erase(self, sql: str, args: Sequence[Any]) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            with immediate_transaction(conn):
+                return int(conn.execute(sql, args).rowcount)
+
+        async with self._write_lock:
+            return await self._read(run)
+
+    async def scrub_files(self) -> bool:
+        """After an erasure: ``VACUUM``, then a truncating checkpoint. ``secure_delete`` zeroes
+        a deleted row where it lies, but not the copies b-tree rebalancing left behind in the
+        unused space of other pages (measured: an erased user id was still readable in an
+        index page's gap), so the file is rebuilt from its live rows; the checkpoint then
+        copies the new pages over the old ones and cuts the WAL to nothing. Writes of this
+        process wait meanwhile (seconds on a file of gigabytes). False: readers held the
+        checkpoint off; it is retried in the background and the caller should try again."""
+
+        reader = self._reader
+        if reader is None:
+            raise StoreUnavailable("store is not open")
+        async with self._write_lock:
+            # Not bounded by STORE_TIMEOUT_S: its time grows with the file (the caller bounds
+            # the whole step); reads of this process queue behind it meanwhile.
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._read_thread, reader.execute, "VACUUM")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"store error: {type(exc).__name__}",
+                                       retry_after_s=2) from exc
+        return await self.wal.scrub()
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -505,12 +571,14 @@ class SQLiteStore:
         return [_row_to_event(r) for r in rows]
 
     def events_marker(self) -> int | None:
-        """A number that changes whenever an event is added: the largest rowid.
+        """A number that changes whenever an event is added or erased: the largest rowid and
+        the count of erasures that deleted events.
 
-        Events are appended (an ignored duplicate takes no rowid); only retention deletes
-        (events older than RETENTION_DAYS) and ``auren reprocess`` corrects values in place,
-        neither of which moves it: NEUROS's cached series see those within their TTL. So an
-        unchanged marker means no event was added in between. NEUROS uses it to
+        Events are appended (an ignored duplicate takes no rowid) and deleted by an erasure,
+        which bumps its generation in the same transaction, so an unchanged marker means no
+        event was added or erased in between. Retention (events older than RETENTION_DAYS)
+        and ``auren reprocess`` (values corrected in place) do not move it: NEUROS's cached
+        series see those within their TTL. NEUROS uses it to
         skip re-counting a user's events on every chat. The lookup is one b-tree seek, so it
         runs right here on the caller's (the loop's) thread; None when the store is not open,
         a commit holds the writer connection, or the file is momentarily locked, and the caller
@@ -520,10 +588,11 @@ class SQLiteStore:
         if conn is None or self._committing:
             return None
         try:
-            row = conn.execute("SELECT max(rowid) FROM biometric_events").fetchone()
+            row = conn.execute("SELECT (SELECT max(rowid) FROM biometric_events), "
+                               "(SELECT generation FROM erasure_generation)").fetchone()
         except sqlite3.Error:
             return None
-        return int(row[0] or 0)
+        return int(row[0] or 0) + (int(row[1] or 0) << 48)
 
     async def count_events(self, user_id: str | None = None) -> int:
         if user_id is None:

@@ -8,7 +8,19 @@ from __future__ import annotations
 
 import typer
 
-from auren.cli import archive, console, db, docs, fetch, infra, privacy, serve, sim, toolkit
+from auren.cli import (
+    archive,
+    console,
+    db,
+    docs,
+    erase,
+    fetch,
+    infra,
+    privacy,
+    serve,
+    sim,
+    toolkit,
+)
 
 app = typer.Typer(help="AUREN: verified biometric ingestion, insights and validation.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -45,6 +57,8 @@ app.command("reprocess")(archive.reprocess_command)
 # auren export, auren audit: a person's export and the audit log (auren.services.export)
 app.command("export")(privacy.export_command)
 app.command("audit")(privacy.audit_command)
+# auren erase --user ID: a person erased from every store, with a receipt
+app.command("erase")(erase.erase_command)
 # auren docs generate: the generated, checked-in documents (auren.docsgen)
 app.add_typer(docs.docs_app, name="docs")
 

@@ -197,6 +197,11 @@ class ConnectionStore(Protocol):
         """Connections by (provider, status)."""
         ...
 
+    async def erase_user(self, user_id: str) -> dict[str, int]:
+        """Delete the person, their connections (tokens included) and connect links; the
+        rows deleted per table."""
+        ...
+
 
 class JobQueue(Protocol):
     async def open(self) -> None: ...

@@ -13,7 +13,9 @@ Without a key, the embedded (development) mode generates one once and keeps it i
 error, because tokens encrypted with a key nobody kept are lost.
 
 A connect link's ``state`` is signed with a key derived from the first key (HKDF-SHA256), and
-verified against the keys derived from each.
+verified against the keys derived from each. The erasure ledger names erased people by keyed
+digests under another derived key (``pseudonyms``): keep a retired key in the list for as
+long as its ledger entries must still be recognised.
 """
 
 from __future__ import annotations
@@ -88,12 +90,18 @@ def _state_key(key: bytes) -> bytes:
                 info=b"auren connect state").derive(key)
 
 
+def _ledger_key(key: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=b"auren erasure ledger").derive(key)
+
+
 class TokenCipher:
     def __init__(self, keys: Sequence[bytes]) -> None:
         if not keys:
             raise ValueError("at least one encryption key is needed")
         self._keys = [(_key_id(key), AESGCM(key)) for key in keys]
         self._state_keys = [_state_key(key) for key in keys]
+        self._ledger_keys = [_ledger_key(key) for key in keys]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenCipher:
@@ -141,6 +149,13 @@ class TokenCipher:
     def sign(self, payload: bytes) -> str:
         mac = hmac.new(self._state_keys[0], payload, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+    def pseudonyms(self, text: str) -> list[str]:
+        """Keyed digests (HMAC-SHA256 under a key derived from each configured key, the first
+        key's first) naming ``text`` without revealing it: what the erasure ledger keeps of an
+        erased person. Without the key, nobody can tell whose they are, even by guessing ids."""
+        return [hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+                for key in self._ledger_keys]
 
     def verify(self, payload: bytes, signature: str) -> bool:
         presented = signature.encode()

@@ -100,6 +100,17 @@ class MemoryConnections:
             found.tokens, found.status, found.updated_at = None, base.DISCONNECTED, now
             found.token_version += 1
 
+    async def erase_user(self, user_id: str) -> dict[str, int]:
+        connections = [k for k, c in self._connections.items() if c.user_id == user_id]
+        states = [n for n, s in self._states.items() if s.user_id == user_id]
+        for key in connections:
+            del self._connections[key]
+        for nonce in states:
+            del self._states[nonce]
+        users = 1 if self._users.pop(user_id, None) is not None else 0
+        return {"connections": len(connections), "connect_states": len(states),
+                "users": users}
+
     async def refresh_tokens(self, provider: str, provider_user_id: str, seen_version: int,
                              refresh: Refresh, now: datetime) -> Connection:
         key = (provider, provider_user_id)

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from auren.adapters.postgres import PostgresPool, migrate
+from auren.adapters.postgres import PostgresPool, erase_rows, migrate
 from auren.connections import base
 from auren.connections.base import Connection, ConnectState, JobRecord, Refresh, Tokens, User
 from auren.connections.crypto import TokenCipher
@@ -290,6 +290,13 @@ class PostgresConnections:
         rows = await self._pool.run(lambda conn: conn.fetch(
             "SELECT provider, status, count(*) FROM connections GROUP BY 1, 2"), retry=True)
         return {(r[0], r[1]): int(r[2]) for r in rows}
+
+
+    async def erase_user(self, user_id: str) -> dict[str, int]:
+        """Delete the person, their connections (tokens included) and connect links, and
+        VACUUM each table."""
+        return {table: await erase_rows(self._pool, table, [("user_id = $1", (user_id,))])
+                for table in ("connections", "connect_states", "users")}
 
 
 class PostgresJobs:

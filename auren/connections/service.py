@@ -54,6 +54,7 @@ from auren.connections.crypto import TokenCipher
 from auren.connections.history import queue_history
 from auren.connections.http import ProviderHttp, Session
 from auren.errors import (
+    Conflict,
     GrantInvalid,
     InvalidPayload,
     MalformedPayload,
@@ -96,6 +97,9 @@ class ConnectionsService:
         self._wake = wake
         self._consent = consent
         self._clock = clock
+        # Whether a user id was erased (the erasure ledger; set by the bridge): such an id is
+        # never made a person again, so nothing can be connected or stored under it.
+        self.erased: Callable[[str], bool] = lambda user_id: False
 
     @property
     def public_url(self) -> str:
@@ -124,9 +128,14 @@ class ConnectionsService:
         if user_id is not None and not is_identifier(user_id):
             raise InvalidPayload("user_id must be 1 to 256 printable characters without "
                                  "leading or trailing spaces")
+        if user_id is not None and self.erased(user_id):
+            raise Conflict("this user id belongs to an erased person: choose another")
         return await self.connections.create_user(user_id or new_user_id(), self._clock())
 
     async def user(self, user_id: str) -> User:
+        if self.erased(user_id):
+            # Being erased, or erased: never served again, even before the rows are gone.
+            raise NotFound(f"no user {user_id[:64]!r}")
         found = await self.connections.get_user(user_id)
         if found is None:
             raise NotFound(f"no user {user_id[:64]!r}")
@@ -296,30 +305,53 @@ class ConnectionsService:
         if api is None:
             raise NotFound(f"unknown provider {provider[:32]!r}")
         found = await self._of(user_id, provider)
-        now = self._clock()
-        results = []
-        for connection in found:
-            revoked = True
-            if connection.tokens is not None or isinstance(api, TerraApi):
-                tokens = connection.tokens
-
-                async def token(force: bool, tokens: Any = tokens) -> str:
-                    if force or tokens is None:
-                        raise GrantInvalid("the grant is gone")
-                    return str(tokens.access_token)
-
-                session = self._http.session(provider, user_id, api.api_url, api.dialect,
-                                             token)
-                try:
-                    await api.revoke(session, connection)
-                except (GrantInvalid, UpstreamRejected) as exc:
-                    revoked = False  # already gone, or refused: the tokens are dead either way
-                    log.info("revocation refused", extra={"provider": provider,
-                                                          "detail": exc.detail})
-            await self.connections.forget(provider, connection.provider_user_id, now)
-            results.append({"provider_user_id": connection.provider_user_id,
-                            "revoked_at_provider": revoked, "tokens_forgotten": True})
+        results = [await self._revoke(api, connection) for connection in found]
         return {"provider": provider, "disconnected": results}
+
+    async def revoke_grants(self, user_id: str, provider: str) -> dict[str, Any]:
+        """For an erasure: every grant ``user_id`` gave AUREN at ``provider`` revoked (or
+        deregistered) there and its tokens forgotten, whatever the connection's status.
+
+        Raises:
+            UpstreamFailed: the provider could not be reached (nothing forgotten; retry).
+        """
+        api = self.apis.get(provider)
+        connections = [c for c in await self.connections.connections_of(user_id)
+                       if c.provider == provider]
+        if api is None or not api.configured:
+            # No credentials to call it with: the tokens go, and the receipt says the grant
+            # could not be revoked at the provider (the person can withdraw it there).
+            for connection in connections:
+                await self.connections.forget(provider, connection.provider_user_id,
+                                              self._clock())
+            return {"accounts": len(connections), "revoked": 0,
+                    "not_revoked": "the provider has no credentials configured"}
+        results = [await self._revoke(api, connection) for connection in connections]
+        return {"accounts": len(results),
+                "revoked": sum(1 for r in results if r["revoked_at_provider"]),
+                "already_gone": sum(1 for r in results if not r["revoked_at_provider"])}
+
+    async def _revoke(self, api: ProviderApi, connection: Connection) -> dict[str, Any]:
+        revoked = True
+        if connection.tokens is not None or isinstance(api, TerraApi):
+            tokens = connection.tokens
+
+            async def token(force: bool, tokens: Any = tokens) -> str:
+                if force or tokens is None:
+                    raise GrantInvalid("the grant is gone")
+                return str(tokens.access_token)
+
+            session = self._http.session(api.name, connection.user_id, api.api_url,
+                                         api.dialect, token)
+            try:
+                await api.revoke(session, connection)
+            except (GrantInvalid, UpstreamRejected) as exc:
+                revoked = False  # already gone, or refused: the tokens are dead either way
+                log.info("revocation refused", extra={"provider": api.name,
+                                                      "detail": exc.detail})
+        await self.connections.forget(api.name, connection.provider_user_id, self._clock())
+        return {"provider_user_id": connection.provider_user_id,
+                "revoked_at_provider": revoked, "tokens_forgotten": True}
 
     async def sync(self, user_id: str, provider: str, since: datetime | None) -> dict[str, Any]:
         api = self.apis.get(provider)

@@ -144,7 +144,7 @@ def open_verifier(cipher: TokenCipher | None, nonce: str, sealed: str | None) ->
     return cipher.decrypt(sealed, "state:" + nonce).decode()
 
 
-class _SQLite:
+class SQLiteComponent:
     """One connection to the file on one helper thread; every call bounded in time."""
 
     def __init__(self, path: Path, timeout_s: float) -> None:
@@ -197,7 +197,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     migrate_component(conn, COMPONENT, MIGRATIONS)
 
 
-class SQLiteConnections(_SQLite):
+class SQLiteConnections(SQLiteComponent):
     """``ConnectionStore`` in the embedded SQLite file; tokens encrypted with ``cipher`` (None:
     a reader of connections that never sees their tokens)."""
 
@@ -396,7 +396,18 @@ class SQLiteConnections(_SQLite):
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
 
-class SQLiteJobs(_SQLite):
+    async def erase_user(self, user_id: str) -> dict[str, int]:
+        """Delete the person, their connections (tokens included) and connect links."""
+        def run(c: sqlite3.Connection) -> dict[str, int]:
+            with immediate_transaction(c):
+                return {table: int(c.execute(f"DELETE FROM {table} WHERE user_id = ?",  # noqa: S608
+                                             (user_id,)).rowcount)
+                        for table in ("connections", "connect_states", "users")}
+
+        return await self._run(run)
+
+
+class SQLiteJobs(SQLiteComponent):
     """``JobQueue`` on the event store's ``fetch_jobs`` table (open the event store first: its
     migrations make the table)."""
 

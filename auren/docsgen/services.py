@@ -68,6 +68,9 @@ AUTHENTICATION: dict[str, str] = {
                "text takes none",
     "audit": "Bearer: an API key (AUREN_API_KEYS) only, never a user token; with none "
              "configured, loopback clients only",
+    "erasure": "Bearer: an API key (AUREN_API_KEYS) or an HS256 JWT (AUREN_JWT_SECRET) for the "
+               "person erased (the user in the path; for a receipt, the erasure's user); with "
+               "neither configured, loopback clients only",
     "console": "the console's session cookie (sign-in with a GATEWAY_CONSOLE_USERS login or an "
                "API key); acting also needs the operator role, the session's CSRF token and "
                "the console's own origin. Sign-in itself takes the credentials in its body",

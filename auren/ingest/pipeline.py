@@ -46,6 +46,7 @@ class IngestPipeline:
         gate: Callable[[str, str | None], Awaitable[None]] | None = None,
         sealer: PayloadSealer | None = None,
         screen: Callable[[Delivery], int] | None = None,
+        erasure_screen: Callable[[Delivery], tuple[Delivery, int]] | None = None,
     ) -> None:
         self._providers = providers
         self._cache = cache
@@ -59,6 +60,9 @@ class IngestPipeline:
         # ARCHIVE_RAW_PAYLOADS: each verified delivery's raw payload, sealed, travels with it
         # through the durable step (same transaction embedded, same Kafka record full stack).
         self._sealer = sealer
+        # The erasure ledger's screen: the delivery without the items of erased people, and
+        # how many went (None: nobody to screen for).
+        self._erasure_screen = erasure_screen
         # Consent: drops (and counts) the items of people who withdrew it for the provider,
         # returning how many; None when nothing is screened.
         self._screen = screen
@@ -93,6 +97,15 @@ class IngestPipeline:
             raise
         received_at = datetime.now(UTC)
         delivery = provider.parse(request, received_at)
+        erased = 0
+        if self._erasure_screen is not None:
+            delivery, erased = self._erasure_screen(delivery)
+            if erased:
+                # A person erased before: answered as a success (the provider must stop
+                # retrying), nothing of them stored, counted.
+                self._metrics.items_erased.labels(name).inc(erased)
+                if not delivery.events and not delivery.fetch_jobs:
+                    return _erased(delivery)
         withheld = self._screen(delivery) if self._screen is not None else 0
         if withheld and not delivery.events and not delivery.fetch_jobs:
             # Answered as a success, so that the provider does not retry what will never be
@@ -105,9 +118,9 @@ class IngestPipeline:
         if await self._cache.seen(cache_key):
             self._metrics.duplicates.labels(name).inc()
             return _duplicate(delivery, len(delivery.events) + len(delivery.fetch_jobs))
-        if self._sealer is not None and not withheld:
-            # A body with items of someone who withdrew consent is not archived: the archive
-            # would keep what the screen just refused to store.
+        if self._sealer is not None and not withheld and not erased:
+            # A body with items of someone erased or who withdrew consent is not archived: the
+            # archive would keep what the screens just refused to store.
             delivery.raw = self._sealer.seal(request, delivery, received_at)
         admission = self._admission
         if not admission.try_enter():
@@ -149,6 +162,13 @@ def _report_unstored(delivery: Delivery, body: dict[str, Any]) -> None:
         body["ignored"] = delivery.ignored
     if delivery.skipped:
         body["skipped"] = [s.as_dict() for s in delivery.skipped]
+
+
+def _erased(delivery: Delivery) -> Outcome:
+    """Everything in the delivery was an erased person's: a plain success, stored nothing."""
+    if delivery.success_status == 204:
+        return Outcome(204, None)
+    return Outcome(delivery.success_status, {"accepted": 0, "duplicates": 0})
 
 
 def _duplicate(delivery: Delivery, duplicates: int) -> Outcome:

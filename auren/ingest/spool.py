@@ -29,7 +29,7 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +124,23 @@ def claim_slot(base: Path, *, slots: int = 64) -> tuple[Path, int]:
             continue
         return directory, fd
     raise StoreUnavailable(f"all {slots} spool slots under {base} are in use")
+
+
+def free_slots(base: Path) -> list[tuple[Path, int]]:
+    """Every spool slot under ``base`` that no live process holds, locked for the caller (a
+    dead worker's records, left for its successor), with the descriptors holding the locks."""
+    found: list[tuple[Path, int]] = []
+    if not base.is_dir():
+        return found
+    for directory in sorted(p for p in base.iterdir() if p.is_dir()):
+        fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        found.append((directory, fd))
+    return found
 
 
 class Spool:
@@ -308,6 +325,66 @@ class Spool:
             self._write_ack(first.seq if first else self._next_seq,
                             first.end_of(first.done) if first else 0)
 
+    # --- erasure --------------------------------------------------------------------------
+
+    async def scrub(self, drop: Callable[[bytes], bytes | None]) -> int:
+        """Rewrite every segment holding records ``drop`` changes: for each record not yet
+        replayed, ``drop`` answers None (the record goes), the record itself (kept as it is) or
+        a new payload (kept without what was erased). A changed segment is written anew,
+        fsynced, the old file's bytes overwritten with zeros and fsynced, and the new file
+        renamed over it, so nothing of what went stays in the spool's files. Returns how many
+        records changed or went. Appends wait meanwhile; the next one starts a new segment."""
+        async with self._lock:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._sync, self._scrub, drop)
+
+    def _scrub(self, drop: Callable[[bytes], bytes | None]) -> int:
+        changed = 0
+        for segment in list(self._segments):
+            kept: list[bytes] = []
+            touched = 0
+            with open(segment.path, "rb") as fh:
+                data = fh.read(segment.size)
+            for offset, length in segment.records[segment.done:]:
+                payload = data[offset + _HEADER.size:offset + _HEADER.size + length]
+                screened = drop(payload)
+                if screened is not payload:
+                    touched += 1
+                if screened is not None:
+                    kept.append(screened)
+            if not touched:
+                continue
+            changed += touched
+            if segment is self._segments[-1] and self._fd is not None:
+                os.close(self._fd)  # appends go to a new segment from now on
+                self._fd = None
+            blob = b"".join(_HEADER.pack(_MAGIC, _VERSION, len(k), zlib.crc32(k)) + k
+                            for k in kept)
+            if kept:
+                tmp = segment.path.with_suffix(".tmp")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    _write_and_sync(fd, blob)
+                finally:
+                    os.close(fd)
+            _zero(segment.path, len(data))
+            if kept:
+                tmp.replace(segment.path)
+                records, offset = [], 0
+                for payload in kept:
+                    records.append((offset, len(payload)))
+                    offset += _HEADER.size + len(payload)
+                segment.records, segment.size, segment.done = records, offset, 0
+            else:
+                segment.path.unlink(missing_ok=True)
+                self._segments.remove(segment)
+            _sync_directory(self._dir)
+        if changed:
+            first = self._segments[0] if self._segments else None
+            self._write_ack(first.seq if first else self._next_seq,
+                            first.end_of(first.done) if first else 0)
+        return changed
+
     def _write_ack(self, seq: int, offset: int) -> None:
         tmp = self._dir / "ack.tmp"
         tmp.write_text(f"{seq} {offset}\n")
@@ -326,3 +403,21 @@ def _write_and_sync(fd: int, blob: bytes) -> None:
         written = os.write(fd, view)
         view = view[written:]
     os.fsync(fd)
+
+
+def _zero(path: Path, size: int) -> None:
+    """Overwrite the file's first ``size`` bytes with zeros and fsync them."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        _write_and_sync(fd, bytes(size))
+    finally:
+        os.close(fd)
+
+
+def _sync_directory(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from auren.adapters.sqlite import immediate_transaction, migrate_component
-from auren.connections.sqlite import _SQLite
+from auren.connections.sqlite import SQLiteComponent
 from auren.events import iso
 from auren.privacy.base import (
     AuditQuery,
@@ -91,7 +91,7 @@ def audit_row(row: Sequence[Any]) -> AuditRecord:
                        client=row[6], outcome=int(row[7]), request_id=row[8], seq=int(row[0]))
 
 
-class SQLiteConsents(_SQLite):
+class SQLiteConsents(SQLiteComponent):
     def __init__(self, path: Path, *, timeout_s: float = 10.0) -> None:
         super().__init__(path, timeout_s)
 
@@ -145,7 +145,7 @@ class SQLiteConsents(_SQLite):
         return await self._write("DELETE FROM consents WHERE user_id = ?", (user_id,))
 
 
-class SQLiteAudit(_SQLite):
+class SQLiteAudit(SQLiteComponent):
     """The audit log. Its connection gives up waiting for another process's lock at half the
     store's bound, so an append the caller gave up on (and answered 503 for) fails inside
     SQLite too, rather than landing later as the record of a disclosure that never was."""

@@ -49,11 +49,12 @@ def install(app: FastAPI, service: ConnectionsService, auth: ReadAuth) -> None:
         authorize(auth, request, user_id)
 
     @app.post("/api/v1/users", tags=["connections"], status_code=201,
-              responses=problem_responses(400, 401, 403, 413, 415, 422),
+              responses=problem_responses(400, 401, 403, 409, 413, 415, 422),
               openapi_extra=audited(audit.CREATE))
     async def create_user(request: Request) -> Response:
         """Create a person (201), or answer the one with the given ``user_id`` (200). Body:
-        ``{"user_id": "…"}`` (optional; without it an id is made)."""
+        ``{"user_id": "…"}`` (optional; without it an id is made). 409: the id belongs to an
+        erased person."""
         raw = await read_body(request, _MAX_BODY)
         try:
             body: Any = orjson.loads(raw) if raw.strip() else {}

@@ -32,10 +32,12 @@ from starlette.types import Receive, Scope, Send
 
 from auren import __version__
 from auren.adapters.base import EventQuery
+from auren.erasure.ledger import ScreenedLog
 from auren.errors import (
     AurenError,
     InvalidPayload,
     MalformedPayload,
+    NotFound,
 )
 from auren.events import METRICS, check_instant, is_identifier, iso, parse_time
 from auren.ingest.admission import Admission
@@ -46,10 +48,11 @@ from auren.observability import BridgeMetrics
 from auren.privacy import base as audit
 from auren.providers import PROVIDER_CLASSES, ProviderClass, build_providers
 from auren.providers.base import WebhookRequest
-from auren.services import accounts, privacy
+from auren.services import accounts, erasures, privacy
 from auren.services.auditing import Auditor, audited, authorize
 from auren.services.auth import ReadAuth
 from auren.services.dataplane import DataPlane, build_dataplane, conversation_store
+from auren.services.erasures import assemble_erasure, new_ledger
 from auren.services.export import ExportSources
 from auren.services.fetcher import FetcherParts, assemble
 from auren.services.kernel.body import check_declared, receive_capped
@@ -326,6 +329,11 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     for collector in plane.collectors():
         metrics.registry.register(collector)
     store = plane.store
+    # The erasure ledger: from the moment a person's erasure began, nothing of them is stored
+    # again by the webhooks (answered 2xx, counted) or by the fetcher in this process.
+    assert plane.cipher is not None  # noqa: S101 - the bridge's plane holds the key
+    ledger = new_ledger(plane.cipher)
+    plane.durable = ScreenedLog(plane.durable, ledger)
     admission = Admission(settings.max_concurrent_webhooks, settings.max_queued_webhooks,
                           settings.admission_wait_s)
     committer = GroupCommitter(plane.durable, max_batch=settings.batch_max_deliveries,
@@ -347,7 +355,10 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     parts = assemble(settings, plane, metrics.registry)
     pipeline = IngestPipeline(providers, plane.cache, admission, committer,
                               metrics, gate=plane.rate_gate if plane.rate_limited else None,
-                              screen=parts.gate.screen, sealer=sealer)
+                              screen=parts.gate.screen, sealer=sealer,
+                              erasure_screen=ledger.screen_delivery)
+    erasure = assemble_erasure(settings, plane, parts.service, ledger)
+    parts.service.erased = ledger.user_erased
     state = BridgeState(settings, plane, pipeline, admission, committer, metrics,
                         ReadAuth.from_settings(settings), time.time(), parts)
     in_process = settings.embedded and settings.fetcher_in_bridge
@@ -356,6 +367,11 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tune_runtime_for_serving()
         await plane.open()
+        try:
+            await erasure.open()
+        except BaseException:
+            await plane.close(settings.shutdown_timeout_s)
+            raise
         await parts.gate.refresh()  # before the first webhook: withdrawals already made
         committer.start()
         stop = asyncio.Event()
@@ -364,6 +380,8 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
         expiring = (asyncio.create_task(retention.run(stop), name="retention")
                     if retention is not None else None)
         consents = asyncio.create_task(parts.gate.run(stop), name="consents")
+        # Erasures: resumes what a killed process left, keeps the ledger current.
+        erasing = asyncio.create_task(erasure.eraser.serve(stop), name="erasures")
         log.info("bridge started", extra={"mode": plane.mode,
                                           "detail": "fetcher in process" if in_process
                                           else "no fetcher in process"})
@@ -379,7 +397,12 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
                 # A step in progress is one short transaction: it finishes, then the loop ends.
                 with contextlib.suppress(asyncio.CancelledError):
                     await expiring
+            # A step in hand is cut short: its erasure is resumed by the next process.
+            erasing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await erasing
             await committer.close(settings.shutdown_timeout_s)
+            await erasure.close()
             await parts.close()
             await plane.close(settings.shutdown_timeout_s)
             log.info("bridge stopped")
@@ -403,9 +426,10 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
                             lambda: conversation_store(settings,
                                                        application_name="auren-bridge-export"))
     privacy.install(app, state.auth, sources, parts.gate, plane.audit)
+    erasures.install(app, erasure, state.auth)
 
     @app.get("/api/v1/users/{user_id}/events", tags=["read"],
-             responses=problem_responses(400, 401, 403, 422),
+             responses=problem_responses(400, 401, 403, 404, 422),
              openapi_extra=audited(audit.READ))
     async def list_events(
         request: Request,
@@ -416,7 +440,8 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, Query(max_length=512)] = None,
     ) -> Response:
-        """A user's canonical events ordered by ``start``, paginated with an opaque cursor."""
+        """A user's canonical events ordered by ``start``, paginated with an opaque cursor
+        (404 for a person erased, or being erased)."""
         authorize(state.auth, request, user_id)
         if not is_identifier(user_id):
             raise InvalidPayload("user_id must be 1 to 256 printable characters without leading "
@@ -428,6 +453,9 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
                            since=_time_param("since", since, now),
                            until=_time_param("until", until, now), limit=limit,
                            after=_decode_cursor(cursor, now) if cursor else None)
+        if ledger.user_erased(user_id):
+            # Being erased, or erased: never served again, even before the rows are gone.
+            raise NotFound(f"no user {user_id[:64]!r}: erased")
         events = await store.query_events(query)
         next_cursor = (_encode_cursor(events[-1].start, events[-1].event_id)
                        if len(events) == limit else None)

@@ -45,10 +45,12 @@ from auren.connections.http import CallPolicy, ProviderHttp
 from auren.connections.limits import RateLimiter, scaled
 from auren.connections.metrics import FetcherMetrics, QueueCollector
 from auren.connections.service import ConnectionsService
+from auren.erasure.ledger import LedgerFeed, ScreenedLog
 from auren.errors import StoreUnavailable
 from auren.events import FetchJob
 from auren.privacy.gate import ConsentGate
 from auren.services.dataplane import DataPlane, build_dataplane, postgres_store
+from auren.services.erasures import erasure_store, new_ledger
 from auren.services.kernel.health import health_response, now_text
 from auren.services.kernel.problem import install_problem_handlers
 from auren.services.kernel.responses import metrics_response
@@ -105,7 +107,8 @@ def _job(row: Any) -> FetchJob:
 class NotificationConsumer:
     """The full stack's feed of new jobs: the notifications topic into the job queue."""
 
-    def __init__(self, settings: Settings, jobs: JobQueue, wake: Callable[[], None]) -> None:
+    def __init__(self, settings: Settings, jobs: JobQueue, wake: Callable[[], None],
+                 feed: LedgerFeed | None = None) -> None:
         from confluent_kafka import Consumer  # only the full stack's fetcher needs it
 
         from auren.services.sink import consumer_config
@@ -118,6 +121,8 @@ class NotificationConsumer:
         self._topic = settings.kafka_notifications_topic
         self._jobs = jobs
         self._wake = wake
+        # Jobs of people erased by the time they are added are dropped (the ledger re-read).
+        self._feed = feed
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="fetcher-consumer")
         self._consumer: Any = None
         self.added = 0
@@ -157,6 +162,11 @@ class NotificationConsumer:
             delay = 0.2
             while jobs and not stop.is_set():
                 try:
+                    if self._feed is not None:
+                        await self._feed.refresh()
+                        ledger = self._feed.ledger
+                        jobs = [j for j in jobs
+                                if not ledger.erased(j.user_id, j.provider, j.provider_user_id)]
                     self.added += await self._jobs.add(jobs)
                     break
                 except StoreUnavailable as exc:
@@ -205,6 +215,11 @@ async def run_fetcher(settings: Settings, *, idle_exit_s: float | None = None,
     registry = CollectorRegistry(auto_describe=True)
     for collector in plane.collectors():
         registry.register(collector)
+    # Nothing of an erased person is written, whichever process fetches (the erasure ledger).
+    assert plane.cipher is not None  # noqa: S101 - the fetcher's plane holds the key
+    erasures = erasure_store(settings, "auren-fetcher-erasure")
+    feed = LedgerFeed(erasures, new_ledger(plane.cipher))
+    plane.durable = ScreenedLog(plane.durable, feed.ledger)
     parts = assemble(settings, plane, registry)
     loop = asyncio.get_running_loop()
     handled = []
@@ -214,10 +229,13 @@ async def run_fetcher(settings: Settings, *, idle_exit_s: float | None = None,
             handled.append(sig)
     consumer: NotificationConsumer | None = None
     await plane.open()
+    following: asyncio.Task[None] | None = None
     try:
+        await erasures.open()
+        following = asyncio.create_task(feed.follow(stop, settings.erasure_poll_s))
         assert plane.jobs is not None  # noqa: S101 - built for the fetcher
         if settings.kafka_bootstrap_servers:
-            consumer = NotificationConsumer(settings, plane.jobs, parts.fetcher.wake)
+            consumer = NotificationConsumer(settings, plane.jobs, parts.fetcher.wake, feed)
             await consumer.open()
         async with serve_embedded(lambda: create_app(plane, registry),
                                   settings.fetcher_metrics_host,
@@ -236,6 +254,10 @@ async def run_fetcher(settings: Settings, *, idle_exit_s: float | None = None,
             loop.remove_signal_handler(sig)
         if consumer is not None:
             await consumer.close()
+        if following is not None:
+            stop.set()
+            await following
+        await erasures.close()
         await parts.close()
         await plane.close(settings.shutdown_timeout_s)
         log.info("fetcher stopped", extra={"count": parts.fetcher.finished})

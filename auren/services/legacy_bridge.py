@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from auren import __version__
 from auren.adapters.base import DurableLog, WriteResult
+from auren.erasure.ledger import LedgerFeed
 from auren.errors import StoreUnavailable
 from auren.events import Delivery
 from auren.ingest.admission import Admission
@@ -29,6 +30,7 @@ from auren.observability import BridgeMetrics
 from auren.providers import build_providers
 from auren.services.bridge import BridgeApp, WebhookEndpoint, document_webhooks
 from auren.services.dataplane import build_dataplane
+from auren.services.erasures import erasure_store, ledger_cipher, new_ledger
 from auren.services.kernel.health import health_response, now_text
 from auren.services.kernel.problem import install_problem_handlers
 from auren.services.kernel.requests import RequestTracing
@@ -89,19 +91,36 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     writer = DirectWriter(plane.durable)
     admission = Admission(_UNBOUNDED, 0, settings.admission_wait_s)
     providers = build_providers(settings)
-    pipeline = IngestPipeline(providers, plane.cache, admission, writer, metrics)
+    # Erased people are screened out here too (the erasure ledger, re-read every
+    # ERASURE_POLL_S): a webhook for one is answered 2xx and not stored.
+    erasures = erasure_store(settings, "auren-legacy-erasure")
+    feed = LedgerFeed(erasures, new_ledger(ledger_cipher(settings)))
+    pipeline = IngestPipeline(providers, plane.cache, admission, writer, metrics,
+                              erasure_screen=feed.ledger.screen_delivery)
     started = time.time()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await plane.open()
+        try:
+            await erasures.open()
+            await feed.refresh()
+        except BaseException:
+            await erasures.close()
+            await plane.close(settings.shutdown_timeout_s)
+            raise
         writer.start()
+        stop = asyncio.Event()
+        following = asyncio.create_task(feed.follow(stop, settings.erasure_poll_s))
         log.info("legacy bridge started", extra={"mode": plane.mode})
         try:
             yield
         finally:
+            stop.set()
+            await following
             # uvicorn has drained in-flight requests; each one committed its own write.
             await writer.close(settings.shutdown_timeout_s)
+            await erasures.close()
             await plane.close(settings.shutdown_timeout_s)
             log.info("legacy bridge stopped")
 

@@ -34,6 +34,7 @@ from starlette.types import Receive, Scope, Send
 
 from auren import __version__
 from auren.adapters.base import EventStore
+from auren.erasure.ledger import LedgerFeed, ScreenedConversations
 from auren.errors import (
     AurenError,
     InvalidPayload,
@@ -52,6 +53,7 @@ from auren.privacy.base import ERASE, NOT_AUDITED, READ
 from auren.services.auditing import AUDIT_KEY, Auditor, audited, authorize, mark_audited
 from auren.services.auth import ReadAuth
 from auren.services.dataplane import build_dataplane
+from auren.services.erasures import erasure_store, ledger_cipher, new_ledger
 from auren.services.kernel.body import check_declared, read_body, receive_capped
 from auren.services.kernel.health import PASS, WARN, health_response, now_text, worst
 from auren.services.kernel.problem import (
@@ -366,8 +368,13 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
     plane = build_dataplane(settings, service="neuros")
     for collector in plane.collectors():
         metrics.registry.register(collector)
-    events, conversations = plane.store, plane.conversations
-    assert conversations is not None  # noqa: S101 - built for every NEUROS plane
+    assert plane.conversations is not None  # noqa: S101 - built for every NEUROS plane
+    # An erased person's new chats are answered and not kept (the erasure ledger).
+    erasures = erasure_store(settings, "auren-neuros-erasure")
+    feed = LedgerFeed(erasures, new_ledger(ledger_cipher(settings)))
+    events = plane.store
+    conversations = plane.conversations = ScreenedConversations(plane.conversations,
+                                                                feed.ledger)
     # With REDIS_URL, daily series are shared by every NEUROS process through Redis (a second
     # level behind the in-process cache); without it nothing changes.
     shared = (SharedSeries(plane.redis, ttl_s=settings.redis_summary_ttl_s)
@@ -387,11 +394,23 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tune_runtime_for_serving()
         await plane.open()
+        try:
+            await erasures.open()
+            await feed.refresh()
+        except BaseException:
+            await erasures.close()
+            await plane.close(settings.shutdown_timeout_s)
+            raise
+        stop = asyncio.Event()
+        following = asyncio.create_task(feed.follow(stop, settings.erasure_poll_s))
         log.info("neuros started", extra={"mode": plane.mode, "detail": neuros.llm_name})
         try:
             yield
         finally:
+            stop.set()
+            await following
             # uvicorn has stopped taking requests and drained in-flight ones by now.
+            await erasures.close()
             await plane.close(settings.shutdown_timeout_s)
             log.info("neuros stopped")
 

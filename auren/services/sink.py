@@ -40,8 +40,11 @@ from auren.adapters.breaker import CircuitBreaker
 from auren.adapters.kafka import client_security, ensure_topics
 from auren.adapters.postgres import PostgresStore
 from auren.adapters.wire import DeliveryRecord, decode
+from auren.connections.crypto import TokenCipher
+from auren.erasure.ledger import LedgerFeed
 from auren.errors import ClientError, StoreUnavailable
 from auren.services.dataplane import postgres_store
+from auren.services.erasures import erasure_store, new_ledger
 from auren.services.retention import Retention
 from auren.settings import Settings
 
@@ -88,6 +91,7 @@ class SinkStats:
     events: int = 0
     jobs: int = 0
     skipped: int = 0  # poison records (undecodable or refused as invalid data)
+    erased: int = 0  # rows of erased people screened out (never written)
     retries: int = 0  # failed database attempts of a batch
     lag: int | None = None  # records behind the high watermark, from librdkafka's stats
     last_batch_at: float = field(default_factory=time.monotonic)
@@ -95,9 +99,13 @@ class SinkStats:
 
 class Sink:
     def __init__(self, settings: Settings, store: PostgresStore, *,
-                 consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer) -> None:
+                 consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
+                 feed: LedgerFeed | None = None) -> None:
         self._settings = settings
         self._store = store
+        # The erasure ledger: re-read before every batch is written, so nothing of a person
+        # erased before the batch was read reaches PostgreSQL (docs/DESIGN.md, "Erasure").
+        self._feed = feed
         self._topics = [settings.kafka_events_topic, settings.kafka_notifications_topic]
         config = consumer_config(settings)
         config["stats_cb"] = self._on_stats
@@ -146,7 +154,8 @@ class Sink:
                                 partitions=s.kafka_partitions,
                                 replication=s.kafka_replication_factor,
                                 min_insync_replicas=s.kafka_min_insync_replicas,
-                                timeout_s=30.0, security=client_security(s))
+                                timeout_s=30.0, security=client_security(s),
+                                retention_hours=s.kafka_retention_hours)
         self._consumer = await self._call(self._consumer_factory, self._config)
         await self._call(self._consumer.subscribe, self._topics)
         log.info("sink subscribed", extra={"detail": ", ".join(self._topics)})
@@ -186,7 +195,8 @@ class Sink:
                 log.info("sink progress", extra={
                     "count": self.stats.records,
                     "detail": f"events {self.stats.events}, jobs {self.stats.jobs}, "
-                              f"skipped {self.stats.skipped}, retries {self.stats.retries}, "
+                              f"skipped {self.stats.skipped}, erased {self.stats.erased}, "
+                              f"retries {self.stats.retries}, "
                               f"lag {self.stats.lag}"})
         return self.stats
 
@@ -234,6 +244,7 @@ class Sink:
         delay = 0.2
         while True:
             try:
+                records = await self._screen(records)
                 await self._store.write_records(records, results=False)
                 return True
             except ClientError:
@@ -251,6 +262,18 @@ class Sink:
                 if not await self._backoff(error, delay, stop, len(records)):
                     return False
                 delay = min(delay * 2, 5.0)
+
+    async def _screen(self, records: list[DeliveryRecord]) -> list[DeliveryRecord]:
+        """The records without the rows of people erased by now (the ledger read first)."""
+        if self._feed is None:
+            return records
+        await self._feed.refresh()
+        screened = []
+        for record in records:
+            kept, gone = self._feed.ledger.screen_record(record)
+            self.stats.erased += gone
+            screened.append(kept)
+        return screened
 
     async def _write_one_by_one(self, records: list[DeliveryRecord],
                                 stop: asyncio.Event) -> bool:
@@ -296,7 +319,14 @@ async def run_sink(settings: Settings, *, idle_exit_s: float | None = None,
     breaker = CircuitBreaker.from_settings("postgres", settings)
     store = postgres_store(settings, application_name="auren-sink", breaker=breaker)
     await store.open()
-    sink = Sink(settings, store)
+    erasures = erasure_store(settings, "auren-sink-erasure")
+    try:
+        await erasures.open()
+    except BaseException:
+        await store.close()
+        raise
+    feed = LedgerFeed(erasures, new_ledger(TokenCipher.from_settings(settings)))
+    sink = Sink(settings, store, feed=feed)
     loop = asyncio.get_running_loop()
     handled = []
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -323,5 +353,7 @@ async def run_sink(settings: Settings, *, idle_exit_s: float | None = None,
         for sig in handled:
             loop.remove_signal_handler(sig)
         await sink.close()
+        await erasures.close()
         await store.close()
-        log.info("sink stopped", extra={"count": sink.stats.records})
+        log.info("sink stopped", extra={"count": sink.stats.records,
+                                        "detail": f"erased {sink.stats.erased}"})

@@ -200,3 +200,35 @@ def test_kill_9_mid_write_keeps_every_acknowledged_record(tmp_path, delay):
     assert records == expected, "in write order, nothing torn or corrupt served"
     assert len(records) >= acknowledged
     assert corrupt == 0
+
+
+async def test_scrub_rewrites_segments_without_what_went_and_leaves_no_bytes_of_it(tmp_path):
+    path = tmp_path / "spool"
+    spool = Spool(path, max_bytes=1_000_000, segment_bytes=200)
+    await spool.open()
+    try:
+        await spool.append(_records(6))
+        _, upto = spool.read(1)
+        await spool.ack(upto)  # record 0 already replayed
+        secret = b"record-0003"
+
+        def drop(payload: bytes) -> bytes | None:
+            if payload.startswith(secret):
+                return None
+            if payload.startswith(b"record-0004"):
+                return b"trimmed-0004"  # kept without part of it
+            return payload
+
+        assert await spool.scrub(drop) == 2
+        assert all(secret not in p.read_bytes() for p in path.glob("*"))
+        kept = [*_records(2, start=1), b"trimmed-0004", *_records(1, start=5)]
+        assert spool.read(100)[0] == kept
+        await spool.append(_records(1, start=9))  # appends go on, in a new segment
+    finally:
+        await spool.close()
+    reopened = await _reopen(path, max_bytes=1_000_000, segment_bytes=200)
+    try:
+        assert reopened.read(100)[0] == [*kept, *_records(1, start=9)]
+        assert reopened.corrupt == 0 and reopened.torn == 0
+    finally:
+        await reopened.close()

@@ -218,6 +218,12 @@ def _requests(world: System) -> dict[str, Any]:
     def plain(method: str, path: str, **kwargs: Any) -> Any:
         return lambda: (method, world.url + path, kwargs)
 
+    def receipt() -> tuple[str, str, dict[str, Any]]:
+        # Asking again answers the same erasure: its id, for the receipt.
+        started = httpx.delete(world.url + u, headers=SERVICE, timeout=30)
+        assert started.status_code == 202, started.text
+        return "GET", f"{world.url}/api/v1/erasures/{started.json()['erasure_id']}", {}
+
     return {
         "POST /api/v1/users": plain("POST", "/api/v1/users", json={"user_id": AUDITED}),
         "GET /api/v1/users/{user_id}": plain("GET", u, headers=token(AUDITED)),
@@ -238,6 +244,10 @@ def _requests(world: System) -> dict[str, Any]:
         "DELETE /api/v1/users/{user_id}/consents/{provider}": plain(
             "DELETE", u + "/consents/oura", headers=token(AUDITED)),
         "GET /api/v1/audit": plain("GET", "/api/v1/audit", params={"user_id": AUDITED}),
+        # Routes are called in the app's order: the erasure comes after every other route of
+        # the person but their events (then 404: erased).
+        "DELETE /api/v1/users/{user_id}": plain("DELETE", u),
+        "GET /api/v1/erasures/{erasure_id}": receipt,
         "GET /api/v1/users/{user_id}/events": plain("GET", u + "/events",
                                                     params={"since": QUERY_VALUE}),
     }
