@@ -27,7 +27,7 @@ async def test_migrations_are_recorded_and_idempotent(tmp_path):
         await s.open()
         await s.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 4
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
