@@ -114,6 +114,12 @@ class PayloadTooLarge(ClientError):
     title = "Payload Too Large"
     slug = "payload-too-large"
 
+    def headers(self) -> dict[str, str]:
+        # The rest of the body is still on its way: the connection is closed after the answer
+        # (the guard reads and discards what is left first), and the client must know not to
+        # send another request on it.
+        return {"Connection": "close"}
+
 
 class UnsupportedMediaType(ClientError):
     status = 415

@@ -13,7 +13,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -136,7 +136,7 @@ async def redis_probe(url: str, timeout_s: float, ca_file: Path | None = None) -
 # --- Kafka --------------------------------------------------------------------------------------
 
 
-def _kafka_metadata(bootstrap: str, timeout_s: float, security: dict[str, Any]
+def _kafka_metadata(bootstrap: str, timeout_s: float, security: dict[str, Any], topic_name: str
                     ) -> dict[str, Any]:
     from confluent_kafka.admin import AdminClient
 
@@ -144,20 +144,21 @@ def _kafka_metadata(bootstrap: str, timeout_s: float, security: dict[str, Any]
                          "socket.timeout.ms": int(timeout_s * 1000),
                          "log_level": 0, **security})
     metadata = admin.list_topics(timeout=timeout_s)
-    topic = metadata.topics.get(TOPIC)
+    topic = metadata.topics.get(topic_name)
     return {"brokers": len(metadata.brokers),
             "topic": None if topic is None or topic.error is not None else
             len(topic.partitions)}
 
 
 async def kafka_probe(bootstrap: str, timeout_s: float,
-                      security: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Cluster metadata and the events topic; ``security``: ``adapters.kafka.client_security``
-    of the deployment's settings (TLS, SASL)."""
+                      security: dict[str, Any] | None = None, topic: str = TOPIC
+                      ) -> dict[str, Any]:
+    """Cluster metadata and the events topic (``KAFKA_EVENTS_TOPIC``); ``security``:
+    ``adapters.kafka.client_security`` of the deployment's settings (TLS, SASL)."""
     started = time.perf_counter()
     try:
         facts = await in_daemon_thread(
-            lambda: _kafka_metadata(bootstrap, timeout_s, security or {}), timeout_s + 1)
+            lambda: _kafka_metadata(bootstrap, timeout_s, security or {}, topic), timeout_s + 1)
     except ProbeFailed:
         raise
     except Exception as exc:  # noqa: BLE001 - KafkaException and plain errors: a report row
@@ -165,8 +166,14 @@ async def kafka_probe(bootstrap: str, timeout_s: float,
     if not facts["brokers"]:
         raise ProbeFailed("no broker in the cluster metadata")
     if facts["topic"] is None:
-        raise ProbeFailed(f"topic {TOPIC} does not exist")
+        raise ProbeFailed(f"topic {topic} does not exist")
     return {"ms": (time.perf_counter() - started) * 1000, **facts}
+
+
+def deployment_topics(settings: Any) -> tuple[str, ...]:
+    """The topics a delivery's record may go to: events, and notifications (a delivery of
+    fetch jobs only goes there)."""
+    return (settings.kafka_events_topic, settings.kafka_notifications_topic)
 
 
 def kafka_security(settings: Any) -> dict[str, Any]:
@@ -176,33 +183,39 @@ def kafka_security(settings: Any) -> dict[str, Any]:
     return client_security(settings)
 
 
-def _kafka_high_watermarks(bootstrap: str, timeout_s: float, security: dict[str, Any]) -> int:
+def _kafka_high_watermarks(bootstrap: str, timeout_s: float, security: dict[str, Any],
+                           topics: Sequence[str]) -> int:
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "auren-ops-offsets",
                          "enable.auto.commit": False, "log_level": 0,
                          "socket.timeout.ms": int(timeout_s * 1000), **security})
     try:
-        metadata = consumer.list_topics(TOPIC, timeout=timeout_s)
-        topic = metadata.topics.get(TOPIC)
-        if topic is None or topic.error is not None:
-            raise ProbeFailed(f"topic {TOPIC} does not exist")
-        total = 0
-        for partition in topic.partitions:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(TOPIC, partition),
-                                                        timeout=timeout_s)
-            total += int(high)
+        total, found = 0, 0
+        for name in topics:
+            metadata = consumer.list_topics(name, timeout=timeout_s)
+            topic = metadata.topics.get(name)
+            if topic is None or topic.error is not None:
+                continue  # not made yet (no record ever went there)
+            found += 1
+            for partition in topic.partitions:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(name, partition),
+                                                            timeout=timeout_s)
+                total += int(high)
+        if not found:
+            raise ProbeFailed(f"topic {topics[0]} does not exist")
         return total
     finally:
         consumer.close()
 
 
 async def kafka_offsets(bootstrap: str, timeout_s: float,
-                        security: dict[str, Any] | None = None) -> int:
-    """The sum of the topic's high watermarks: every record ever appended to it."""
+                        security: dict[str, Any] | None = None,
+                        topics: Sequence[str] = (TOPIC,)) -> int:
+    """The sum of the topics' high watermarks: every record ever appended to them."""
     try:
         return await in_daemon_thread(
-            lambda: _kafka_high_watermarks(bootstrap, timeout_s, security or {}),
+            lambda: _kafka_high_watermarks(bootstrap, timeout_s, security or {}, topics),
             timeout_s * 2 + 1)
     except ProbeFailed:
         raise

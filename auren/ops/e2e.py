@@ -227,7 +227,8 @@ async def _offsets(target: Target) -> int | str | None:
     if not bootstrap:
         return None
     try:
-        return await deps.kafka_offsets(bootstrap, 5.0, deps.kafka_security(target.settings))
+        return await deps.kafka_offsets(bootstrap, 5.0, deps.kafka_security(target.settings),
+                                       deps.deployment_topics(target.settings))
     except deps.ProbeFailed as exc:
         return str(exc)
 
@@ -265,12 +266,14 @@ async def _kafka_step(target: Target, before: int | str | None) -> Step:
     if isinstance(before, str):
         return Step(name, FAIL, before)
     try:
-        after = await deps.kafka_offsets(bootstrap, 5.0, deps.kafka_security(target.settings))
+        after = await deps.kafka_offsets(bootstrap, 5.0, deps.kafka_security(target.settings),
+                                       deps.deployment_topics(target.settings))
     except deps.ProbeFailed as exc:
         return Step(name, FAIL, str(exc))
     if after <= before:
         return Step(name, FAIL, f"offsets did not grow ({before} → {after})")
-    return Step(name, PASS, f"{deps.TOPIC}: {before} → {after}")
+    topics = " + ".join(deps.deployment_topics(target.settings))
+    return Step(name, PASS, f"{topics}: {before} → {after}")
 
 
 async def _reflects_step(client: httpx.AsyncClient, target: Target, user: str,

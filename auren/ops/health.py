@@ -175,7 +175,8 @@ async def sweep(target: Target, *, timeout_s: float = 5.0, public_url: str | Non
             bootstrap = settings.kafka_bootstrap_servers
             jobs.append(_dependency("Kafka", bootstrap,
                                     lambda: deps.kafka_probe(bootstrap, timeout_s,
-                                                             deps.kafka_security(settings))))
+                                                             deps.kafka_security(settings),
+                                                             settings.kafka_events_topic)))
         rows = list(await asyncio.gather(*(bounded(j) for j in jobs)))
     reason = "embedded mode: not part of this deployment"
     if settings.postgres_url is None:

@@ -25,6 +25,7 @@ from auren.services.dataplane import build_dataplane
 from auren.services.sink import consumer_config
 from auren.settings import Settings
 from tests.helpers import delivery
+from tests.stack import TEST_ENCRYPTION_KEY
 from tests.tls import Pki, make_pki
 from tests.tls_servers import tls_postgres, tls_redis
 
@@ -53,7 +54,8 @@ def _redis_settings(url: str, ca: Path | None, tmp: Path) -> Settings:
     # A TLS handshake on a busy machine can outlast the 0.5 s default; a refused certificate
     # fails at once whatever the bound.
     return Settings(_env_file=None, redis_url=url, redis_ssl_ca_file=ca, auren_data_dir=tmp,
-                    redis_key_prefix=f"tls:{uuid.uuid4().hex[:8]}:", redis_timeout_s=5)
+                    redis_key_prefix=f"tls:{uuid.uuid4().hex[:8]}:", redis_timeout_s=5,
+                    auren_encryption_key=TEST_ENCRYPTION_KEY)
 
 
 async def test_the_bridge_cache_speaks_tls_to_redis(redis_port: int, pki: Pki, tmp_path: Path
@@ -110,7 +112,8 @@ def pg_url(pki: Pki) -> Iterator[str]:
 
 
 def _pg_settings(url: str, tmp: Path) -> Settings:
-    return Settings(_env_file=None, postgres_url=url, auren_data_dir=tmp)
+    return Settings(_env_file=None, postgres_url=url, auren_data_dir=tmp,
+                    auren_encryption_key=TEST_ENCRYPTION_KEY)
 
 
 async def test_the_store_and_conversations_speak_verified_tls(pg_url: str, pki: Pki,
@@ -155,7 +158,8 @@ async def test_postgres_refuses_what_it_cannot_verify(case: str, pg_url: str, pk
 
 def _kafka_settings(**values: object) -> Settings:
     return Settings(_env_file=None, kafka_bootstrap_servers="127.0.0.1:1",
-                    postgres_url="postgresql://x@127.0.0.1:1/x", **values)  # type: ignore[arg-type]
+                    postgres_url="postgresql://x@127.0.0.1:1/x",
+                    auren_encryption_key=TEST_ENCRYPTION_KEY, **values)  # type: ignore[arg-type]
 
 
 def test_plain_kafka_adds_nothing() -> None:

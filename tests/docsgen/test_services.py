@@ -126,8 +126,8 @@ def test_the_output_does_not_depend_on_the_environment(monkeypatch: pytest.Monke
 
 
 def test_a_route_without_an_authentication_rule_stops_the_generator() -> None:
-    schema = {"paths": {"/x": {"get": {"tags": ["console"], "operationId": "x"}}}}
-    with pytest.raises(ValueError, match="console"):
+    schema = {"paths": {"/x": {"get": {"tags": ["no-rule-yet"], "operationId": "x"}}}}
+    with pytest.raises(ValueError, match="no-rule-yet"):
         endpoints(schema)
     schema["paths"]["/x"]["get"]["security"] = [{"bearer": []}]  # type: ignore[index]
     assert endpoints(schema)[0]["authentication"] == "bearer"

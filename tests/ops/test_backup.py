@@ -15,7 +15,7 @@ import pytest
 from tests.helpers import run_server
 from tests.ops.helpers import auren_db
 from tests.ops.webhook_flow import WebhookFlow
-from tests.stack import FullStack, pg_fetch, service_env
+from tests.stack import TEST_ENCRYPTION_KEY, FullStack, pg_fetch, service_env
 
 
 def sqlite_records(data_dir: Path, prefix: str) -> set[str]:
@@ -108,13 +108,15 @@ def test_postgres_backup_while_webhooks_flow_holds_every_acknowledged_event(
     prefix = f"pgbk-{uuid.uuid4().hex[:6]}"
     source = full_stack.new_database()
     file = tmp_path / "auren.pgdump"
-    with run_server("bridge", tmp_path, {"POSTGRES_URL": source}) as bridge:
-        env = service_env({"POSTGRES_URL": source}, bridge.data_dir)
+    # With PostgreSQL the bridge needs the key the OAuth tokens are encrypted with.
+    keyed = {"AUREN_ENCRYPTION_KEY": TEST_ENCRYPTION_KEY}
+    with run_server("bridge", tmp_path, {"POSTGRES_URL": source, **keyed}) as bridge:
+        env = service_env({"POSTGRES_URL": source, **keyed}, bridge.data_dir)
         flow, began, ended = backup_under_flow(bridge.base_url, prefix, env, file)
     manifest = json.loads((tmp_path / "auren.pgdump.json").read_text())
     assert manifest["store"] == "postgresql" and manifest["kafka"] is None
     target = full_stack.new_database()
-    done = auren_db("restore", str(file), env=service_env({"POSTGRES_URL": target},
+    done = auren_db("restore", str(file), env=service_env({"POSTGRES_URL": target, **keyed},
                                                            tmp_path / "r"))
     assert done.returncode == 0, done.stdout + done.stderr
     rows = pg_fetch(target, "SELECT source_record_id FROM biometric_events WHERE user_id "
@@ -124,6 +126,6 @@ def test_postgres_backup_while_webhooks_flow_holds_every_acknowledged_event(
     check_restored(flow, began, ended, restored)
     # The password never reached a command line: it is not in what the tools printed.
     assert source.split(":")[2].split("@")[0] not in done.stdout + done.stderr
-    again = auren_db("restore", str(file), env=service_env({"POSTGRES_URL": target},
+    again = auren_db("restore", str(file), env=service_env({"POSTGRES_URL": target, **keyed},
                                                             tmp_path / "r"))
     assert again.returncode == 2 and "--force" in again.stderr
