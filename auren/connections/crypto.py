@@ -25,6 +25,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -67,17 +68,26 @@ def generate_key() -> str:
 
 def load_or_create(path: Path) -> str:
     """The key kept at ``path``, made once (mode 0600) when there is none; processes starting
-    together agree on one (exclusive create, the losers read the winner's)."""
+    together agree on one. The key is written whole to a file of its own first and then linked
+    into place (atomic, and refused when the path exists), so nobody ever reads a key file
+    that is still being written: the losers read the winner's."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists():
         return path.read_text().strip()
     key = generate_key()
-    with os.fdopen(fd, "w") as out:
-        out.write(key + "\n")
-        out.flush()
-        os.fsync(out.fileno())
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(key + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            return path.read_text().strip()
+    finally:
+        draft.unlink(missing_ok=True)
     return key
 
 

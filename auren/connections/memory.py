@@ -72,7 +72,7 @@ class MemoryConnections:
     async def set_status(self, provider: str, provider_user_id: str, status: str,
                          error: str | None, now: datetime) -> None:
         found = self._connections.get((provider, provider_user_id))
-        if found is not None:
+        if found is not None and found.status != base.DISCONNECTED:
             found.status, found.updated_at = status, now
             if error is not None:
                 found.last_error, found.last_error_at = error, now

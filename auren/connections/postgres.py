@@ -231,8 +231,9 @@ class PostgresConnections:
             "UPDATE connections SET status = $1, updated_at = $2, "
             "last_error = coalesce($3, last_error), "
             "last_error_at = CASE WHEN $3::text IS NULL THEN last_error_at ELSE $2 END "
-            "WHERE provider = $4 AND provider_user_id = $5",
-            status, now, error, provider, provider_user_id)
+            # A disconnected account stays so (a job running at its disconnection).
+            "WHERE provider = $4 AND provider_user_id = $5 AND status <> $6",
+            status, now, error, provider, provider_user_id, base.DISCONNECTED)
 
     async def record_fetch(self, provider: str, provider_user_id: str, *, ok: bool,
                            error: str | None, now: datetime) -> None:

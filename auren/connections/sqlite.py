@@ -318,8 +318,11 @@ class SQLiteConnections(SQLiteComponent):
             "UPDATE connections SET status = ?, updated_at = ?, "
             "last_error = coalesce(?, last_error), "
             "last_error_at = CASE WHEN ? IS NULL THEN last_error_at ELSE ? END "
-            "WHERE provider = ? AND provider_user_id = ?",
-            (status, iso(now), error, error, iso(now), provider, provider_user_id))
+            # A disconnected account stays so: a job that was running when it was
+            # disconnected (its grant now revoked) must not bring it back.
+            "WHERE provider = ? AND provider_user_id = ? AND status <> ?",
+            (status, iso(now), error, error, iso(now), provider, provider_user_id,
+             base.DISCONNECTED))
 
     async def record_fetch(self, provider: str, provider_user_id: str, *, ok: bool,
                            error: str | None, now: datetime) -> None:

@@ -174,7 +174,9 @@ def test_now_and_traffic_are_the_services_own_figures(stack: ServiceSet,
     now = session.client.get("/console/api/now").json()
     assert all(s["version"] and s["mode"] == "embedded" for s in now["services"])
     assert now["admission"]["limit"] == 50 and now["spool"] is None
-    assert now["consumer_lag"] is None and now["fetch_dead"] == 0.0 and now["people"] == []
+    assert now["consumer_lag"] is None and now["fetch_dead"] == 0.0
+    # The bridge's connection figures: no account yet, only its dead-job gauge, at 0.
+    assert now["people"] == [{"metric": "auren_fetch_jobs_dead", "labels": {}, "value": 0.0}]
     assert post_webhooks(stack.urls["bridge"], "traffic-user", 40, prefix="traffic") == 40
 
     def counted() -> bool:

@@ -132,7 +132,7 @@ def test_an_erasure_killed_midway_resumes_and_leaves_nothing_of_the_person(tmp_p
             stores = [s["store"] for s in receipt["steps"]]
             assert stores == ["erasure ledger", "grant:oura", "grant:whoop", "events",
                               "fetch jobs", "connections and tokens", "conversations",
-                              "database files"]
+                              "raw payloads", "consents", "audit log", "database files"]
             assert all(s["status"] == "complete" and s["at"] for s in receipt["steps"])
             steps = {s["store"]: s for s in receipt["steps"]}
             assert steps["events"]["detail"]["deleted"] > 3
@@ -202,7 +202,7 @@ def test_auren_erase_erases_beside_a_running_bridge_and_prints_the_receipt(tmp_p
         assert receipt["user_id"] == CARA.user_id and receipt["status"] == "complete"
         assert [s["store"] for s in receipt["steps"]] == [
             "erasure ledger", "events", "fetch jobs", "connections and tokens",
-            "conversations", "database files"]
+            "conversations", "raw payloads", "consents", "audit log", "database files"]
         assert {s["store"]: s for s in receipt["steps"]}["events"]["detail"] == {"deleted": 3}
         # The bridge beside it serves nothing of CARA, and stores nothing of her again.
         assert event_count(url, CARA.user_id) == 0 and event_count(url, DAN.user_id) == 3

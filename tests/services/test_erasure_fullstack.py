@@ -195,7 +195,8 @@ def test_an_erasure_reaches_every_store_of_the_full_stack(full_stack, tmp_path):
                 assert receipt["status"] == "complete", receipt
                 assert [s["store"] for s in receipt["steps"]] == [
                     "erasure ledger", "spool", "kafka topics", "grant:oura", "events",
-                    "fetch jobs", "connections and tokens", "conversations", "redis"]
+                    "fetch jobs", "connections and tokens", "conversations", "raw payloads",
+                    "consents", "audit log", "redis"]
                 assert all(s["status"] == "complete" and s["at"] for s in receipt["steps"])
                 steps = {s["store"]: s for s in receipt["steps"]}
                 assert steps["redis"]["detail"]["deleted"] >= 1
