@@ -207,6 +207,7 @@ class StepResult:
     server: dict[str, Any] = field(default_factory=dict)  # filled by the load test (psutil)
     error_lines: dict[str, int] = field(default_factory=dict)
     workload: str = ""  # webhooks | chat | get: set by the load test
+    service: str = "bridge"  # the service the step loaded: set by the load test
     no_retry_after_503: int = 0  # 503 answers without Retry-After (a shed must say when)
     # wrk: requests still on the wire when the step ended (not in ``sent``: no outcome).
     cut_off: int = 0

@@ -110,6 +110,7 @@ def run_step(target: Target, step: Step, sampler: Sampler | None = None,
         result.server = sampler.window(start, sampler.now())
     result.error_lines = target.error_lines_since(offsets)
     result.workload = step.workload
+    result.service = step.service
     tick(1.0)
     return result
 

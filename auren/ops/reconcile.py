@@ -42,6 +42,9 @@ class Reconciliation:
     store: str = ""
     requests_sent: int = 0
     acknowledged: int = 0  # requests whose 2xx was read
+    # The same per service loaded (the Original Bridge writes the store directly, the
+    # Enhanced Bridge through Kafka in the full stack).
+    acknowledged_by_service: dict[str, int] = field(default_factory=dict)
     acknowledged_ids: int = 0
     lost: int | None = None  # acknowledged ids not in the store (None: not reconciled)
     lost_requests: int | None = None  # acknowledged requests with at least one id missing
@@ -134,6 +137,9 @@ async def reconcile(target: Target, steps: list[StepResult], *, wait_s: float | 
     out = Reconciliation(NOT_RECONCILED, store=target.store_label)
     counts = [s.ledger.counts() for s in hooks]
     out.acknowledged = sum(c["acknowledged"] for c in counts)
+    for step, count in zip(hooks, counts, strict=True):
+        out.acknowledged_by_service[step.service] = (
+            out.acknowledged_by_service.get(step.service, 0) + count["acknowledged"])
     out.rejected = sum(c["rejected"] for c in counts)
     out.unanswered = sum(c["unanswered"] for c in counts)
     out.requests_sent = out.acknowledged + out.rejected + out.unanswered

@@ -28,12 +28,13 @@ from starlette.responses import Response
 
 from auren.errors import AurenError, StoreUnavailable
 from auren.observability import REQUEST_ID
-from auren.privacy.base import NOT_AUDITED, AuditLog, AuditRecord
+from auren.privacy.base import NOT_AUDITED, AuditLog, AuditRecord, actor_of
 from auren.services.auth import Principal, ReadAuth
 
 log = logging.getLogger("auren.audit")
 
 AUDIT_KEY = "x-audit"
+_JWT = actor_of("")  # what a person's own token is recorded as, before their id
 _MAX_ID = 256
 
 
@@ -84,12 +85,21 @@ def _status(exc: BaseException) -> int:
 
 class Auditor:
     def __init__(self, log: AuditLog,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 erased_as: Callable[[str], str | None] | None = None) -> None:
         self.log = log
         self._clock = clock
+        # An erased person's pseudonym (None for anyone else): their id is never written again.
+        self._erased_as = erased_as
 
     def record(self, *, actor: str | None, action: str, user_id: str | None, route: str,
                client: str | None, outcome: int) -> AuditRecord:
+        if self._erased_as is not None:
+            if user_id and (pseudonym := self._erased_as(user_id[:_MAX_ID])) is not None:
+                user_id = pseudonym
+            subject = actor.removeprefix(_JWT) if actor and actor.startswith(_JWT) else None
+            if subject and (pseudonym := self._erased_as(subject)) is not None:
+                actor = _JWT + pseudonym
         return AuditRecord(at=self._clock(), actor=actor or "anonymous", action=action,
                            user_id=user_id[:_MAX_ID] if user_id else None, route=route,
                            client=client, outcome=outcome, request_id=REQUEST_ID.get())

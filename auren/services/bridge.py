@@ -52,7 +52,7 @@ from auren.services import accounts, erasures, privacy
 from auren.services.auditing import Auditor, audited, authorize
 from auren.services.auth import ReadAuth
 from auren.services.dataplane import DataPlane, build_dataplane, conversation_store
-from auren.services.erasures import assemble_erasure, new_ledger
+from auren.services.erasures import assemble_erasure, erased_as, new_ledger
 from auren.services.export import ExportSources
 from auren.services.fetcher import FetcherParts, assemble
 from auren.services.kernel.body import check_declared, receive_capped
@@ -418,7 +418,8 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     # Every route below declares its audit action; this route class writes the records.
     assert plane.audit is not None and plane.connections is not None  # noqa: S101 - bridge
     assert plane.consents is not None  # noqa: S101 - the bridge's plane has them
-    app.router.route_class = Auditor(plane.audit).route_class()
+    app.router.route_class = Auditor(
+        plane.audit, erased_as=erased_as(plane.cipher, ledger)).route_class()
 
     document_webhooks(app, providers)
     accounts.install(app, parts.service, state.auth)

