@@ -231,7 +231,9 @@ def shared_env(full_stack: FullStack) -> dict[str, str]:
     env = full_stack.isolated()
     return {"POSTGRES_URL": env["POSTGRES_URL"], "REDIS_URL": env["REDIS_URL"],
             "REDIS_KEY_PREFIX": env["REDIS_KEY_PREFIX"], "REDIS_SUMMARY_TTL_S": "600",
-            "NEUROS_RATE_PER_MINUTE": "10000"}
+            "NEUROS_RATE_PER_MINUTE": "10000",
+            # With PostgreSQL, NEUROS reads the erasure ledger, whose pseudonyms need the key.
+            "AUREN_ENCRYPTION_KEY": env["AUREN_ENCRYPTION_KEY"]}
 
 
 def _conversation(base_url: str, conversation_id: str) -> httpx.Response:
