@@ -16,6 +16,7 @@ open -> half-open -> closed is read from the bridge's /metrics.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -94,6 +95,11 @@ def run_load(plane: Plane, prefix: str, count: int, rate: float,
              faults: list[tuple[float, Callable[[], None]]], *,
              concurrency: int = 64) -> LoadResult:
     """Send the load on a thread; run ``faults`` (seconds after the start, action) here."""
+    # The spool's fsync (where webhooks go while a dependency is out) also waits for the
+    # file system to write back what the whole suite left dirty before it (on ext4 a commit
+    # takes everything pending with it): flushed first, the latencies measured are the
+    # bridge's, not the host's backlog.
+    os.sync()
     result: list[LoadResult] = []
     errors: list[BaseException] = []
 
