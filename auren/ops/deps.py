@@ -22,7 +22,6 @@ T = TypeVar("T")
 
 EVENTS_TABLE = "biometric_events"
 JOBS_TABLE = "fetch_jobs"
-TOPIC = "biometric-events"
 
 
 class ProbeFailed(Exception):
@@ -151,8 +150,7 @@ def _kafka_metadata(bootstrap: str, timeout_s: float, security: dict[str, Any], 
 
 
 async def kafka_probe(bootstrap: str, timeout_s: float,
-                      security: dict[str, Any] | None = None, topic: str = TOPIC
-                      ) -> dict[str, Any]:
+                      security: dict[str, Any] | None, topic: str) -> dict[str, Any]:
     """Cluster metadata and the events topic (``KAFKA_EVENTS_TOPIC``); ``security``:
     ``adapters.kafka.client_security`` of the deployment's settings (TLS, SASL)."""
     started = time.perf_counter()
@@ -209,13 +207,14 @@ def _kafka_high_watermarks(bootstrap: str, timeout_s: float, security: dict[str,
         consumer.close()
 
 
-async def kafka_offsets(bootstrap: str, timeout_s: float,
-                        security: dict[str, Any] | None = None,
-                        topics: Sequence[str] = (TOPIC,)) -> int:
-    """The sum of the topics' high watermarks: every record ever appended to them."""
+async def kafka_offsets(settings: Any, timeout_s: float = 5.0) -> int:
+    """The sum of the deployment's topics' high watermarks: every record ever appended to
+    them (``settings``: the deployment's, with its Kafka security and topic names)."""
+    bootstrap, security = settings.kafka_bootstrap_servers, kafka_security(settings)
+    topics = deployment_topics(settings)
     try:
         return await in_daemon_thread(
-            lambda: _kafka_high_watermarks(bootstrap, timeout_s, security or {}, topics),
+            lambda: _kafka_high_watermarks(bootstrap, timeout_s, security, topics),
             timeout_s * 2 + 1)
     except ProbeFailed:
         raise

@@ -227,8 +227,7 @@ async def _offsets(target: Target) -> int | str | None:
     if not bootstrap:
         return None
     try:
-        return await deps.kafka_offsets(bootstrap, 5.0, deps.kafka_security(target.settings),
-                                       deps.deployment_topics(target.settings))
+        return await deps.kafka_offsets(target.settings)
     except deps.ProbeFailed as exc:
         return str(exc)
 
@@ -266,8 +265,7 @@ async def _kafka_step(target: Target, before: int | str | None) -> Step:
     if isinstance(before, str):
         return Step(name, FAIL, before)
     try:
-        after = await deps.kafka_offsets(bootstrap, 5.0, deps.kafka_security(target.settings),
-                                       deps.deployment_topics(target.settings))
+        after = await deps.kafka_offsets(target.settings)
     except deps.ProbeFailed as exc:
         return Step(name, FAIL, str(exc))
     if after <= before:

@@ -186,9 +186,7 @@ async def kafka_baseline(target: Target) -> int | str | None:
     if not target.settings.kafka_bootstrap_servers:
         return None
     try:
-        return await deps.kafka_offsets(target.settings.kafka_bootstrap_servers, 5.0,
-                                       deps.kafka_security(target.settings),
-                                       deps.deployment_topics(target.settings))
+        return await deps.kafka_offsets(target.settings)
     except deps.ProbeFailed as exc:
         return str(exc)
 

@@ -221,9 +221,7 @@ async def _kafka(out: Reconciliation, target: Target, offsets_before: int | str 
     if not isinstance(offsets_before, int) or not bootstrap:
         return
     try:
-        out.kafka_records = await deps.kafka_offsets(
-            bootstrap, 5.0, deps.kafka_security(target.settings),
-            deps.deployment_topics(target.settings)) - offsets_before
+        out.kafka_records = await deps.kafka_offsets(target.settings) - offsets_before
     except deps.ProbeFailed:
         return
     out.detail += f"; Kafka records appended: {out.kafka_records}"
