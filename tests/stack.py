@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,6 +250,14 @@ def wait_for_records(url: str, prefix: str, expected: set[str], *, timeout: floa
     return last
 
 
+def untraced(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the variables that make a Python process start the suite's coverage
+    measurement (``[tool.coverage.run] patch = subprocess``) set empty, which coverage reads
+    as unset (an empty value also overrides ours in ``service_env``): for processes whose
+    speed a test measures."""
+    return {**env, "COVERAGE_PROCESS_CONFIG": "", "COVERAGE_PROCESS_START": ""}
+
+
 @dataclass
 class LoadResult:
     """What each webhook was answered: status code, or the transport error's name."""
@@ -257,6 +265,12 @@ class LoadResult:
     answers: dict[int, int | str] = field(default_factory=dict)
     records: dict[int, list[str]] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+    # (seconds from the load's start to the send, latency) of each answer, in answer order.
+    timeline: list[tuple[float, float]] = field(default_factory=list)
+
+    def slowest(self, n: int = 10) -> list[tuple[float, float]]:
+        """The ``n`` slowest answers as (sent at, latency): when in the load the waits were."""
+        return sorted(self.timeline, key=lambda t: -t[1])[:n]
 
     def record_ids(self, *, ok: bool) -> set[str]:
         """The record ids of webhooks answered 2xx (``ok``) or anything else."""
@@ -273,7 +287,8 @@ class LoadResult:
 
 async def send_load(base_url: str, prefix: str, count: int, *, rate: float,
                     concurrency: int = 50, events: int = 2, users: int = 20,
-                    timeout_s: float = 30.0) -> LoadResult:
+                    timeout_s: float = 30.0,
+                    on_start: Callable[[], None] | None = None) -> LoadResult:
     """``count`` unique signed native webhooks at ``rate`` per second (an open model: the
     schedule does not wait for answers), each of ``events`` events with known record ids."""
     import httpx
@@ -301,10 +316,15 @@ async def send_load(base_url: str, prefix: str, count: int, *, rate: float,
                     result.answers[i] = response.status_code
                 except httpx.HTTPError as exc:
                     result.answers[i] = type(exc).__name__
-                result.latencies.append(time.monotonic() - started)
+                latency = time.monotonic() - started
+                result.latencies.append(latency)
+                result.timeline.append((started - begin_monotonic, latency))
 
         loop = asyncio.get_running_loop()
         begin = loop.time()
+        begin_monotonic = time.monotonic()
+        if on_start is not None:
+            on_start()
         tasks = []
         for i in range(count):
             delay = begin + i / rate - loop.time()
