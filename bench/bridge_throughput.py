@@ -336,12 +336,13 @@ def one_run(number: int, args: argparse.Namespace, work: Path, log: TextIO) -> R
     data = Path(tempfile.mkdtemp(prefix=f"bridge-{number}-", dir=work))
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     port = free_port()
-    env = clean_env(AUREN_DATA_DIR=str(data), STANDARD_WEBHOOK_SECRET=secret)
+    env = clean_env(AUREN_DATA_DIR=str(data), STANDARD_WEBHOOK_SECRET=secret,
+                    **dict(args.setting))
     cmd = [python, "-m", "auren", "serve", "bridge", "--host", HOST, "--port", str(port),
            "--workers", str(args.workers)]
     prefix, answers = work / f"requests-{number}", work / f"answers-{number}"
     with server(cmd, env=env, ready_url=f"http://{HOST}:{port}/health",
-                log=work / f"bridge-{number}.log") as proc:
+                log=(args.log_dir or work) / f"bridge-{number}.log") as proc:
         count = args.rate_hint * args.duration
         started = time.perf_counter()
         step = render_requests(prefix, f"http://{HOST}:{port}", secret, count,
@@ -408,7 +409,7 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
     }
     return {
         "config": {"runs": args.runs, "duration_s": args.duration, "threads": args.connections,
-                   "workers": args.workers,
+                   "workers": args.workers, "settings": dict(args.setting),
                    "connections": args.connections, "rate_hint": args.rate_hint,
                    "events_per_webhook": args.events_per_webhook, "cpus": os.cpu_count(),
                    "cpu": _cpu_model(), "python": platform.python_version()},
@@ -501,6 +502,13 @@ def check_load_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("wrk is not installed (apt-get install wrk)")
 
 
+def _setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or name.lower() not in Settings.model_fields:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE of an AUREN setting")
+    return name.upper(), value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = load_parser(__doc__, events_per_webhook=EVENTS_PER_WEBHOOK, rate_hint=16000)
     parser.add_argument("--workers", type=int, default=1,
@@ -508,6 +516,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path,
                         help="sample the bridge with py-spy into PROFILE-<run>.txt "
                              "(collapsed stacks; figures of a profiled run are not for quoting)")
+    parser.add_argument("--setting", action="append", default=[], type=_setting,
+                        metavar="NAME=VALUE",
+                        help="a bridge setting for this measurement (e.g. ACCESS_LOG=false), "
+                             "repeatable; the ceiling is unaffected")
+    parser.add_argument("--log-dir", type=Path,
+                        help="write the bridge's log (a JSON line per request) here rather "
+                             "than beside its database, e.g. on another disk or a tmpfs")
     args = parser.parse_args(argv)
     check_load_args(parser, args)
     if args.profile is not None and shutil.which("py-spy") is None:

@@ -142,3 +142,17 @@ def test_fetcher_bench_counts_identities_stored_twice_and_days_with_events(
     assert RunResult(jobs_done=5, seconds=2.0).jobs_per_s == 2.0
     assert not RunResult(jobs_done=5, duplicated=1).passed
     assert not RunResult(jobs_done=0).passed
+
+
+def test_a_bench_setting_must_name_an_auren_setting() -> None:
+    import argparse
+
+    import pytest
+
+    from bench.bridge_throughput import _setting
+
+    assert _setting("access_log=false") == ("ACCESS_LOG", "false")
+    assert _setting("LOG_LEVEL=WARNING=x") == ("LOG_LEVEL", "WARNING=x")
+    for bad in ("ACCESS_LOG", "NOT_A_SETTING=1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _setting(bad)

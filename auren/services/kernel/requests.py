@@ -32,7 +32,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from auren.observability import REQUEST_ID
+from auren.observability import REQUEST_ID, log_info_fast
 from auren.services.connections import PEER_EXTENSION
 from auren.services.forwarding import TrustedProxies
 from auren.settings import Settings
@@ -88,8 +88,10 @@ class RequestTracing:
                 and _peer_host(scope) in self._trusted):
             return offered[0].decode("ascii")
         request_id = new_request_id()
-        scope["headers"] = [*(h for h in headers if h[0] != HEADER),
-                            (HEADER, request_id.encode("ascii"))]
+        own = (HEADER, request_id.encode("ascii"))
+        # A new list: the server's may be shared with whoever built the scope.
+        scope["headers"] = [*(h for h in headers if h[0] != HEADER), own] if offered else \
+            [*headers, own]
         return request_id
 
     async def __call__(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
@@ -106,8 +108,11 @@ class RequestTracing:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*(h for h in message.get("headers", ())
-                                        if h[0].lower() != HEADER), own]
+                headers = message.get("headers", ())
+                # Only a relayed answer (the gateway's upstream) carries an id of its own.
+                message["headers"] = \
+                    [*(h for h in headers if h[0].lower() != HEADER), own] \
+                    if any(h[0].lower() == HEADER for h in headers) else [*headers, own]
             await send(message)
 
         try:
@@ -124,4 +129,4 @@ class RequestTracing:
             # 0: no answer was started (the client went away, or the handler failed first).
             "status": status,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2)}
-        access.info("request", extra=extra)
+        log_info_fast(access, "request", extra)

@@ -1,0 +1,109 @@
+"""The JSON log lines and their batching handler, in a process of their own (stderr is real)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import orjson
+
+SCRIPT = """
+import logging, sys, time
+from auren.observability import configure_logging
+configure_logging("INFO")
+log = logging.getLogger("auren.test")
+log.info("first", extra={"count": 1, "secret": "dropped"})
+log.info("second")
+sys.stdout.write("emitted\\n"); sys.stdout.flush()
+time.sleep(float(sys.argv[1]))
+log.warning("third")
+sys.stdout.write("warned\\n"); sys.stdout.flush()
+for i in range(int(sys.argv[2])):
+    log.info("burst", extra={"count": i})
+time.sleep(float(sys.argv[3]))
+"""
+
+
+def run(pause_s: float, burst: int, tail_s: float) -> tuple[list[str], list[dict[str, object]]]:
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(pause_s), str(burst), str(tail_s)],
+                         capture_output=True, timeout=30, check=True)
+    return out.stdout.decode().split(), [orjson.loads(x) for x in out.stderr.splitlines()]
+
+
+def test_lines_keep_their_order_and_only_allowed_fields_and_none_is_lost_at_exit() -> None:
+    _, lines = run(0.0, 2_000, 0.0)  # exits right after the burst: logging.shutdown flushes
+    assert [line["msg"] for line in lines[:3]] == ["first", "second", "third"]
+    assert [line["count"] for line in lines[3:]] == list(range(2_000))
+    assert lines[0]["count"] == 1 and "secret" not in lines[0]
+    assert lines[2]["level"] == "WARNING" and lines[0]["logger"] == "auren.test"
+
+
+def test_info_lines_are_written_within_the_flush_interval_and_a_warning_at_once() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, "2.0", "0", "2.0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == b"emitted\n"
+        emitted = time.monotonic()
+        first = proc.stderr.readline()
+        waited = time.monotonic() - emitted
+        # INFO lines are held back briefly, never for long: well before the 2 s pause ends.
+        assert orjson.loads(first)["msg"] == "first" and waited < 1.0, waited
+        assert orjson.loads(proc.stderr.readline())["msg"] == "second"
+        assert proc.stdout.readline() == b"warned\n"
+        warned = time.monotonic()
+        third = proc.stderr.readline()
+        # A warning is not held back by the interval (the process then sleeps 2 s more).
+        assert orjson.loads(third)["msg"] == "third" and time.monotonic() - warned < 1.0
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_the_fast_info_line_is_the_line_logging_writes_and_other_handlers_still_get_it(
+        caplog) -> None:
+    import io
+    import logging
+
+    from auren.observability import (
+        REQUEST_ID,
+        BatchingStreamHandler,
+        JsonFormatter,
+        log_info_fast,
+    )
+
+    root, stream = logging.getLogger(), io.StringIO()
+    handler = BatchingStreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    saved = root.handlers[:], root.level
+    fields = {"service": "bridge", "method": "POST", "path": "/webhooks/x", "status": 202,
+              "duration_ms": 1.5, "user_id": "never logged"}
+    logger = logging.getLogger("auren.access.test")
+    token = REQUEST_ID.set("f" * 32)
+    try:
+        root.handlers[:] = [handler]
+        root.setLevel(logging.INFO)
+        logger.info("request", extra=fields)
+        log_info_fast(logger, "request", fields)
+        handler.flush()
+        slow, fast = (orjson.loads(line) for line in stream.getvalue().splitlines())
+        assert slow.pop("ts")[:19] == fast.pop("ts")[:19]
+        assert slow == fast == {"level": "INFO", "logger": "auren.access.test",
+                                "msg": "request", "request_id": "f" * 32,
+                                **{k: v for k, v in fields.items() if k != "user_id"}}
+        # Another handler on the way (pytest's here): the line goes through logging, to both.
+        root.addHandler(caplog.handler)
+        log_info_fast(logger, "request", fields)
+        handler.flush()
+        assert len(stream.getvalue().splitlines()) == 3
+        assert [r.getMessage() for r in caplog.records] == ["request"]
+        root.setLevel(logging.WARNING)
+        log_info_fast(logger, "request", fields)  # below the level: nowhere
+        handler.flush()
+        assert len(stream.getvalue().splitlines()) == 3
+    finally:
+        REQUEST_ID.reset(token)
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
