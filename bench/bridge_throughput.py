@@ -42,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,6 +68,9 @@ HOST = "127.0.0.1"  # loopback only, by construction: there is no option to chan
 EVENTS_PER_WEBHOOK = 1
 TARGET_RATIO = 0.25
 TARGET_P99_MS = 50.0
+# /health while the webhooks saturate the bridge: what a load balancer's check waits.
+TARGET_HEALTH_P99_MS = 10.0
+HEALTH_PROBE_INTERVAL_S = 0.1
 # Signatures are valid for ±300 s; wrk must finish sending well inside that window.
 MAX_DURATION_S = 240
 START_TIMEOUT_S = 30.0
@@ -274,6 +278,48 @@ def reconciled(result: by_identity.Reconciliation) -> bool:
     return result.status == by_identity.PASS
 
 
+class HealthProbe:
+    """GET /health every ``HEALTH_PROBE_INTERVAL_S`` on a connection of its own while wrk
+    saturates the bridge: the latencies a load balancer's health check would see."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.latencies_ms: list[float] = []
+        self.failures = 0  # not 200, or no answer within the timeout
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5.0) as client:
+            while not self._stop.wait(HEALTH_PROBE_INTERVAL_S):
+                started = time.perf_counter()
+                try:
+                    ok = client.get(self.url).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                self.latencies_ms.append((time.perf_counter() - started) * 1000)
+                self.failures += not ok
+
+    def summary(self) -> dict[str, float]:
+        ordered = sorted(self.latencies_ms)
+        if not ordered:
+            return {}
+
+        def at(q: float) -> float:
+            return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+        return {"count": len(ordered), "failures": self.failures, "p50": at(0.5),
+                "p99": at(0.99), "max": ordered[-1]}
+
+
 @dataclass
 class RunResult:
     run: int
@@ -282,6 +328,7 @@ class RunResult:
     reconciliation: by_identity.Reconciliation
     generated: int
     generate_s: float
+    health_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -351,10 +398,12 @@ def one_run(number: int, args: argparse.Namespace, work: Path, log: TextIO) -> R
         print(f"run {number}: bridge for {args.duration} s with {count} unique webhooks "
               f"(signed {generate_s:.1f} s before) ...", file=log, flush=True)
         profiler = start_profiler(proc.pid, args, number)
-        bridge, output = run_wrk(f"http://{HOST}:{port}/webhooks/auren", server_pid=proc.pid,
-                                 threads=threads, connections=args.connections,
-                                 duration=args.duration,
-                                 script=[str(lua_script(work)), str(prefix), str(answers)])
+        with HealthProbe(f"http://{HOST}:{port}/health") as probe:
+            bridge, output = run_wrk(f"http://{HOST}:{port}/webhooks/auren",
+                                     server_pid=proc.pid, threads=threads,
+                                     connections=args.connections, duration=args.duration,
+                                     script=[str(lua_script(work)), str(prefix),
+                                             str(answers)])
         attribute(step, answers, threads, output)
         if profiler is not None:
             profiler.wait(timeout=args.duration + 60)
@@ -370,7 +419,8 @@ def one_run(number: int, args: argparse.Namespace, work: Path, log: TextIO) -> R
     # store (model_validate would still read it).
     reconciliation = reconcile(step, Settings.model_construct(auren_data_dir=data), data,
                                wait_s=2.0)
-    return RunResult(number, ceiling, bridge, reconciliation, count, generate_s)
+    return RunResult(number, ceiling, bridge, reconciliation, count, generate_s,
+                     probe.summary())
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -396,7 +446,10 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
                                                for r in runs]),
         "commit_batch_mean": _median([r.bridge.commit_batch_mean or 0.0 for r in runs]),
         "commit_ms_mean": _median([r.bridge.commit_ms_mean or 0.0 for r in runs]),
+        "health_p50_ms": _median([r.health_ms.get("p50", 0.0) for r in runs]),
+        "health_p99_ms": _median([r.health_ms.get("p99", 0.0) for r in runs]),
     }
+    probed = all(r.health_ms.get("count") for r in runs)
     errors = sum(r.bridge.errors for r in runs)
     checks = {
         f"bridge/ceiling >= {TARGET_RATIO:.0%}": median["ratio"] >= TARGET_RATIO,
@@ -406,6 +459,10 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
         "every 2xx's events stored exactly once, by identity (all runs)":
             all(reconciled(r.reconciliation) for r in runs),
         "no request sent twice (all runs)": not any(r.bridge.wrapped for r in runs),
+        # A run without a single probe answered proves nothing: not a PASS.
+        f"/health p99 < {TARGET_HEALTH_P99_MS:.0f} ms while saturated, every probe 200":
+            probed and median["health_p99_ms"] < TARGET_HEALTH_P99_MS
+            and not any(r.health_ms.get("failures") for r in runs),
     }
     return {
         "config": {"runs": args.runs, "duration_s": args.duration, "threads": args.connections,
@@ -416,7 +473,8 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
         "median": median,
         "runs": [{"run": r.run, "ratio": r.ratio, "ceiling": asdict(r.ceiling),
                   "bridge": asdict(r.bridge), "reconciliation": asdict(r.reconciliation),
-                  "generated_webhooks": r.generated, "generate_s": round(r.generate_s, 2)}
+                  "generated_webhooks": r.generated, "generate_s": round(r.generate_s, 2),
+                  "health_ms": r.health_ms}
                  for r in runs],
         "checks": checks,
         "verdict": "PASS" if all(checks.values()) else "FAIL",
@@ -470,6 +528,15 @@ def print_report(report: dict[str, Any], runs: list[RunResult]) -> None:
           f"(its event loop thread {med['bridge_main_thread_cpu_pct']:.0f}); "
           f"group commits: {med['commit_batch_mean']:.1f} deliveries in "
           f"{med['commit_ms_mean']:.2f} ms (means)")
+    probes = [r.health_ms for r in runs]
+    if all(h.get("count") for h in probes):
+        print(f"/health every {HEALTH_PROBE_INTERVAL_S:.1f} s while saturated: "
+              f"p50 {med['health_p50_ms']:.2f} ms, p99 {med['health_p99_ms']:.2f} ms "
+              f"(medians); worst {max(h['max'] for h in probes):.2f} ms; "
+              f"{sum(int(h['failures']) for h in probes)} not 200 "
+              f"of {sum(int(h['count']) for h in probes)}")
+    else:
+        print("/health while saturated: n/a (no probe answered in some run)")
     print()
     for check, passed in report["checks"].items():
         print(f"  [{'PASS' if passed else 'FAIL'}] {check}")

@@ -65,6 +65,12 @@ except ImportError:  # run as a script: bench/ itself is on sys.path
 HOST = base.HOST
 TARGET_RPS = 3000.0
 TARGET_P99_MS = 100.0
+# The performance step's targets: the whole stack's CPU per accepted event (every process of
+# the stack, from /proc; not wrk, not the rest of the machine), and latency at 100 connections.
+TARGET_CPU_US_PER_EVENT = 35.0
+TARGET_STEP_P50_MS = 10.0
+TARGET_STEP_P99_MS = 30.0
+NOT_THE_STACK = ("wrk", "other")
 DRAIN_TIMEOUT_S = 180.0
 
 
@@ -292,8 +298,15 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
     def med(values: list[float]) -> float:
         return float(statistics.median(values)) if values else 0.0
 
+    def cpu_us_per_event(r: RunResult) -> float:
+        events_per_s = r.wrk.rps * args.events_per_webhook
+        stack_cores = sum(pct for role, pct in r.cpu_pct.items()
+                          if role not in NOT_THE_STACK) / 100
+        return stack_cores / events_per_s * 1e6 if events_per_s else 0.0
+
     roles = sorted({role for r in runs for role in r.cpu_pct})
     median = {
+        "cpu_us_per_event": med([cpu_us_per_event(r) for r in runs]),
         "webhooks_per_s": med([r.wrk.rps for r in runs]),
         "events_per_s": med([r.wrk.rps * args.events_per_webhook for r in runs]),
         "p50_ms": med([r.wrk.latency_ms.get("p50", 0.0) for r in runs]),
@@ -310,6 +323,10 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
         "0 lost, 0 duplicated by identity: every acknowledged event in PostgreSQL exactly "
         "once (all runs)": all(base.reconciled(r.reconciliation) for r in runs),
         "no request sent twice (all runs)": not any(r.wrk.wrapped for r in runs),
+        f"stack CPU <= {TARGET_CPU_US_PER_EVENT:.0f} us per accepted event":
+            0 < median["cpu_us_per_event"] <= TARGET_CPU_US_PER_EVENT,
+        f"p50 <= {TARGET_STEP_P50_MS:.0f} ms and p99 <= {TARGET_STEP_P99_MS:.0f} ms":
+            median["p50_ms"] <= TARGET_STEP_P50_MS and median["p99_ms"] <= TARGET_STEP_P99_MS,
     }
     return {
         "config": {"runs": args.runs, "duration_s": args.duration, "threads": args.connections,
@@ -357,6 +374,8 @@ def print_report(report: dict[str, Any], runs: list[RunResult]) -> None:
           f"{med['batch_deliveries_mean']:.1f} deliveries per Kafka publish")
     print("CPU (% of one core): " + ", ".join(f"{role} {pct:.0f}"
                                               for role, pct in med["cpu_pct"].items()))
+    print(f"the stack's CPU per accepted event (all its processes, not wrk): "
+          f"{med['cpu_us_per_event']:.1f} us")
     print()
     for check, passed in report["checks"].items():
         print(f"  [{'PASS' if passed else 'FAIL'}] {check}")
