@@ -24,10 +24,9 @@ combination.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -170,48 +169,37 @@ class DataPlane:
         A dependency whose loss stops the service fails; one it works around warns: PostgreSQL
         with Kafka in front of it (the bus and spool take the writes; reads fail), Kafka while
         the spool has room, Redis always.
-
-        The round trips run at once: each is a hop to a thread or a socket, and a service
-        busy with webhooks takes a turn of its event loop per hop, so one after the other
-        they made ``/health`` wait several turns under load (a load balancer's check must
-        not). The checks keep their order.
         """
-        trips: list[tuple[str, Callable[[], Awaitable[dict[str, Any]]], str]] = []
+        checks: Checks = {}
         store_severity = WARN if self.bus_log is not None else FAIL
-        trips.append(("store:responseTime", self.store.ping, store_severity))
+        status = await round_trip(checks, "store:responseTime", self.store.ping,
+                                  store_severity, now)
         if self.conversations is not None:
-            trips.append(("conversations:responseTime", self.conversations.ping, FAIL))
+            status = worst(status, await round_trip(
+                checks, "conversations:responseTime", self.conversations.ping, FAIL, now))
         if self.connections is not None:
             # Webhooks do not need it; connecting accounts and fetching do.
-            trips.append(("connections:responseTime", self.connections.ping, WARN))
+            status = worst(status, await round_trip(
+                checks, "connections:responseTime", self.connections.ping, WARN, now))
         if self.audit is not None:
             # Reads are refused (503) while their audit records cannot be written.
-            trips.append(("audit:responseTime", self.audit.ping, WARN))
+            status = worst(status, await round_trip(
+                checks, "audit:responseTime", self.audit.ping, WARN, now))
         bus_log = self.bus_log
-        spool_ok = bus_log is None or bus_log.spool.failed is None
         if bus_log is not None:
-            trips.append(("kafka:responseTime", lambda: bus_log.bus.ping(1.0),
-                          WARN if spool_ok else FAIL))
+            spool_ok = bus_log.spool.failed is None
+            status = worst(status, await round_trip(
+                checks, "kafka:responseTime", lambda: bus_log.bus.ping(1.0),
+                WARN if spool_ok else FAIL, now))
+            facts = bus_log.facts()
+            spool_status = FAIL if not spool_ok else (WARN if facts["pendingRecords"] else PASS)
+            checks["spool:records"] = [{"componentType": "component", "status": spool_status,
+                                        "observedValue": facts["pendingRecords"],
+                                        "observedUnit": "records", "time": now, **facts}]
+            status = worst(status, spool_status)
         if self.redis is not None:
-            trips.append(("redis:responseTime", self.redis.ping, WARN))
-        found: list[Checks] = [{} for _ in trips]
-        statuses = await asyncio.gather(*(
-            round_trip(found[i], key, ping, severity, now)
-            for i, (key, ping, severity) in enumerate(trips)))
-        checks: Checks = {}
-        status = PASS
-        for i, (key, _, _) in enumerate(trips):
-            status = worst(status, statuses[i])
-            checks.update(found[i])
-            if key == "kafka:responseTime" and bus_log is not None:
-                facts = bus_log.facts()
-                spool_status = FAIL if not spool_ok else (
-                    WARN if facts["pendingRecords"] else PASS)
-                checks["spool:records"] = [{
-                    "componentType": "component", "status": spool_status,
-                    "observedValue": facts["pendingRecords"], "observedUnit": "records",
-                    "time": now, **facts}]
-                status = worst(status, spool_status)
+            status = worst(status, await round_trip(checks, "redis:responseTime",
+                                                    self.redis.ping, WARN, now))
         for breaker in self.breakers:
             status = worst(status, breaker_check(checks, breaker, now))
         return status, checks
