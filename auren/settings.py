@@ -376,6 +376,9 @@ class Settings(BaseSettings):
     # duration, request id) at INFO on the logger auren.access.
     access_log: bool = True
     shutdown_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # How often a service makes its dependencies' round trips for /health, in the background;
+    # /health answers from the latest (0: each /health makes them itself, and waits for them).
+    health_refresh_s: float = Field(default=1.0, ge=0, le=60)
 
     _split = field_validator(
         "auren_api_keys",

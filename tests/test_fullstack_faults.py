@@ -234,6 +234,34 @@ def test_redis_killed_mid_load(plane):
     check_exactly_once(plane.url, "redis", load)
 
 
+def test_health_answers_at_once_while_kafka_hangs(plane):
+    """/health reads the latest round trips, made in the background: a Kafka broker that
+    stopped answering does not make a load balancer's check wait for the ping's timeout
+    (1 s), and its check turns to warn once the background ping gave up."""
+    cfg = plane.stack.cfg
+    latencies: list[float] = []
+    kafka: list[str] = []
+    infra.pause_server(cfg, "kafka")
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            body = plane.bridge.health()
+            latencies.append(time.perf_counter() - started)
+            kafka.append(body["checks"]["kafka:responseTime"][0]["status"])
+            if kafka[-1] == "warn":
+                break
+            time.sleep(0.1)
+    finally:
+        infra.resume_server(cfg, "kafka")
+    assert kafka[-1] == "warn", kafka  # the spool takes the writes: the broker's loss warns
+    assert max(latencies) < 0.5, sorted(latencies)[-5:]
+    deadline = time.monotonic() + 60
+    while plane.bridge.health()["checks"]["kafka:responseTime"][0]["status"] != "pass":
+        assert time.monotonic() < deadline, "the broker's check did not come back"
+        time.sleep(0.2)
+
+
 def test_bridge_killed_mid_load(plane):
     """What the bridge answered 2xx before dying is durable; its successor takes over."""
     # 15 s of load at 100/s: killed at 3 s, a successor started at 4 s (start() returns once

@@ -15,7 +15,7 @@ import binascii
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -133,15 +133,18 @@ class BridgeApp:
     """The bridge's ASGI entry: webhooks go straight to their endpoint, the rest to FastAPI.
 
     The webhook is the hot path, and FastAPI's middleware stack and router cost about as much
-    CPU per request as verifying, parsing and storing a delivery. Everything else (read API,
-    health, metrics, docs, lifespan) is an ordinary FastAPI app.
+    CPU per request as verifying, parsing and storing a delivery. ``GET /health`` goes
+    straight to its handler too: a load balancer's check must not queue behind ingestion work
+    any longer than it has to. Everything else (read API, metrics, docs, lifespan, and the
+    health route's documentation and other methods) is an ordinary FastAPI app.
     """
 
-    def __init__(self, api: FastAPI, webhooks: WebhookEndpoint, tracing: RequestTracing
-                 ) -> None:
+    def __init__(self, api: FastAPI, webhooks: WebhookEndpoint, tracing: RequestTracing,
+                 health: Callable[[], Awaitable[Response]] | None = None) -> None:
         self.api = api
         self._webhooks = webhooks
         self._tracing = tracing
+        self._health = health
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._tracing(self._route, scope, receive, send)
@@ -151,6 +154,11 @@ class BridgeApp:
             provider = webhook_provider(scope["path"])
             if provider is not None:
                 await self._webhooks(provider, scope, receive, send)
+                return
+            if (self._health is not None and scope["path"] == "/health"
+                    and scope["method"] == "GET"):
+                response = await self._health()
+                await response(scope, receive, send)
                 return
         await self.api(scope, receive, send)
 
@@ -488,4 +496,4 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
         return metrics_response(metrics.registry)
 
     return BridgeApp(app, WebhookEndpoint(pipeline, metrics, settings.max_webhook_bytes),
-                     RequestTracing.from_settings(settings, "bridge"))
+                     RequestTracing.from_settings(settings, "bridge"), health)

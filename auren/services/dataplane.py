@@ -37,7 +37,16 @@ from auren.adapters.memory import MemoryCache
 from auren.adapters.sqlite import SQLiteStore
 from auren.errors import RateLimited
 from auren.neuros.memory import ConversationStore
-from auren.services.kernel.health import FAIL, PASS, WARN, Checks, breaker_check, round_trip, worst
+from auren.services.kernel.health import (
+    FAIL,
+    PASS,
+    WARN,
+    Checks,
+    ProbeCache,
+    breaker_check,
+    round_trip,
+    worst,
+)
 from auren.settings import Settings
 
 if TYPE_CHECKING:  # clients are imported only by the services that use them, where configured
@@ -81,6 +90,8 @@ class DataPlane:
     # ``auren audit``), beside the connections.
     consents: ConsentStore | None = None
     audit: AuditLog | None = None
+    # The round trips /health reports, refreshed in the background while open.
+    probes: ProbeCache | None = None
 
     @property
     def mode(self) -> str:
@@ -107,9 +118,18 @@ class DataPlane:
         except BaseException:
             await self._close_stores()
             raise
+        refresh_s = self.settings.health_refresh_s
+        if refresh_s > 0:
+            # Stale once a refresh outlasts every ping's own timeout: something is stuck.
+            self.probes = ProbeCache(self._round_trips, interval_s=refresh_s,
+                                     stale_after_s=refresh_s + 3 * self.settings.store_timeout_s)
+            self.probes.start()
 
     async def close(self, timeout_s: float) -> None:
         """After the service drained: the bus (flush), then the clients and the stores."""
+        if self.probes is not None:
+            await self.probes.close()
+            self.probes = None
         try:
             if self.bus_log is not None:
                 await self.bus_log.close(timeout_s)
@@ -169,7 +189,28 @@ class DataPlane:
         A dependency whose loss stops the service fails; one it works around warns: PostgreSQL
         with Kafka in front of it (the bus and spool take the writes; reads fail), Kafka while
         the spool has room, Redis always.
+
+        The round trips come from the background refresh (:class:`ProbeCache`) while the plane
+        is open; the spool and the breakers are read now (they are in memory).
         """
+        probes = self.probes
+        status, checks = await (probes.read(now) if probes is not None
+                                else self._round_trips(now))
+        bus_log = self.bus_log
+        if bus_log is not None:
+            facts = bus_log.facts()
+            spool_ok = bus_log.spool.failed is None
+            spool_status = FAIL if not spool_ok else (WARN if facts["pendingRecords"] else PASS)
+            checks["spool:records"] = [{"componentType": "component", "status": spool_status,
+                                        "observedValue": facts["pendingRecords"],
+                                        "observedUnit": "records", "time": now, **facts}]
+            status = worst(status, spool_status)
+        for breaker in self.breakers:
+            status = worst(status, breaker_check(checks, breaker, now))
+        return status, checks
+
+    async def _round_trips(self, now: str) -> tuple[str, Checks]:
+        """One round trip to each dependency, one after the other."""
         checks: Checks = {}
         store_severity = WARN if self.bus_log is not None else FAIL
         status = await round_trip(checks, "store:responseTime", self.store.ping,
@@ -191,17 +232,9 @@ class DataPlane:
             status = worst(status, await round_trip(
                 checks, "kafka:responseTime", lambda: bus_log.bus.ping(1.0),
                 WARN if spool_ok else FAIL, now))
-            facts = bus_log.facts()
-            spool_status = FAIL if not spool_ok else (WARN if facts["pendingRecords"] else PASS)
-            checks["spool:records"] = [{"componentType": "component", "status": spool_status,
-                                        "observedValue": facts["pendingRecords"],
-                                        "observedUnit": "records", "time": now, **facts}]
-            status = worst(status, spool_status)
         if self.redis is not None:
             status = worst(status, await round_trip(checks, "redis:responseTime",
                                                     self.redis.ping, WARN, now))
-        for breaker in self.breakers:
-            status = worst(status, breaker_check(checks, breaker, now))
         return status, checks
 
     def collectors(self) -> list[Collector]:
