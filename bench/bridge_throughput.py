@@ -42,7 +42,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,6 +54,7 @@ import httpx
 from auren.ops import reconcile as by_identity
 from auren.ops import workloads
 from auren.ops import wrk as wrk_engine
+from auren.ops.health import PROBE_INTERVAL_S, UNDER_LOAD_P99_MS, LoadBalancerProbe
 from auren.ops.loadgen import StepResult, new_ledger
 from auren.ops.target import Target
 from auren.settings import Settings
@@ -69,8 +69,8 @@ EVENTS_PER_WEBHOOK = 1
 TARGET_RATIO = 0.25
 TARGET_P99_MS = 50.0
 # /health while the webhooks saturate the bridge: what a load balancer's check waits.
-TARGET_HEALTH_P99_MS = 10.0
-HEALTH_PROBE_INTERVAL_S = 0.1
+TARGET_HEALTH_P99_MS = UNDER_LOAD_P99_MS
+HEALTH_PROBE_INTERVAL_S = PROBE_INTERVAL_S
 # Signatures are valid for ±300 s; wrk must finish sending well inside that window.
 MAX_DURATION_S = 240
 START_TIMEOUT_S = 30.0
@@ -278,48 +278,6 @@ def reconciled(result: by_identity.Reconciliation) -> bool:
     return result.status == by_identity.PASS
 
 
-class HealthProbe:
-    """GET /health every ``HEALTH_PROBE_INTERVAL_S`` on a connection of its own while wrk
-    saturates the bridge: the latencies a load balancer's health check would see."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.latencies_ms: list[float] = []
-        self.failures = 0  # not 200, or no answer within the timeout
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
-
-    def __enter__(self) -> HealthProbe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=5.0) as client:
-            while not self._stop.wait(HEALTH_PROBE_INTERVAL_S):
-                started = time.perf_counter()
-                try:
-                    ok = client.get(self.url).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                self.latencies_ms.append((time.perf_counter() - started) * 1000)
-                self.failures += not ok
-
-    def summary(self) -> dict[str, float]:
-        ordered = sorted(self.latencies_ms)
-        if not ordered:
-            return {}
-
-        def at(q: float) -> float:
-            return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-        return {"count": len(ordered), "failures": self.failures, "p50": at(0.5),
-                "p99": at(0.99), "max": ordered[-1]}
-
-
 @dataclass
 class RunResult:
     run: int
@@ -329,6 +287,7 @@ class RunResult:
     generated: int
     generate_s: float
     health_ms: dict[str, float] = field(default_factory=dict)
+    floor_ms: dict[str, float] = field(default_factory=dict)  # the probe on the hello-world
 
     @property
     def ratio(self) -> float:
@@ -376,8 +335,12 @@ def one_run(number: int, args: argparse.Namespace, work: Path, log: TextIO) -> R
                 ready_url=f"http://{HOST}:{port}/", log=work / f"hello-{number}.log") as hello:
         print(f"run {number}: ceiling (hello-world) for {args.duration} s ...", file=log,
               flush=True)
-        ceiling, _ = run_wrk(f"http://{HOST}:{port}/", server_pid=hello.pid, threads=threads,
-                             connections=args.connections, duration=args.duration)
+        # The same probe against the hello-world while wrk saturates it: the latency of an
+        # answer that costs nothing, on this machine at this moment (the floor for /health).
+        with LoadBalancerProbe(f"http://{HOST}:{port}/") as floor:
+            ceiling, _ = run_wrk(f"http://{HOST}:{port}/", server_pid=hello.pid,
+                                 threads=threads, connections=args.connections,
+                                 duration=args.duration)
 
     # (b) the bridge, in its own fresh data directory
     data = Path(tempfile.mkdtemp(prefix=f"bridge-{number}-", dir=work))
@@ -398,7 +361,7 @@ def one_run(number: int, args: argparse.Namespace, work: Path, log: TextIO) -> R
         print(f"run {number}: bridge for {args.duration} s with {count} unique webhooks "
               f"(signed {generate_s:.1f} s before) ...", file=log, flush=True)
         profiler = start_profiler(proc.pid, args, number)
-        with HealthProbe(f"http://{HOST}:{port}/health") as probe:
+        with LoadBalancerProbe(f"http://{HOST}:{port}/health") as probe:
             bridge, output = run_wrk(f"http://{HOST}:{port}/webhooks/auren",
                                      server_pid=proc.pid, threads=threads,
                                      connections=args.connections, duration=args.duration,
@@ -420,7 +383,7 @@ def one_run(number: int, args: argparse.Namespace, work: Path, log: TextIO) -> R
     reconciliation = reconcile(step, Settings.model_construct(auren_data_dir=data), data,
                                wait_s=2.0)
     return RunResult(number, ceiling, bridge, reconciliation, count, generate_s,
-                     probe.summary())
+                     probe.summary(), floor.summary())
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -448,6 +411,8 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
         "commit_ms_mean": _median([r.bridge.commit_ms_mean or 0.0 for r in runs]),
         "health_p50_ms": _median([r.health_ms.get("p50", 0.0) for r in runs]),
         "health_p99_ms": _median([r.health_ms.get("p99", 0.0) for r in runs]),
+        "floor_p50_ms": _median([r.floor_ms.get("p50", 0.0) for r in runs]),
+        "floor_p99_ms": _median([r.floor_ms.get("p99", 0.0) for r in runs]),
     }
     probed = all(r.health_ms.get("count") for r in runs)
     errors = sum(r.bridge.errors for r in runs)
@@ -537,6 +502,9 @@ def print_report(report: dict[str, Any], runs: list[RunResult]) -> None:
               f"of {sum(int(h['count']) for h in probes)}")
     else:
         print("/health while saturated: n/a (no probe answered in some run)")
+    if all(r.floor_ms.get("count") for r in runs):
+        print(f"the same probe on the hello-world while wrk saturates it (the machine's floor): "
+              f"p50 {med['floor_p50_ms']:.2f} ms, p99 {med['floor_p99_ms']:.2f} ms (medians)")
     print()
     for check, passed in report["checks"].items():
         print(f"  [{'PASS' if passed else 'FAIL'}] {check}")

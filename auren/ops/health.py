@@ -11,6 +11,7 @@ sweep itself (Gatus's lesson).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -23,6 +24,11 @@ from auren.ops.target import TITLES, Target
 
 CONCURRENCY = 3
 PASS, WARN, FAIL, NA = "pass", "warn", "fail", "n/a"
+# A load balancer's check while the bridge is saturated: how often, and the bound it must meet
+# (a check that queues behind ingestion work takes a healthy bridge out of rotation).
+PROBE_INTERVAL_S = 0.1
+PROBE_TIMEOUT_S = 5.0
+UNDER_LOAD_P99_MS = 10.0
 
 
 @dataclass
@@ -186,3 +192,51 @@ async def sweep(target: Target, *, timeout_s: float = 5.0, public_url: str | Non
     if not settings.kafka_bootstrap_servers:
         rows.append(Row("Kafka", "-", NA, detail=f"{reason} (no event log)"))
     return Sweep(rows, target.describe())
+
+
+class LoadBalancerProbe:
+    """``GET url`` every ``interval_s`` on a keep-alive connection of its own, from a thread,
+    while a load runs: the latencies a load balancer's health check would see then.
+
+    ``with LoadBalancerProbe(url) as probe: <load>``, then ``probe.summary()``. A probe
+    without a 200 within ``PROBE_TIMEOUT_S`` counts as a failure.
+    """
+
+    def __init__(self, url: str, *, interval_s: float = PROBE_INTERVAL_S) -> None:
+        self.url = url
+        self.interval_s = interval_s
+        self.latencies_ms: list[float] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
+
+    def __enter__(self) -> LoadBalancerProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(PROBE_TIMEOUT_S + 5)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=PROBE_TIMEOUT_S) as client:
+            while not self._stop.wait(self.interval_s):
+                started = time.perf_counter()
+                try:
+                    ok = client.get(self.url).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                self.latencies_ms.append((time.perf_counter() - started) * 1000)
+                self.failures += not ok
+
+    def summary(self) -> dict[str, float]:
+        """count, failures, p50, p99 and max in ms; empty when no probe was made."""
+        ordered = sorted(self.latencies_ms)
+        if not ordered:
+            return {}
+
+        def at(q: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+        return {"count": len(ordered), "failures": self.failures, "p50": at(0.5),
+                "p99": at(0.99), "max": round(ordered[-1], 2)}

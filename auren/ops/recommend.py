@@ -18,6 +18,11 @@ the numbers that triggered it or stays silent. The rules, in order:
 7. **ERROR lines** the services logged under load.
 8. **Generator limits**: invalid steps mean the ceiling was not measured.
 9. **Breakers**: dependency faults not verifiable (embedded) or breakers that never opened.
+10. **Health under load**: ``/health`` probed during the stress step with a p99 at or over
+    its bound (a load balancer would take a busy, healthy bridge out of rotation), or probes
+    that got no 200.
+11. **Cost per webhook and sizing**: the CPU each webhook cost at the stress step (the
+    bridge's, and every sampled service's together) and what one core takes at that cost.
 """
 
 from __future__ import annotations
@@ -154,6 +159,32 @@ def recommendations(run: dict[str, Any]) -> list[str]:
             break
         if check["status"] == "fail":
             out.append(f"**Fault handling:** {check['name']} failed: {check['detail']}.")
+    # 10. health under load
+    probe = perf.get("health_under_load") or {}
+    bound = float(perf.get("health_under_load_bound_ms") or 10.0)
+    if probe.get("count") and (probe["p99"] >= bound or probe.get("failures")):
+        where = f"{stress['connections']} connections" if stress else "the stress step"
+        out.append(f"**Health checks wait behind ingestion:** /health answered in p99 "
+                   f"{probe['p99']:.1f} ms (max {probe['max']:.1f} ms, bound {bound:g} ms) at "
+                   f"{where}, and {int(probe.get('failures', 0))} of {int(probe['count'])} "
+                   "probes got no 200: a load balancer with a short timeout would take a busy "
+                   "but healthy bridge out of rotation. Give the bridge headroom (workers, "
+                   "replicas) or a longer check timeout.")
+
+    # 11. cost per webhook and sizing
+    cost = perf.get("cpu_per_webhook")
+    if cost and cost.get("bridge_ms"):
+        per_core = 1000.0 / cost["bridge_ms"]
+        text = (f"**Cost per webhook:** the bridge used {cost['bridge_ms']:.3f} ms of CPU per "
+                f"webhook in {cost['label']} ({cost['bridge_cpu_mean_pct']:.0f} % of a core "
+                f"at {cost['achieved_rate']:.0f}/s)")
+        if len(cost.get("services", [])) > 1:
+            text += (f", and every service process sampled ({', '.join(cost['services'])}) "
+                     f"{cost['stack_ms']:.3f} ms together")
+        out.append(text + f". At that cost one bridge core takes about {per_core:.0f} "
+                   f"webhooks/s ({per_core * 86_400 / 1e6:.0f} million a day if they came "
+                   "evenly): size by the busiest minute, not the daily mean (docs/DESIGN.md, "
+                   "\"Sizing a deployment\").")
     return out
 
 

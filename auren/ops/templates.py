@@ -25,6 +25,8 @@ Overall verdict: **{{ run.verdict }}**{% if run.verdict_note %} — {{ run.verdi
 | Error rate at peak load ({{ run.performance.peak.label }}) | {{ run.performance.peak.error_rate | pct }} |
 | CPU usage at peak (server processes, % of one core; {{ run.environment.cpu_count }} cores) | {{ run.performance.peak.cpu_peak_pct | fmt }} % |
 | Memory usage at peak (server processes, RSS) | {{ run.performance.peak.rss_peak_mb | fmt }} MB |
+{% set probe = run.performance.health_under_load or {} %}| /health while stressed ({{ run.performance.at_100.connections }} concurrent, every 0.1 s) | {% if probe.count %}p50 {{ probe.p50 | fmt }} ms, p99 {{ probe.p99 | fmt }} ms (bound {{ run.performance.health_under_load_bound_ms | fmt }} ms), {{ probe.failures }} of {{ probe.count }} not 200{% else %}n/a (no probe answered){% endif %} |
+{% set cost = run.performance.cpu_per_webhook %}| CPU per webhook at {{ run.performance.at_100.connections }} concurrent | {% if cost %}bridge {{ cost.bridge_ms | fmt(3) }} ms; every service process sampled ({{ cost.services | join(", ") }}) {{ cost.stack_ms | fmt(3) }} ms{% else %}n/a (no CPU sample){% endif %} |
 | Events lost (acknowledged ids not stored, by identity) | **{{ run.performance.events_lost if run.performance.events_lost is not none else "not reconciled" }}** |
 | Events stored more than once | {{ run.performance.events_duplicated if run.performance.events_duplicated is not none else "not reconciled" }} |
 | ERROR lines logged during load | {{ run.performance.error_log_lines }} |
@@ -145,6 +147,8 @@ HTML = """\
 <tr><td>Error rate at peak load ({{ run.performance.peak.label }})</td><td class="num">{{ run.performance.peak.error_rate | pct }}</td></tr>
 <tr><td>CPU usage at peak (server processes, % of one core; {{ run.environment.cpu_count }} cores)</td><td class="num">{{ run.performance.peak.cpu_peak_pct | fmt }} %</td></tr>
 <tr><td>Memory usage at peak (server processes, RSS)</td><td class="num">{{ run.performance.peak.rss_peak_mb | fmt }} MB</td></tr>
+{% set probe = run.performance.health_under_load or {} %}<tr><td>/health while stressed ({{ run.performance.at_100.connections }} concurrent, every 0.1 s)</td><td class="num">{% if probe.count %}p50 {{ probe.p50 | fmt }} ms, p99 {{ probe.p99 | fmt }} ms (bound {{ run.performance.health_under_load_bound_ms | fmt }} ms), {{ probe.failures }} of {{ probe.count }} not 200{% else %}n/a (no probe answered){% endif %}</td></tr>
+{% set cost = run.performance.cpu_per_webhook %}<tr><td>CPU per webhook at {{ run.performance.at_100.connections }} concurrent</td><td class="num">{% if cost %}bridge {{ cost.bridge_ms | fmt(3) }} ms; every service process sampled ({{ cost.services | join(", ") }}) {{ cost.stack_ms | fmt(3) }} ms{% else %}n/a (no CPU sample){% endif %}</td></tr>
 {% if run.performance.events_lost is none %}
 <tr><td>Events lost (acknowledged ids not stored, by identity)</td><td class="num not-reconciled" id="events-lost">not reconciled</td></tr>
 {% else %}

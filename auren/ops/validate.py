@@ -131,6 +131,22 @@ def _peak(steps: list[StepResult]) -> dict[str, Any]:
             if peak.server else None}
 
 
+def _cpu_per_webhook(step: StepResult) -> dict[str, Any] | None:
+    """The CPU each accepted webhook cost during ``step``, in ms: the bridge's, and every
+    sampled service process's together (the whole stack in full mode); None without a CPU
+    sample or a rate to divide by."""
+    rate = step.achieved_rate
+    bridge = step.server.get("bridge") if step.server else None
+    if not rate or not bridge or bridge.get("cpu_mean_pct") is None:
+        return None
+    stack = sum(v.get("cpu_mean_pct") or 0.0 for v in step.server.values())
+    # % of a core / webhooks per second * 10 = ms of CPU per webhook.
+    return {"label": step.label, "achieved_rate": round(rate, 1),
+            "bridge_cpu_mean_pct": bridge["cpu_mean_pct"],
+            "bridge_ms": round(10 * bridge["cpu_mean_pct"] / rate, 4),
+            "stack_ms": round(10 * stack / rate, 4), "services": sorted(step.server)}
+
+
 def run_validation(target: Target, plan: Plan, *, log: Log,
                    progress: loadtest.Progress | None = None) -> dict[str, Any]:
     started = time.monotonic()
@@ -175,9 +191,11 @@ def run_validation(target: Target, plan: Plan, *, log: Log,
         done("fail" if "fail" in statuses else "invalid" if "invalid" in statuses else "pass")
 
         done = phase(f"stress: {STRESS_CONNECTIONS} connections")
-        stress = loadtest.run_step(target, loadtest.Step(
-            "bridge", "webhooks", row.path, "closed", STRESS_CONNECTIONS, plan.stress_s,
-            plan.engine, label=f"stress {STRESS_CONNECTIONS} conn"), sampler, progress)
+        # What a load balancer's health check sees while the webhooks saturate the bridge.
+        with health.LoadBalancerProbe(target.urls["bridge"] + "/health") as probe:
+            stress = loadtest.run_step(target, loadtest.Step(
+                "bridge", "webhooks", row.path, "closed", STRESS_CONNECTIONS, plan.stress_s,
+                plan.engine, label=f"stress {STRESS_CONNECTIONS} conn"), sampler, progress)
         load_steps.append(stress)
         stress_holds = loadtest.holds(stress, row)
         done("pass" if stress_holds else "invalid" if stress.invalid else "fail")
@@ -262,6 +280,10 @@ def run_validation(target: Target, plan: Plan, *, log: Log,
             "events_duplicated": recon.duplicated,
             "error_log_lines": error_lines,
             "stress_holds": stress_holds,
+            # /health probed every 0.1 s during the stress step ({} when none answered).
+            "health_under_load": probe.summary(),
+            "health_under_load_bound_ms": health.UNDER_LOAD_P99_MS,
+            "cpu_per_webhook": _cpu_per_webhook(stress),
         },
         "health": sweep.as_dict(),
         "e2e": chain.as_dict(),

@@ -64,6 +64,14 @@ def test_healthy_system_validates_and_writes_every_deliverable(
     assert perf["max_concurrent_webhooks"] in (10, 40, 100)
     assert perf["at_100"]["p95"] > 0 and perf["at_100"]["p99"] >= perf["at_100"]["p95"]
     assert perf["peak"]["cpu_peak_pct"] > 0 and perf["peak"]["rss_peak_mb"] > 0
+    # /health probed while the stress step ran, and the CPU each webhook cost then.
+    probe = perf["health_under_load"]
+    assert probe["count"] >= 5 and probe["p99"] >= probe["p50"] > 0
+    cost = perf["cpu_per_webhook"]
+    assert cost["label"] == "stress 100 conn" and "bridge" in cost["services"]
+    assert cost["stack_ms"] >= cost["bridge_ms"] > 0
+    assert cost["bridge_ms"] == round(10 * cost["bridge_cpu_mean_pct"] / cost["achieved_rate"],
+                                      4)
     assert [p["name"] for p in run["phases"]] == [
         "health sweep", "end-to-end chain", "SLA baselines", "stress: 100 connections",
         "progressive ramp", "comparison: Original vs Enhanced Bridge", "faults",
@@ -89,9 +97,12 @@ def test_healthy_system_validates_and_writes_every_deliverable(
     for heading in ("## System Validation Report", "## Performance Metrics",
                     "## Recommendations", "Events lost"):
         assert heading in markdown
+    assert "/health while stressed" in markdown and "CPU per webhook at 100" in markdown
     # Recommendations quote measured numbers (not canned text).
     assert run["recommendations"]
     assert any(re.search(r"\d+ req/s", text) for text in run["recommendations"])
+    assert any(f"{cost['bridge_ms']:.3f} ms of CPU per webhook" in text
+               for text in run["recommendations"])
 
 
 def test_recommendations_follow_the_numbers() -> None:
@@ -127,6 +138,31 @@ def test_recommendations_follow_the_numbers() -> None:
 
     lost = {"reconciliation": {"lost": 7}, "environment": {}}
     assert recommend.recommendations(lost)[0].startswith("**Data loss:** 7")
+
+
+def test_health_under_load_and_cost_per_webhook_recommendations() -> None:
+    stress = {"connections": 100, "achieved_rate": 2000.0, "invalid": False, "model": "closed",
+              "statuses": {"202": 100}, "latency_ms": {"p50": 20, "p95": 40, "p99": 50},
+              "server": {"bridge": {"cpu_peak_pct": 70, "cpu_mean_pct": 50.0}},
+              "error_rate": 0.0, "label": "stress 100 conn"}
+    cost = {"label": "stress 100 conn", "achieved_rate": 2000.0, "bridge_cpu_mean_pct": 50.0,
+            "bridge_ms": 0.25, "stack_ms": 0.6, "services": ["bridge", "sink"]}
+    run: dict[str, Any] = {
+        "stress": stress, "environment": {"cpu_count": 2, "bridge_workers": 1},
+        "performance": {"health_under_load": {"count": 50, "failures": 0, "p50": 3.0,
+                                              "p99": 8.0, "max": 9.0},
+                        "health_under_load_bound_ms": 10.0, "cpu_per_webhook": cost}}
+    texts = recommend.recommendations(run)
+    assert not any("Health checks wait" in t for t in texts)  # within its bound: silent
+    sizing = next(t for t in texts if t.startswith("**Cost per webhook:**"))
+    # 0.25 ms a webhook: 4000 per core-second, 346 million a day.
+    assert "0.250 ms of CPU per webhook" in sizing and "(bridge, sink) 0.600 ms" in sizing
+    assert "about 4000 webhooks/s (346 million a day" in sizing
+    run["performance"]["health_under_load"] = {"count": 50, "failures": 2, "p50": 12.0,
+                                               "p99": 45.5, "max": 80.0}
+    slow = next(t for t in recommend.recommendations(run) if "Health checks wait" in t)
+    assert "p99 45.5 ms (max 80.0 ms, bound 10 ms) at 100 connections" in slow
+    assert "2 of 50 probes got no 200" in slow
 
 
 def _chromium() -> str | None:
