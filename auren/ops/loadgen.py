@@ -198,6 +198,8 @@ class StepResult:
     latency_ms: dict[str, float] = field(default_factory=dict)  # the verdict's percentiles
     uncorrected_ms: dict[str, float] = field(default_factory=dict)
     corrected_ms: dict[str, float] = field(default_factory=dict)  # closed model back-filled
+    # wrk with answers files: the percentiles of the 2xx answers alone (503s apart).
+    admitted_ms: dict[str, float] = field(default_factory=dict)
     lag_ms: dict[str, float] = field(default_factory=dict)  # open model scheduler lateness
     generator_cpu_pct: float | None = None
     invalid: bool = False
@@ -247,7 +249,8 @@ class StepResult:
             "errors": dict(self.errors), "error_rate": round(self.error_rate, 6),
             "accepted_items": self.accepted_items, "dropped": self.dropped,
             "latency_ms": self.latency_ms, "uncorrected_ms": self.uncorrected_ms,
-            "corrected_ms": self.corrected_ms, "lag_ms": self.lag_ms,
+            "corrected_ms": self.corrected_ms, "admitted_ms": self.admitted_ms,
+            "lag_ms": self.lag_ms,
             "generator_cpu_pct": self.generator_cpu_pct, "invalid": self.invalid,
             "invalid_reason": self.invalid_reason, "wrapped": self.wrapped,
             "server": self.server, "error_lines": self.error_lines,

@@ -18,6 +18,12 @@ without an answer in between means the first one's answer was never read (a tran
 and what was handed out last when wrk stopped was in flight. When the workload knows its ids
 (webhooks), the toolkit runs wrk that way and fills the step's ledger from those files; each
 thread is an OS thread blocked in epoll most of the time, so hundreds of them are cheap.
+
+**Latency by outcome.** wrk's own latencies mix every answer: under overload the 503s that
+admission sheds come back at once and would flatter the admitted requests' tail. The script
+also writes each answer's latency (from ``request()`` to ``response()``, on the monotonic
+clock through LuaJIT's FFI) so that the 2xx answers' percentiles stand apart
+(``admitted_ms``); and it counts 503s without ``Retry-After``, which a shed must carry.
 """
 
 from __future__ import annotations
@@ -36,6 +42,16 @@ from auren.ops.loadgen import RequestFactory, StepResult, new_ledger
 
 # The one wrk script for signed webhooks: the toolkit's wrk engine and bench/ both use it.
 LUA = r"""
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } auren_timespec;
+int clock_gettime(int clock_id, auren_timespec *tp);
+]]
+local clock = ffi.new("auren_timespec")
+local function now_us()
+   ffi.C.clock_gettime(1, clock)  -- CLOCK_MONOTONIC
+   return tonumber(clock.tv_sec) * 1000000 + math.floor(tonumber(clock.tv_nsec) / 1000)
+end
 local threads = {}
 local next_id = 0
 function setup(thread)
@@ -52,8 +68,9 @@ function init(args)
       pool[#pool + 1] = file:read(tonumber(length))
    end
    file:close()
-   loaded, cursor, wrapped, accepted, statuses = #pool, 0, 0, 0, {}
-   -- With one connection per thread: "position status" of every answer read (see wrk.py).
+   loaded, cursor, wrapped, accepted, statuses, no_retry = #pool, 0, 0, 0, {}, 0
+   -- With one connection per thread: "position status latency_us" of every answer read
+   -- (see wrk.py).
    if args[2] then
       answers = assert(io.open(args[2] .. "." .. id, "w"))
       answers:setvbuf("full")
@@ -64,25 +81,31 @@ function request()
    cursor = cursor + 1
    if cursor > loaded then cursor = 1; wrapped = wrapped + 1 end
    handed = cursor
+   handed_at = now_us()
    return pool[cursor]
 end
 function response(status, headers, body)
    statuses[status] = (statuses[status] or 0) + 1
+   if status == 503 and not (headers["retry-after"] or headers["Retry-After"]) then
+      no_retry = no_retry + 1
+   end
    if status >= 200 and status < 300 and body then
       accepted = accepted + (tonumber(body:match('"accepted":(%d+)')) or 0)
    end
    if answers and handed then
-      answers:write(handed, " ", status, "\n")
+      answers:write(handed, " ", status, " ", now_us() - handed_at, "\n")
       handed = nil
    end
 end
 function done(summary, latency, requests)
-   local totals, w, a = {}, 0, 0
+   local totals, w, a, r = {}, 0, 0, 0
    for _, t in ipairs(threads) do
       for s, n in pairs(t:get("statuses")) do totals[s] = (totals[s] or 0) + n end
       w = w + t:get("wrapped")
       a = a + t:get("accepted")
+      r = r + t:get("no_retry")
    end
+   io.write(string.format("AUREN no_retry_after_503 %d\n", r))
    for s, n in pairs(totals) do io.write(string.format("AUREN status %d %d\n", s, n)) end
    local l = 0
    for _, t in ipairs(threads) do
@@ -120,6 +143,8 @@ def parse(output: str, result: StepResult) -> StepResult:
             result.wrapped = int(match[2])
         elif kind == "accepted":
             result.accepted_items = int(match[2])
+        elif kind == "no_retry_after_503":
+            result.no_retry_after_503 = int(match[2])
         elif kind == "latency_us":
             result.latency_ms[match[2]] = round(float(match[3]) / 1000, 3)
         elif kind == "requests":
@@ -188,6 +213,17 @@ def run(base_url: str, factory: RequestFactory, *, connections: int, duration_s:
     return result
 
 
+def percentiles_ms(latencies_us: list[int]) -> dict[str, float]:
+    """p50, p90, p95, p99, p99.9 and max of ``latencies_us``, in ms; empty without any."""
+    ordered = sorted(latencies_us)
+    if not ordered:
+        return {}
+    out = {f"p{q:g}": round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+                            / 1000, 3) for q in (50, 90, 95, 99, 99.9)}
+    out["max"] = round(ordered[-1] / 1000, 3)
+    return out
+
+
 def write_pools(prefix: Path, requests: list[bytes], threads: int) -> None:
     """``<prefix>.<t>`` for each wrk thread ``t``: the raw requests ``t, t + threads, ...``
     (render order), each after a line with its length, as the Lua script reads them. Disjoint,
@@ -210,6 +246,7 @@ def fill_ledger(result: StepResult, answers: Path, threads: int, pool_size: int,
         return thread + (position - 1) * threads
 
     handed: dict[int, tuple[int, int]] = {}
+    admitted_us: list[int] = []
     for match in re.finditer(r"^AUREN handed (\d+) (\d+) (\d+)$", output, re.M):
         handed[int(match[1])] = (int(match[2]), int(match[3]))
     if len(handed) != threads:
@@ -225,8 +262,11 @@ def fill_ledger(result: StepResult, answers: Path, threads: int, pool_size: int,
             continue
         with path.open() as lines:
             for line in lines:
-                where, _, status = line.partition(" ")
+                where, status, *latency = line.split()
                 ledger.answered(seq(thread, int(where)), int(status))
+                if latency and 200 <= int(status) < 300:
+                    admitted_us.append(int(latency[0]))
+    result.admitted_ms = percentiles_ms(admitted_us)
     counts = ledger.counts()
     # wrk stops with a request on most connections: those were cut off by the end of the step,
     # neither answered nor failed (wrk counts its transport errors apart). They stay
