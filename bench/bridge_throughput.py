@@ -211,28 +211,54 @@ def cpu_seconds(pid: int, *, main_thread: bool = False) -> float | None:
         return None
 
 
+def server_pids(pid: int) -> list[int]:
+    """The server process and its children: with ``--workers N`` uvicorn serves from N child
+    processes and the parent only supervises them."""
+    children: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children += [int(c) for c in (task / "children").read_text().split()]
+    except (OSError, ValueError):
+        pass
+    return [pid, *children]
+
+
+def cpu_snapshot(pid: int) -> dict[int, tuple[float, float]]:
+    """(all threads, main thread) CPU seconds of each process serving (see server_pids)."""
+    out = {}
+    for each in server_pids(pid):
+        total, main = cpu_seconds(each), cpu_seconds(each, main_thread=True)
+        if total is not None and main is not None:
+            out[each] = (total, main)
+    return out
+
+
 def run_wrk(url: str, *, server_pid: int, threads: int, connections: int, duration: int,
-            script: list[str] | None = None) -> tuple[WrkResult, str]:
+            script: list[str] | None = None, workers: int = 1) -> tuple[WrkResult, str]:
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
     if script:
         cmd += ["-s", script[0], url, "--", *script[1:]]
     else:
         cmd.append(url)
-    main_before = cpu_seconds(server_pid, main_thread=True)
-    cpu_before, started = cpu_seconds(server_pid), time.perf_counter()
+    before, started = cpu_snapshot(server_pid), time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120,
                           check=False)
-    cpu_after, elapsed = cpu_seconds(server_pid), time.perf_counter() - started
-    main_after = cpu_seconds(server_pid, main_thread=True)
+    after, elapsed = cpu_snapshot(server_pid), time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
     result = parse_wrk(done.stdout)
-    if cpu_before is not None and cpu_after is not None:
-        # Includes wrk's start-up and Lua loading, when the server idles: a slight underestimate.
-        result.server_cpu_pct = round((cpu_after - cpu_before) / elapsed * 100, 1)
-    if main_before is not None and main_after is not None:
-        # The event loop's thread: at 100 % the server is CPU-bound on it.
-        result.server_main_cpu_pct = round((main_after - main_before) / elapsed * 100, 1)
+    common = [pid for pid in after if pid in before]
+    if common:
+        # Every serving process (the workers too). Includes wrk's start-up and Lua loading,
+        # when the server idles: a slight underestimate.
+        used = sum(after[pid][0] - before[pid][0] for pid in common)
+        result.server_cpu_pct = round(used / elapsed * 100, 1)
+        # The busiest event loop thread (a worker's, with --workers): at 100 % that process
+        # is CPU-bound on it. The supervising parent of several workers serves nothing.
+        loops = [pid for pid in common if pid != server_pid] if workers > 1 else [server_pid]
+        loops = loops or [server_pid]
+        result.server_main_cpu_pct = round(
+            max(after[pid][1] - before[pid][1] for pid in loops) / elapsed * 100, 1)
     return result, done.stdout
 
 
@@ -340,7 +366,7 @@ def one_run(number: int, args: argparse.Namespace, work: Path, log: TextIO) -> R
         with LoadBalancerProbe(f"http://{HOST}:{port}/") as floor:
             ceiling, _ = run_wrk(f"http://{HOST}:{port}/", server_pid=hello.pid,
                                  threads=threads, connections=args.connections,
-                                 duration=args.duration)
+                                 duration=args.duration, workers=args.workers)
 
     # (b) the bridge, in its own fresh data directory
     data = Path(tempfile.mkdtemp(prefix=f"bridge-{number}-", dir=work))
@@ -366,7 +392,7 @@ def one_run(number: int, args: argparse.Namespace, work: Path, log: TextIO) -> R
                                      server_pid=proc.pid, threads=threads,
                                      connections=args.connections, duration=args.duration,
                                      script=[str(lua_script(work)), str(prefix),
-                                             str(answers)])
+                                             str(answers)], workers=args.workers)
         attribute(step, answers, threads, output)
         if profiler is not None:
             profiler.wait(timeout=args.duration + 60)
