@@ -375,6 +375,7 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tune_runtime_for_serving()
         await plane.open()
+        plane.refresh_health()
         try:
             await erasure.open()
         except BaseException:

@@ -118,8 +118,13 @@ class DataPlane:
         except BaseException:
             await self._close_stores()
             raise
+
+    def refresh_health(self) -> None:
+        """Make the round trips ``/health`` reports in the background from now on (every
+        ``HEALTH_REFRESH_S``; 0: each ``/health`` makes its own). For a service that serves
+        ``/health``, once open; a tool that opens the plane for one job does not call it."""
         refresh_s = self.settings.health_refresh_s
-        if refresh_s > 0:
+        if refresh_s > 0 and self.probes is None:
             # Stale once a refresh outlasts every ping's own timeout: something is stuck.
             self.probes = ProbeCache(self._round_trips, interval_s=refresh_s,
                                      stale_after_s=refresh_s + 3 * self.settings.store_timeout_s)

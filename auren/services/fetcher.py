@@ -229,6 +229,7 @@ async def run_fetcher(settings: Settings, *, idle_exit_s: float | None = None,
             handled.append(sig)
     consumer: NotificationConsumer | None = None
     await plane.open()
+    plane.refresh_health()
     following: asyncio.Task[None] | None = None
     try:
         await erasures.open()

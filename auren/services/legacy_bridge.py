@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await plane.open()
+        plane.refresh_health()
         try:
             await erasures.open()
             await feed.refresh()

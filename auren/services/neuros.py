@@ -394,6 +394,7 @@ def create_app(settings: Settings | None = None) -> NeurosApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tune_runtime_for_serving()
         await plane.open()
+        plane.refresh_health()
         try:
             await erasures.open()
             await feed.refresh()

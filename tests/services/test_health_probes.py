@@ -18,6 +18,8 @@ from auren.settings import Settings
 async def test_answers_from_the_latest_refresh_and_refreshes_in_the_background(tmp_path: Path):
     plane = build_dataplane(Settings(auren_data_dir=tmp_path, health_refresh_s=0.2))
     await plane.open()
+    assert plane.probes is None  # a tool that opens the plane does not refresh
+    plane.refresh_health()
     try:
         assert plane.probes is not None
         status, first = await plane.health(now_text())
@@ -80,6 +82,7 @@ async def test_a_refresh_that_hangs_makes_the_answer_fail_once_stale(tmp_path: P
 async def test_without_refresh_each_answer_makes_its_round_trips(tmp_path: Path):
     plane = build_dataplane(Settings(auren_data_dir=tmp_path, health_refresh_s=0))
     await plane.open()
+    plane.refresh_health()
     try:
         assert plane.probes is None
         _, first = await plane.health(now_text())
