@@ -206,6 +206,16 @@ class SinkProcess:
             self.process.kill()
             self.process.wait(10)
 
+    def wait_started(self, timeout: float = 90.0) -> None:
+        """Until the sink has opened its stores and subscribed ("sink started")."""
+        deadline = time.monotonic() + timeout
+        while '"sink started"' not in self.log():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the sink exited at start-up:\n{self.log()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the sink did not start within {timeout:.0f} s")
+            time.sleep(0.1)
+
 
 def start_sink(env: dict[str, str], log_dir: Path, name: str = "sink") -> SinkProcess:
     log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
