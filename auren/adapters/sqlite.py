@@ -320,9 +320,8 @@ class SQLiteStore:
 
     async def write_batch(self, deliveries: Sequence[Delivery]) -> list[WriteResult]:
         # A transaction runs on the helper thread while this awaits it: one writer at a time.
-        # The group
-        # committer never overlaps batches, so this lock is only ever contended by callers
-        # that write directly (the legacy bridge's one transaction per delivery).
+        # The group committer never overlaps batches, so this lock is only ever contended by
+        # callers that write directly (the legacy bridge's one transaction per delivery).
         async with self._write_lock:
             await self.wal.before_write()
             return await self._write_batch(deliveries)

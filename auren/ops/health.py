@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from auren.ops import deps
+from auren.ops.loadgen import exact_summary
 from auren.ops.target import TITLES, Target
 
 CONCURRENCY = 3
@@ -230,13 +231,8 @@ class LoadBalancerProbe:
                 self.failures += not ok
 
     def summary(self) -> dict[str, float]:
-        """count, failures, p50, p99 and max in ms; empty when no probe was made."""
-        ordered = sorted(self.latencies_ms)
-        if not ordered:
+        """count, failures, the percentiles and max in ms; empty when no probe was made."""
+        if not self.latencies_ms:
             return {}
-
-        def at(q: float) -> float:
-            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
-
-        return {"count": len(ordered), "failures": self.failures, "p50": at(0.5),
-                "p99": at(0.99), "max": round(ordered[-1], 2)}
+        return {"count": len(self.latencies_ms), "failures": self.failures,
+                **exact_summary(self.latencies_ms)}

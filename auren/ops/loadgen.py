@@ -24,7 +24,7 @@ import asyncio
 import time
 from array import array
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,6 +64,18 @@ def summarize(hist: HdrHistogram) -> dict[str, float]:
     out = {_pname(p): round(hist.get_value_at_percentile(p) / 1000, 3) for p in PERCENTILES}
     out["max"] = round(hist.get_max_value() / 1000, 3)
     out["mean"] = round(hist.get_mean_value() / 1000, 3)
+    return out
+
+
+def exact_summary(samples_ms: Sequence[float]) -> dict[str, float]:
+    """The PERCENTILES and max of ``samples_ms`` from the samples themselves (each one kept,
+    no histogram), in ms; empty without any."""
+    ordered = sorted(samples_ms)
+    if not ordered:
+        return {}
+    out = {_pname(p): round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))], 3)
+           for p in PERCENTILES}
+    out["max"] = round(ordered[-1], 3)
     return out
 
 

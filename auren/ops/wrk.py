@@ -38,7 +38,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from auren.ops.loadgen import RequestFactory, StepResult, new_ledger
+from auren.ops.loadgen import RequestFactory, StepResult, exact_summary, new_ledger
 
 # The one wrk script for signed webhooks: the toolkit's wrk engine and bench/ both use it.
 LUA = r"""
@@ -213,17 +213,6 @@ def run(base_url: str, factory: RequestFactory, *, connections: int, duration_s:
     return result
 
 
-def percentiles_ms(latencies_us: list[int]) -> dict[str, float]:
-    """p50, p90, p95, p99, p99.9 and max of ``latencies_us``, in ms; empty without any."""
-    ordered = sorted(latencies_us)
-    if not ordered:
-        return {}
-    out = {f"p{q:g}": round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
-                            / 1000, 3) for q in (50, 90, 95, 99, 99.9)}
-    out["max"] = round(ordered[-1] / 1000, 3)
-    return out
-
-
 def write_pools(prefix: Path, requests: list[bytes], threads: int) -> None:
     """``<prefix>.<t>`` for each wrk thread ``t``: the raw requests ``t, t + threads, ...``
     (render order), each after a line with its length, as the Lua script reads them. Disjoint,
@@ -246,7 +235,7 @@ def fill_ledger(result: StepResult, answers: Path, threads: int, pool_size: int,
         return thread + (position - 1) * threads
 
     handed: dict[int, tuple[int, int]] = {}
-    admitted_us: list[int] = []
+    admitted_ms: list[float] = []
     for match in re.finditer(r"^AUREN handed (\d+) (\d+) (\d+)$", output, re.M):
         handed[int(match[1])] = (int(match[2]), int(match[3]))
     if len(handed) != threads:
@@ -265,8 +254,8 @@ def fill_ledger(result: StepResult, answers: Path, threads: int, pool_size: int,
                 where, status, *latency = line.split()
                 ledger.answered(seq(thread, int(where)), int(status))
                 if latency and 200 <= int(status) < 300:
-                    admitted_us.append(int(latency[0]))
-    result.admitted_ms = percentiles_ms(admitted_us)
+                    admitted_ms.append(int(latency[0]) / 1000)
+    result.admitted_ms = exact_summary(admitted_ms)
     counts = ledger.counts()
     # wrk stops with a request on most connections: those were cut off by the end of the step,
     # neither answered nor failed (wrk counts its transport errors apart). They stay
