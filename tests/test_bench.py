@@ -156,3 +156,36 @@ def test_a_bench_setting_must_name_an_auren_setting() -> None:
     for bad in ("ACCESS_LOG", "NOT_A_SETTING=1"):
         with pytest.raises(argparse.ArgumentTypeError):
             _setting(bad)
+
+
+def test_webhook_cpu_bench_measures_the_app_and_checks_every_answer_and_event(
+        tmp_path: Path) -> None:
+    """The in-process bench on this tree and on a "tree" that is not AUREN: figures for the
+    first (every answer 202, every event stored), a failed run and exit 1 for the second."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "cpu.json"
+    done = subprocess.run(
+        [sys.executable, str(root / "bench" / "webhook_cpu.py"), "--runs", "1", "--webhooks",
+         "400", "--events-per-webhook", "2", "--json", str(out)],
+        cwd=root, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "every answer 202 and every event stored: yes" in done.stdout
+    (summary,) = json.loads(out.read_text()).values()
+    (run,) = summary["runs"]
+    assert run["statuses"] == {"202": 400}
+    assert run["stored_events"] == run["expected_events"] == (2_000 + 400) * 2
+    assert run["cpu_us_per_webhook"] > 0 and run["webhook_in_units"] > 0
+    assert summary["all_202_and_stored"] is True
+
+    empty = tmp_path / "not-auren"
+    empty.mkdir()
+    failed = subprocess.run(
+        [sys.executable, str(root / "bench" / "webhook_cpu.py"), "--runs", "1", "--webhooks",
+         "100", "--tree", str(empty)],
+        cwd=root, capture_output=True, text=True, timeout=300, check=False)
+    assert failed.returncode == 1
+    assert f"{empty}: no run succeeded" in failed.stdout
