@@ -12,6 +12,7 @@ The access log (a line per request) is formatted without ``logging``'s records
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -225,17 +226,60 @@ class JsonFormatter(logging.Formatter):
 
 
 class JsonStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The services' handler: a line per record on the stream, written as it is emitted (a
-    service ended by a signal loses none), plus lines formatted by :func:`log_info_fast`."""
+    """The services' handler: a line per record on the stream, plus the lines formatted by
+    :func:`log_info_fast` (the access log).
+
+    A record is written as it is emitted. The access lines written on an event loop are
+    gathered for one turn of that loop and written together, in one ``write``: a write per
+    request measured a sixth of a webhook's CPU in the bridge, most of it the system call.
+    They are out before anything else is written (a record, or a flush) and at the latest at
+    the loop's next turn, so a service ended by a signal after its graceful shutdown, whose
+    last words are records, has written every line; only a process killed outright can lose
+    the lines of the loop's last turn.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._gathered: list[str] = []
+        # The loop whose next turn writes what is gathered (None: nothing scheduled).
+        self._gathering_on: asyncio.AbstractEventLoop | None = None
 
     def emit_line(self, line: str) -> None:
-        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
-            try:
-                self.stream.write(line + self.terminator)
-                self.flush()
-            except Exception:  # noqa: BLE001 - a closed or full stderr must not stop the service
-                if logging.raiseExceptions:
-                    sys.stderr.write("--- logging: a line could not be written\n")
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on an event loop: now
+            with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+                self._gathered.append(line)
+                self._write_gathered()
+            return
+        with self.lock:  # type: ignore[union-attr]
+            self._gathered.append(line)
+            if self._gathering_on is not loop:
+                self._gathering_on = loop
+                loop.call_soon(self.flush)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._gathered:
+            self.flush()  # the access lines gathered so far came first
+        super().emit(record)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._gathering_on = None
+            if self._gathered:
+                self._write_gathered()
+            else:
+                super().flush()
+
+    def _write_gathered(self) -> None:
+        """Write and flush the gathered lines (the caller holds the lock)."""
+        lines, self._gathered = self._gathered, []
+        try:
+            self.stream.write(self.terminator.join(lines) + self.terminator)
+            super().flush()
+        except Exception:  # noqa: BLE001 - a closed or full stderr must not stop the service
+            if logging.raiseExceptions:
+                sys.stderr.write("--- logging: a line could not be written\n")
 
 
 def log_info_fast(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> None:

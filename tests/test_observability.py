@@ -97,3 +97,62 @@ def test_the_fast_info_line_is_the_line_logging_writes_and_other_handlers_still_
         REQUEST_ID.reset(token)
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
+
+
+class _CountingStream:
+    """A stream that records each write (to see how many system calls a service would make)."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def lines(self) -> list[dict[str, object]]:
+        return [orjson.loads(line) for line in "".join(self.writes).splitlines()]
+
+
+def test_access_lines_on_a_loop_go_out_together_at_its_next_turn_and_before_any_record(
+        ) -> None:
+    import asyncio
+    import logging
+
+    from auren.observability import JsonFormatter, JsonStreamHandler, log_info_fast
+
+    root, stream = logging.getLogger(), _CountingStream()
+    handler = JsonStreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    saved = root.handlers[:], root.level
+    access, other = logging.getLogger("auren.access.turns"), logging.getLogger("auren.turns")
+
+    async def serve() -> None:
+        for n in range(3):
+            log_info_fast(access, "request", {"status": 200 + n})
+        assert stream.writes == []  # gathered, not yet written
+        await asyncio.sleep(0)  # the loop's next turn
+        assert len(stream.writes) == 1
+        assert [line["status"] for line in stream.lines()] == [200, 201, 202]
+        log_info_fast(access, "request", {"status": 203})
+        other.warning("a record")  # the gathered line goes first, without waiting a turn
+        assert [line["msg"] for line in stream.lines()][-2:] == ["request", "a record"]
+        log_info_fast(access, "request", {"status": 204})
+
+    try:
+        root.handlers[:] = [handler]
+        root.setLevel(logging.INFO)
+        asyncio.run(serve())
+        # The loop is gone before its next turn: the line still goes out, at the latest on a
+        # flush (logging's own at exit), or at once off a loop.
+        handler.flush()
+        assert [line.get("status") for line in stream.lines()][-1] == 204
+        log_info_fast(access, "request", {"status": 205})
+        assert [line.get("status") for line in stream.lines()][-1] == 205
+        assert [line.get("status") for line in stream.lines()] == [200, 201, 202, 203, None,
+                                                                     204, 205]
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])

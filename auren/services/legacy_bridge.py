@@ -143,5 +143,6 @@ def create_app(settings: Settings | None = None) -> BridgeApp:
     async def prometheus_metrics() -> Response:
         return metrics_response(metrics.registry)
 
-    return BridgeApp(app, WebhookEndpoint(pipeline, metrics, settings.max_webhook_bytes),
-                     RequestTracing.from_settings(settings, "legacy"))
+    tracing = RequestTracing.from_settings(settings, "legacy")
+    return BridgeApp(app, WebhookEndpoint(pipeline, metrics, settings.max_webhook_bytes,
+                                          tracing), tracing)

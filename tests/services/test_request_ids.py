@@ -110,7 +110,9 @@ def test_direct_requests_get_ids_and_errors_too(chain: dict[str, ServerProcess])
     bridge = chain["bridge"]
     unsigned = httpx.post(bridge.base_url + "/webhooks/auren", content=b"{}", timeout=10)
     assert unsigned.status_code == 401
+    assert unsigned.headers["content-type"] == "application/problem+json"
     assert HEX32.fullmatch(unsigned.headers["x-request-id"])
+    assert len(unsigned.headers.get_list("x-request-id")) == 1
     (line,) = access_lines(bridge, unsigned.headers["x-request-id"])
     assert line["status"] == 401
 
@@ -128,6 +130,34 @@ def test_logs_hold_no_user_id_and_no_query(chain: dict[str, ServerProcess]) -> N
     for name in ("gateway", "bridge"):
         text = chain[name].log()
         assert user not in text and "since=" not in text, name
+
+
+def test_every_webhooks_access_line_is_written_by_a_bridge_stopped_with_sigterm(
+        tmp_path: Path) -> None:
+    """Access lines are written a turn of the event loop at a time: a burst of concurrent
+    webhooks, then SIGTERM (graceful shutdown, no exit handlers), and every line is there,
+    each once, with its request's status."""
+    ids: dict[str, int] = {}
+    with run_server("bridge", tmp_path) as bridge:
+        import concurrent.futures
+
+        def post(n: int) -> httpx.Response:
+            user = f"burst-{n}"
+            body = native_body(user, [hrv_event(3, record=f"{user}-r")])
+            headers = native_headers(body) if n % 5 else {}  # every fifth unsigned: a 401
+            return httpx.post(bridge.base_url + "/webhooks/auren", content=body,
+                              headers=headers, timeout=10)
+
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            for response in pool.map(post, range(60)):
+                ids[response.headers["x-request-id"]] = response.status_code
+        bridge.process.terminate()
+        bridge.process.wait(15)
+    lines = [line for line in log_lines(bridge)
+             if line.get("logger") == "auren.access" and line["path"] == "/webhooks/auren"]
+    assert sorted(line["request_id"] for line in lines) == sorted(ids)
+    assert {line["request_id"]: line["status"] for line in lines} == ids
+    assert sorted(ids.values()).count(401) == 12
 
 
 def test_access_log_off(tmp_path: Path) -> None:

@@ -66,7 +66,10 @@ class RequestTracing:
     """Gives each request its id and writes its access log line (see the module's docstring).
 
     Called with the application it wraps, so that an entry class keeps its own routing:
-    ``await tracing(app, scope, receive, send)``.
+    ``await tracing(app, scope, receive, send)``. A raw ASGI handler on a hot path (the bridge's
+    webhooks) does the same itself, without a wrapper around its ``send``: it takes the id
+    with :meth:`adopt`, sets :data:`~auren.observability.REQUEST_ID`, answers with
+    :meth:`id_header` among its headers and ends with :meth:`log`.
     """
 
     def __init__(self, service: str, trusted: TrustedProxies, *, access_log: bool = True
@@ -79,6 +82,15 @@ class RequestTracing:
     def from_settings(cls, settings: Settings, service: str) -> RequestTracing:
         return cls(service, TrustedProxies(settings.trusted_proxies),
                    access_log=settings.access_log)
+
+    @property
+    def access_log(self) -> bool:
+        return self._access_log
+
+    @staticmethod
+    def id_header(request_id: str) -> tuple[bytes, bytes]:
+        """The ``X-Request-ID`` header an answer carries."""
+        return HEADER, request_id.encode("ascii")
 
     def adopt(self, scope: Scope) -> str:
         """The request's id; its ``X-Request-ID`` header in ``scope`` is set to it."""
@@ -119,10 +131,12 @@ class RequestTracing:
             await app(scope, receive, send_with_id)
         finally:
             if self._access_log:
-                self._log(scope, status, started)
+                self.log(scope, status, started)
             REQUEST_ID.reset(token)
 
-    def _log(self, scope: Scope, status: int, started: float) -> None:
+    def log(self, scope: Scope, status: int, started: float) -> None:
+        """The request's access log line (``status`` 0: no answer was started); ``started``
+        is its ``time.perf_counter()`` at arrival."""
         extra: dict[str, Any] = {
             "service": self.service, "method": scope["method"],
             "path": loggable_path(scope["path"]),
