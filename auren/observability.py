@@ -13,6 +13,7 @@ The access log (a line per request) is formatted without ``logging``'s records
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import sys
 import time
@@ -240,23 +241,22 @@ class JsonStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
-        self._gathered: list[str] = []
+        # A deque: appends and pops are atomic, so the loop's thread appends without the
+        # handler's lock, and a flush from any thread takes exactly the lines it writes.
+        self._gathered: collections.deque[str] = collections.deque()
         # The loop whose next turn writes what is gathered (None: nothing scheduled).
         self._gathering_on: asyncio.AbstractEventLoop | None = None
 
     def emit_line(self, line: str) -> None:
+        self._gathered.append(line)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # not on an event loop: now
-            with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
-                self._gathered.append(line)
-                self._write_gathered()
+            self.flush()
             return
-        with self.lock:  # type: ignore[union-attr]
-            self._gathered.append(line)
-            if self._gathering_on is not loop:
-                self._gathering_on = loop
-                loop.call_soon(self.flush)
+        if self._gathering_on is not loop:
+            self._gathering_on = loop
+            loop.call_soon(self.flush)
 
     def emit(self, record: logging.LogRecord) -> None:
         if self._gathered:
@@ -264,22 +264,19 @@ class JsonStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
     def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
             self._gathering_on = None
-            if self._gathered:
-                self._write_gathered()
-            else:
+            gathered = self._gathered
+            if not gathered:
                 super().flush()
-
-    def _write_gathered(self) -> None:
-        """Write and flush the gathered lines (the caller holds the lock)."""
-        lines, self._gathered = self._gathered, []
-        try:
-            self.stream.write(self.terminator.join(lines) + self.terminator)
-            super().flush()
-        except Exception:  # noqa: BLE001 - a closed or full stderr must not stop the service
-            if logging.raiseExceptions:
-                sys.stderr.write("--- logging: a line could not be written\n")
+                return
+            lines = [gathered.popleft() for _ in range(len(gathered))]
+            try:
+                self.stream.write(self.terminator.join(lines) + self.terminator)
+                super().flush()
+            except Exception:  # noqa: BLE001 - a closed or full stderr must not stop the service
+                if logging.raiseExceptions:
+                    sys.stderr.write("--- logging: a line could not be written\n")
 
 
 def log_info_fast(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> None:

@@ -166,3 +166,27 @@ def test_access_log_off(tmp_path: Path) -> None:
         assert HEX32.fullmatch(response.headers["x-request-id"])
         time.sleep(0.2)
         assert not [line for line in log_lines(legacy) if line["logger"] == "auren.access"]
+
+
+def _child_id(queue: Any) -> None:
+    from auren.services.kernel.requests import new_request_id
+
+    queue.put(new_request_id())
+
+
+def test_request_ids_are_unique_in_a_process_and_across_a_fork() -> None:
+    """Ids come from a generator seeded once per process: a forked worker must not repeat its
+    parent's sequence (it is seeded again in the child)."""
+    import multiprocessing
+
+    from auren.services.kernel.requests import new_request_id
+
+    ids = {new_request_id() for _ in range(20_000)}
+    assert len(ids) == 20_000 and all(HEX32.fullmatch(i) for i in ids)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_id, args=(queue,))
+    child.start()
+    from_child = queue.get(timeout=30)
+    child.join(30)
+    assert HEX32.fullmatch(from_child) and from_child != new_request_id()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import time
 from typing import Any
@@ -45,9 +46,17 @@ _TOKEN = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:=+/@-]{0,127}")
 _USER_SEGMENT = re.compile(r"(/users/)[^/]+")
 
 
+# Request ids must be unique, not secret: they name a request in logs and answers and guard
+# nothing. So they come from a generator seeded from the OS once per process (and again in a
+# forked child) rather than from os.urandom per request, a system call that profiled at 7 % of
+# a webhook's CPU.
+_ids = random.Random(os.urandom(32))  # noqa: S311 - unique, not secret (above)
+os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
+
+
 def new_request_id() -> str:
     """128 random bits as 32 hex characters."""
-    return os.urandom(16).hex()
+    return f"{_ids.getrandbits(128):032x}"
 
 
 def loggable_path(path: str) -> str:
