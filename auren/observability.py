@@ -230,13 +230,13 @@ class JsonStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The services' handler: a line per record on the stream, plus the lines formatted by
     :func:`log_info_fast` (the access log).
 
-    A record is written as it is emitted. The access lines written on an event loop are
-    gathered for one turn of that loop and written together, in one ``write``: a write per
-    request measured a sixth of a webhook's CPU in the bridge, most of it the system call.
-    They are out before anything else is written (a record, or a flush) and at the latest at
-    the loop's next turn, so a service ended by a signal after its graceful shutdown, whose
-    last words are records, has written every line; only a process killed outright can lose
-    the lines of the loop's last turn.
+    A record is written as it is emitted. The access lines written on an event loop are gathered
+    for one turn of that loop and written together, in one ``write``, rather than a system call
+    per request on the loop that serves them (the bridge's request tracing profiled at a sixth
+    of a webhook's CPU; see DESIGN). They are out before anything else is written (a record, or
+    a flush) and at the latest at the loop's next turn, so a service ended by a signal after its
+    graceful shutdown, whose last words are records, has written every line; only a process
+    killed outright can lose the lines of the loop's last turn.
     """
 
     def __init__(self, stream: Any = None) -> None:
