@@ -29,7 +29,6 @@ import contextlib
 import json
 import os
 import resource
-import secrets
 import sqlite3
 import statistics
 import subprocess
@@ -149,8 +148,10 @@ async def _measure(webhooks: int, concurrency: int, events: int, settings_env: d
 
 def run_once(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="auren-webhook-cpu-") as tmp:
+        from auren.sim.credentials import SECRET_GENERATORS
+
         env = {"AUREN_DATA_DIR": tmp,
-               "STANDARD_WEBHOOK_SECRET": "whsec_" + _b64(secrets.token_bytes(32)),
+               "STANDARD_WEBHOOK_SECRET": SECRET_GENERATORS["STANDARD_WEBHOOK_SECRET"](),
                **dict(args.setting)}
         log_dir = args.log_dir or Path(tmp)
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -178,12 +179,6 @@ def _loop_factory() -> Any:
     return uvloop.new_event_loop
 
 
-def _b64(raw: bytes) -> str:
-    import base64
-
-    return base64.b64encode(raw).decode()
-
-
 def _child(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", "--expect-tree", str(tree),
            "--webhooks", str(args.webhooks), "--concurrency", str(args.concurrency),
@@ -201,10 +196,16 @@ def _child(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _setting(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` of an AUREN setting, as ``bridge_throughput.py --setting`` takes it.
+
+    Not imported from there: that module imports the toolkit at load time, and a child
+    measuring an earlier ``--tree`` must load nothing but that tree's ``auren.settings``."""
+    from auren.settings import Settings
+
     name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError("expected NAME=VALUE")
-    return name, value
+    if not sep or name.lower() not in Settings.model_fields:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE of an AUREN setting")
+    return name.upper(), value
 
 
 def main() -> int:
@@ -257,9 +258,9 @@ def main() -> int:
     summary: dict[str, Any] = {}
     for tree, runs in results.items():
         good = [r for r in runs if "error" not in r]
-        complete = all(r.get("statuses") == {202: args.webhooks} or
-                       r.get("statuses") == {"202": args.webhooks} for r in good) and \
-            all(r["stored_events"] == r["expected_events"] for r in good)
+        # Each run came back as JSON from its child: status codes are strings.
+        complete = all(r["statuses"] == {"202": args.webhooks} and
+                       r["stored_events"] == r["expected_events"] for r in good)
         if not good or len(good) < len(runs) or not complete:
             verdict = 1
         cpu = statistics.median([r["cpu_us_per_webhook"] for r in good]) if good else None

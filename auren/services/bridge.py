@@ -128,8 +128,7 @@ class WebhookEndpoint:
         finally:
             label = provider if provider in PROVIDER_CLASSES else "unknown"
             self._metrics.observe_request(label, status, time.perf_counter() - started)
-            if tracing.access_log:
-                tracing.log(scope, answered, started)
+            tracing.log(scope, answered, started)
             REQUEST_ID.reset(token)
 
     @staticmethod

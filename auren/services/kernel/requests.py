@@ -92,10 +92,6 @@ class RequestTracing:
         return cls(service, TrustedProxies(settings.trusted_proxies),
                    access_log=settings.access_log)
 
-    @property
-    def access_log(self) -> bool:
-        return self._access_log
-
     @staticmethod
     def id_header(request_id: str) -> tuple[bytes, bytes]:
         """The ``X-Request-ID`` header an answer carries."""
@@ -122,7 +118,7 @@ class RequestTracing:
         started = time.perf_counter()
         request_id = self.adopt(scope)
         token = REQUEST_ID.set(request_id)
-        own = (HEADER, request_id.encode("ascii"))
+        own = self.id_header(request_id)
         status = 0
 
         async def send_with_id(message: Message) -> None:
@@ -139,13 +135,14 @@ class RequestTracing:
         try:
             await app(scope, receive, send_with_id)
         finally:
-            if self._access_log:
-                self.log(scope, status, started)
+            self.log(scope, status, started)
             REQUEST_ID.reset(token)
 
     def log(self, scope: Scope, status: int, started: float) -> None:
-        """The request's access log line (``status`` 0: no answer was started); ``started``
-        is its ``time.perf_counter()`` at arrival."""
+        """The request's access log line, unless ``ACCESS_LOG`` is off (``status`` 0: no answer
+        was started); ``started`` is its ``time.perf_counter()`` at arrival."""
+        if not self._access_log:
+            return
         extra: dict[str, Any] = {
             "service": self.service, "method": scope["method"],
             "path": loggable_path(scope["path"]),
